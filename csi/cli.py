@@ -1,0 +1,155 @@
+"""Command line: ``localvol-csi`` / ``python -m csi``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from csi import __version__, logs
+from csi.config import DEFAULT_DRIVER_NAME, GIB, TIB, Config
+
+DEFAULT_DATA_DIR = "/var/lib/localvol-csi"
+SIZE_SUFFIXES = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    value = text.strip().lower().removesuffix("b").removesuffix("i")
+    suffix = value[-1:] if value[-1:] in SIZE_SUFFIXES else ""
+    number = value[: len(value) - len(suffix)]
+    try:
+        size = int(number) * SIZE_SUFFIXES[suffix]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 10Gi)") from None
+    if size < 0:
+        raise argparse.ArgumentTypeError("sizes must not be negative")
+    return size
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(
+        prog="localvol-csi",
+        description="CSI driver (Identity, Controller, Node) for node-local directory and "
+        "loop-device volumes. Every option can also be set through the environment "
+        "variable shown.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--data-dir",
+        default=env("CSI_DATA_DIR", DEFAULT_DATA_DIR),
+        help="directory holding volumes, images and state [CSI_DATA_DIR] (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--endpoint",
+        default=env("CSI_ENDPOINT"),
+        help="unix:///path/to.sock or tcp://host:port [CSI_ENDPOINT] "
+        "(default: unix://<data-dir>/csi.sock)",
+    )
+    parser.add_argument(
+        "--node-id",
+        default=env("CSI_NODE_ID") or socket.gethostname(),
+        help="this node's ID, also its topology value [CSI_NODE_ID] (default: host name)",
+    )
+    parser.add_argument(
+        "--driver-name",
+        default=env("CSI_DRIVER_NAME", DEFAULT_DRIVER_NAME),
+        help="CSI driver name [CSI_DRIVER_NAME] (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-volumes-per-node",
+        type=int,
+        default=int(env("CSI_MAX_VOLUMES_PER_NODE", "0")),
+        help="volumes this node accepts; 0 for no limit [CSI_MAX_VOLUMES_PER_NODE]",
+    )
+    parser.add_argument(
+        "--default-volume-size",
+        type=parse_size,
+        default=parse_size(env("CSI_DEFAULT_VOLUME_SIZE", "1Gi")),
+        help="size when a request names none [CSI_DEFAULT_VOLUME_SIZE] (default: 1Gi)",
+    )
+    parser.add_argument(
+        "--max-volume-size",
+        type=parse_size,
+        default=parse_size(env("CSI_MAX_VOLUME_SIZE", "16Ti")),
+        help="largest volume accepted [CSI_MAX_VOLUME_SIZE] (default: 16Ti)",
+    )
+    parser.add_argument(
+        "--capacity-limit",
+        type=parse_size,
+        default=parse_size(env("CSI_CAPACITY_LIMIT", "0")),
+        help="cap on the total size of all volumes, 0 for the data dir's free space "
+        "[CSI_CAPACITY_LIMIT]",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=logs.LEVELS,
+        default=env("CSI_LOG_LEVEL", "info"),
+        help="[CSI_LOG_LEVEL] (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default=env("CSI_LOG_FORMAT", "text"),
+        help="key=value text or JSON lines [CSI_LOG_FORMAT] (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(env("CSI_WORKERS", "16")),
+        help="concurrent RPCs served [CSI_WORKERS] (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=float(env("CSI_SHUTDOWN_GRACE", "30")),
+        help="seconds in-flight calls get to finish on SIGTERM (default: %(default)s)",
+    )
+    return parser
+
+
+def config_from_args(argv: Sequence[str] | None = None) -> Config:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    data_dir = Path(args.data_dir).absolute()
+    if args.max_volumes_per_node < 0:
+        parser.error("--max-volumes-per-node must not be negative")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if not args.node_id or len(args.node_id.encode()) > 192:
+        parser.error("--node-id must be 1 to 192 bytes")
+    if args.max_volume_size <= 0:
+        args.max_volume_size = 16 * TIB
+    return Config(
+        driver_name=args.driver_name,
+        node_id=args.node_id,
+        data_dir=data_dir,
+        endpoint=args.endpoint or f"unix://{data_dir / 'csi.sock'}",
+        max_volumes_per_node=args.max_volumes_per_node,
+        default_volume_size=args.default_volume_size or GIB,
+        max_volume_size=args.max_volume_size,
+        capacity_limit=args.capacity_limit,
+        log_level=args.log_level,
+        log_format=args.log_format,
+        workers=args.workers,
+        shutdown_grace=args.shutdown_grace,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = config_from_args(argv)
+    logs.setup(config.log_level, config.log_format)
+    from csi.server import serve  # imported late so --help stays fast
+
+    try:
+        return serve(config)
+    except (OSError, ValueError) as exc:
+        print(f"localvol-csi: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

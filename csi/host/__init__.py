@@ -1,0 +1,1 @@
+"""The only code that touches the operating system: commands, mounts, loop devices."""

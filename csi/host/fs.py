@@ -1,0 +1,60 @@
+"""Filesystem facts and durable file operations."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Usage:
+    total_bytes: int
+    available_bytes: int
+    used_bytes: int
+    total_inodes: int
+    free_inodes: int
+    used_inodes: int
+
+
+def usage(path: Path | str) -> Usage:
+    st = os.statvfs(path)
+    total = st.f_blocks * st.f_frsize
+    free = st.f_bfree * st.f_frsize
+    available = st.f_bavail * st.f_frsize
+    return Usage(
+        total_bytes=total,
+        available_bytes=available,
+        used_bytes=total - free,
+        total_inodes=st.f_files,
+        free_inodes=st.f_ffree,
+        used_inodes=st.f_files - st.f_ffree,
+    )
+
+
+def available_bytes(path: Path | str) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def fsync_dir(path: Path | str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def create_sparse_file(path: Path, size: int) -> None:
+    """Create (or reset) ``path`` as a sparse file of ``size`` bytes, flushed to disk."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def durable_rename(src: Path, dst: Path) -> None:
+    os.rename(src, dst)
+    fsync_dir(dst.parent)

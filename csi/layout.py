@@ -1,0 +1,86 @@
+"""Where things live under the data root, and the one way an ID becomes a path.
+
+Data root layout::
+
+    <root>/volumes/<id>/        directory volume contents
+    <root>/images/<id>.img      loop volume backing file (sparse)
+    <root>/state/volumes/<id>.json   the volume's record (see csi.state)
+    <root>/csi.sock             default endpoint
+
+Volume IDs are derived from the CO-chosen name (a hash), so a retried CreateVolume
+after a crash lands on the same paths. An ID that does not match ``ID_PATTERN`` is never
+turned into a path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from csi.errors import InvalidArgument
+
+ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+VOLUME_ID_PREFIX = "vol-"
+PARTIAL_SUFFIX = ".partial"
+
+
+def volume_id_for_name(name: str) -> str:
+    """The stable volume ID for a CreateVolume name."""
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:32]
+    return VOLUME_ID_PREFIX + digest
+
+
+def is_valid_id(value: str) -> bool:
+    return ID_PATTERN.fullmatch(value) is not None
+
+
+def check_id(value: str, what: str = "volume_id") -> str:
+    """Return ``value`` if it follows the ID grammar, else raise INVALID_ARGUMENT."""
+    if not value:
+        raise InvalidArgument(f"{what} is required")
+    if not is_valid_id(value):
+        raise InvalidArgument(f"{what} must match {ID_PATTERN.pattern}")
+    return value
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @property
+    def volumes_dir(self) -> Path:
+        return self.root / "volumes"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state" / "volumes"
+
+    def directory_path(self, volume_id: str) -> Path:
+        return self.volumes_dir / check_id(volume_id)
+
+    def image_path(self, volume_id: str) -> Path:
+        return self.images_dir / f"{check_id(volume_id)}.img"
+
+    def record_path(self, volume_id: str) -> Path:
+        return self.state_dir / f"{check_id(volume_id)}.json"
+
+    def partial(self, path: Path) -> Path:
+        """The scratch name a multi-step create builds before renaming into place."""
+        return path.with_name(path.name + PARTIAL_SUFFIX)
+
+    def ensure(self) -> None:
+        for directory in (self.volumes_dir, self.images_dir, self.state_dir):
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.volumes_dir.chmod(0o711)
+
+    def contains(self, path: Path) -> bool:
+        """True if ``path`` (resolved) is the data root or inside it."""
+        root = self.root.resolve()
+        resolved = path.resolve()
+        return resolved == root or root in resolved.parents

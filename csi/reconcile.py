@@ -1,0 +1,142 @@
+"""Start-up reconciliation: make the records and the host agree before serving.
+
+Runs once, before Probe reports ready. It finishes or rolls back operations a crash
+interrupted, forgets mounts a reboot removed (the orchestrator stages and publishes again),
+and detaches loop devices of ours that nothing uses. It never deletes a volume's data that
+no record accounts for: such files are reported and left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+
+from csi.host import loopdev, mount
+from csi.layout import PARTIAL_SUFFIX, Layout, is_valid_id
+from csi.state.records import AccessType, Phase, VolumeRecord
+from csi.volumes.directory import DELETING_SUFFIX
+from csi.volumes.manager import Volumes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Report:
+    volumes: int = 0
+    rolled_back: list[str] = field(default_factory=list)
+    finished_deletes: list[str] = field(default_factory=list)
+    forgotten_mounts: int = 0
+    detached: list[str] = field(default_factory=list)
+    unaccounted: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)
+
+
+def reconcile(volumes: Volumes) -> Report:
+    report = Report()
+    layout = volumes.layout
+    store = volumes.store
+    for damaged in store.load():
+        report.damaged.append(str(damaged.path))
+        log.error(
+            "event=damaged_record path=%s reason=%s action=left_in_place volume_quarantined",
+            damaged.path,
+            damaged.reason,
+        )
+    for record in store.all():
+        if record.phase is Phase.CREATING:
+            volumes.backend(record).delete(record)
+            store.remove(record.volume_id)
+            report.rolled_back.append(record.volume_id)
+        elif record.phase is Phase.DELETING:
+            volumes.backend(record).delete(record)
+            store.remove(record.volume_id)
+            report.finished_deletes.append(record.volume_id)
+        else:
+            report.forgotten_mounts += _settle_node_state(volumes, record)
+    _remove_scratch(layout)
+    report.detached = _detach_unused_loops(volumes)
+    report.unaccounted = _unaccounted(layout, {r.volume_id for r in store.all()})
+    for path in report.unaccounted:
+        log.warning("event=unaccounted_data path=%s action=left_in_place", path)
+    report.volumes = store.count()
+    log.info(
+        "event=reconciled volumes=%d rolled_back=%d finished_deletes=%d forgotten_mounts=%d "
+        "detached=%d unaccounted=%d damaged=%d",
+        report.volumes,
+        len(report.rolled_back),
+        len(report.finished_deletes),
+        report.forgotten_mounts,
+        len(report.detached),
+        len(report.unaccounted),
+        len(report.damaged),
+    )
+    return report
+
+
+def _settle_node_state(volumes: Volumes, record: VolumeRecord) -> int:
+    """Drop staging and targets from the record that the host no longer has."""
+    if not record.in_use:
+        return 0
+    table = mount.read_mounts()
+    live_targets = {p: t for p, t in record.targets.items() if mount.mounts_at(p, table)}
+    staged = record.staging_path
+    if staged:
+        if record.access_type is AccessType.BLOCK:
+            alive = volumes.loops.device(record) is not None
+        else:
+            alive = bool(mount.mounts_at(staged, table))
+        if not alive and not live_targets:
+            staged = ""
+    forgotten = (
+        len(record.targets) - len(live_targets) + (1 if staged != record.staging_path else 0)
+    )
+    if forgotten:
+        volumes.store.put(record.with_changes(staging_path=staged, targets=live_targets))
+    return forgotten
+
+
+def _remove_scratch(layout: Layout) -> None:
+    """Scratch names hold half-built or half-deleted artefacts that never held user data."""
+    for directory in (layout.images_dir, layout.volumes_dir):
+        for entry in os.scandir(directory):
+            if entry.name.endswith((PARTIAL_SUFFIX, DELETING_SUFFIX)):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+
+
+def _detach_unused_loops(volumes: Volumes) -> list[str]:
+    images = os.path.realpath(volumes.layout.images_dir)
+    detached: list[str] = []
+    table = mount.read_mounts()
+    for device, backing in loopdev.attached().items():
+        if os.path.dirname(backing) != images:
+            continue
+        volume_id = os.path.basename(backing).removesuffix(".img")
+        record = volumes.store.get(volume_id)
+        if record is None:
+            continue  # not ours to judge: leave it attached, it is reported as unaccounted
+        name = device.removeprefix("/dev/")
+        used = any(
+            m.source == device or (m.fs_type == "devtmpfs" and m.root == f"/{name}") for m in table
+        )
+        if used or (record.access_type is AccessType.BLOCK and record.staging_path):
+            continue
+        loopdev.detach(device)
+        detached.append(device)
+    return detached
+
+
+def _unaccounted(layout: Layout, known: set[str]) -> list[str]:
+    found: list[str] = []
+    for entry in os.scandir(layout.images_dir):
+        stem = entry.name.removesuffix(".img")
+        if stem not in known or not is_valid_id(stem):
+            found.append(entry.path)
+    for entry in os.scandir(layout.volumes_dir):
+        if entry.name not in known:
+            found.append(entry.path)
+    return sorted(found)

@@ -1,0 +1,1 @@
+"""The three CSI services: thin handlers that validate, lock, delegate and reply."""

@@ -1,0 +1,53 @@
+"""CSI Identity: who the driver is, what it offers, and whether it is healthy."""
+
+from __future__ import annotations
+
+import os
+
+import grpc
+from google.protobuf import wrappers_pb2
+
+from csi import __version__
+from csi.config import Config
+from csi.errors import FailedPrecondition
+from csi.host.run import missing_tools
+from csi.pb import csi_pb2, csi_pb2_grpc
+from csi.readiness import Readiness
+
+REQUIRED_TOOLS = ("mount", "umount", "losetup", "blkid", "mkfs.ext4")
+
+Service = csi_pb2.PluginCapability.Service
+
+
+class IdentityService(csi_pb2_grpc.IdentityServicer):
+    def __init__(self, config: Config, readiness: Readiness) -> None:
+        self._config = config
+        self._readiness = readiness
+
+    def GetPluginInfo(
+        self, request: csi_pb2.GetPluginInfoRequest, context: grpc.ServicerContext
+    ) -> csi_pb2.GetPluginInfoResponse:
+        return csi_pb2.GetPluginInfoResponse(
+            name=self._config.driver_name, vendor_version=__version__
+        )
+
+    def GetPluginCapabilities(
+        self, request: csi_pb2.GetPluginCapabilitiesRequest, context: grpc.ServicerContext
+    ) -> csi_pb2.GetPluginCapabilitiesResponse:
+        types = (Service.CONTROLLER_SERVICE, Service.VOLUME_ACCESSIBILITY_CONSTRAINTS)
+        return csi_pb2.GetPluginCapabilitiesResponse(
+            capabilities=[csi_pb2.PluginCapability(service=Service(type=t)) for t in types]
+        )
+
+    def Probe(
+        self, request: csi_pb2.ProbeRequest, context: grpc.ServicerContext
+    ) -> csi_pb2.ProbeResponse:
+        if self._readiness.failure:
+            raise FailedPrecondition(f"start-up failed: {self._readiness.failure}")
+        data_dir = self._config.data_dir
+        if not os.access(data_dir, os.W_OK | os.X_OK):
+            raise FailedPrecondition(f"data directory {data_dir} is not writable")
+        missing = missing_tools(REQUIRED_TOOLS)
+        if missing:
+            raise FailedPrecondition(f"host tools missing: {', '.join(missing)}")
+        return csi_pb2.ProbeResponse(ready=wrappers_pb2.BoolValue(value=self._readiness.ready))

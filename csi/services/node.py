@@ -1,0 +1,143 @@
+"""CSI Node: stage, publish and measure volumes on this node."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import grpc
+
+from csi.config import Config
+from csi.errors import FailedPrecondition, InvalidArgument, NotFound
+from csi.host.fs import Usage
+from csi.layout import Layout, check_id
+from csi.locks import KeyedLocks
+from csi.pb import csi_pb2, csi_pb2_grpc
+from csi.state.records import Phase, VolumeRecord
+from csi.validation import Capability, check_host_path, required_capability
+from csi.volumes.manager import Volumes
+
+RPC = csi_pb2.NodeServiceCapability.RPC
+CAPABILITIES = (RPC.STAGE_UNSTAGE_VOLUME, RPC.GET_VOLUME_STATS, RPC.SINGLE_NODE_MULTI_WRITER)
+Unit = csi_pb2.VolumeUsage.Unit
+
+
+class NodeService(csi_pb2_grpc.NodeServicer):
+    def __init__(self, config: Config, volumes: Volumes, locks: KeyedLocks) -> None:
+        self._config = config
+        self._volumes = volumes
+        self._store = volumes.store
+        self._locks = locks
+        self._layout: Layout = volumes.layout
+
+    def _record(self, volume_id: str) -> VolumeRecord:
+        if self._store.is_quarantined(volume_id):
+            raise FailedPrecondition("the volume's state record is damaged; see the driver log")
+        record = self._store.get(volume_id)
+        if record is None or record.phase is not Phase.READY:
+            raise NotFound(f"volume {volume_id} does not exist on this node")
+        return record
+
+    @staticmethod
+    def _check_access(record: VolumeRecord, cap: Capability) -> None:
+        if cap.access_type is not record.access_type:
+            raise InvalidArgument(f"volume was created for {record.access_type.value} access")
+        if cap.fs_type and record.fs_type and cap.fs_type != record.fs_type:
+            raise InvalidArgument(f"volume holds {record.fs_type}, not {cap.fs_type}")
+
+    def NodeStageVolume(
+        self, request: csi_pb2.NodeStageVolumeRequest, context: grpc.ServicerContext
+    ) -> csi_pb2.NodeStageVolumeResponse:
+        volume_id = check_id(request.volume_id)
+        staging = check_host_path(request.staging_target_path, "staging_target_path", self._layout)
+        cap = required_capability(request.HasField("volume_capability"), request.volume_capability)
+        with self._locks.hold(volume_id):
+            record = self._record(volume_id)
+            self._check_access(record, cap)
+            self._volumes.stage(record, staging, cap)
+        return csi_pb2.NodeStageVolumeResponse()
+
+    def NodeUnstageVolume(
+        self, request: csi_pb2.NodeUnstageVolumeRequest, context: grpc.ServicerContext
+    ) -> csi_pb2.NodeUnstageVolumeResponse:
+        volume_id = check_id(request.volume_id)
+        staging = check_host_path(request.staging_target_path, "staging_target_path", self._layout)
+        with self._locks.hold(volume_id):
+            record = self._record(volume_id)
+            self._volumes.unstage(record, staging)
+        return csi_pb2.NodeUnstageVolumeResponse()
+
+    def NodePublishVolume(
+        self, request: csi_pb2.NodePublishVolumeRequest, context: grpc.ServicerContext
+    ) -> csi_pb2.NodePublishVolumeResponse:
+        volume_id = check_id(request.volume_id)
+        target = check_host_path(request.target_path, "target_path", self._layout)
+        cap = required_capability(request.HasField("volume_capability"), request.volume_capability)
+        staging = check_host_path(request.staging_target_path, "staging_target_path", self._layout)
+        if staging == target:
+            raise InvalidArgument("target_path must differ from staging_target_path")
+        with self._locks.hold(volume_id):
+            record = self._record(volume_id)
+            self._check_access(record, cap)
+            self._volumes.publish(record, staging, target, cap, request.readonly)
+        return csi_pb2.NodePublishVolumeResponse()
+
+    def NodeUnpublishVolume(
+        self, request: csi_pb2.NodeUnpublishVolumeRequest, context: grpc.ServicerContext
+    ) -> csi_pb2.NodeUnpublishVolumeResponse:
+        volume_id = check_id(request.volume_id)
+        target = check_host_path(request.target_path, "target_path", self._layout)
+        with self._locks.hold(volume_id):
+            record = self._record(volume_id)
+            self._volumes.unpublish(record, target)
+        return csi_pb2.NodeUnpublishVolumeResponse()
+
+    def NodeGetVolumeStats(
+        self, request: csi_pb2.NodeGetVolumeStatsRequest, context: grpc.ServicerContext
+    ) -> csi_pb2.NodeGetVolumeStatsResponse:
+        volume_id = check_id(request.volume_id)
+        if not request.volume_path:
+            raise InvalidArgument("volume_path is required")
+        record = self._record(volume_id)
+        path = Path(os.path.normpath(request.volume_path))
+        if not path.is_absolute() or not self._volumes.usage_path_known(record, path):
+            raise NotFound(
+                f"volume {volume_id} is not published or staged at {request.volume_path}"
+            )
+        usage = self._volumes.usage(record, path)
+        if isinstance(usage, Usage):
+            entries = [
+                csi_pb2.VolumeUsage(
+                    unit=Unit.BYTES,
+                    total=usage.total_bytes,
+                    available=usage.available_bytes,
+                    used=usage.used_bytes,
+                ),
+                csi_pb2.VolumeUsage(
+                    unit=Unit.INODES,
+                    total=usage.total_inodes,
+                    available=usage.free_inodes,
+                    used=usage.used_inodes,
+                ),
+            ]
+        else:
+            entries = [csi_pb2.VolumeUsage(unit=Unit.BYTES, total=usage)]
+        return csi_pb2.NodeGetVolumeStatsResponse(usage=entries)
+
+    def NodeGetCapabilities(
+        self, request: csi_pb2.NodeGetCapabilitiesRequest, context: grpc.ServicerContext
+    ) -> csi_pb2.NodeGetCapabilitiesResponse:
+        return csi_pb2.NodeGetCapabilitiesResponse(
+            capabilities=[csi_pb2.NodeServiceCapability(rpc=RPC(type=t)) for t in CAPABILITIES]
+        )
+
+    def NodeGetInfo(
+        self, request: csi_pb2.NodeGetInfoRequest, context: grpc.ServicerContext
+    ) -> csi_pb2.NodeGetInfoResponse:
+        return csi_pb2.NodeGetInfoResponse(
+            node_id=self._config.node_id,
+            max_volumes_per_node=self._config.max_volumes_per_node,
+            accessible_topology=csi_pb2.Topology(
+                segments={self._config.topology_key: self._config.node_id}
+            ),
+        )

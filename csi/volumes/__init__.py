@@ -1,0 +1,1 @@
+"""What a volume is: directory and loop volumes, their parameters and their targets."""

@@ -1,0 +1,70 @@
+"""Directory volumes: a directory under the data root, bind-mounted where it is used."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from csi.errors import FailedPrecondition
+from csi.host import mount
+from csi.host.fs import durable_rename, fsync_dir
+from csi.layout import Layout
+from csi.state.records import VolumeRecord
+
+DELETING_SUFFIX = ".deleting"
+DEFAULT_MODE = 0o777  # pods of any uid may write; fsGroup handling narrows it
+
+
+class DirectoryVolumes:
+    def __init__(self, layout: Layout) -> None:
+        self._layout = layout
+
+    def path(self, record: VolumeRecord) -> Path:
+        return self._layout.directory_path(record.volume_id)
+
+    def exists(self, record: VolumeRecord) -> bool:
+        return self.path(record).is_dir()
+
+    def create(self, record: VolumeRecord) -> None:
+        """Make the directory; a retry after a crash finishes or redoes the work."""
+        final = self.path(record)
+        if final.is_dir():
+            return
+        partial = self._layout.partial(final)
+        if partial.exists():
+            shutil.rmtree(partial)
+        partial.mkdir(mode=0o700)
+        try:
+            os.chmod(partial, DEFAULT_MODE)
+            durable_rename(partial, final)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+
+    def delete(self, record: VolumeRecord) -> None:
+        final = self.path(record)
+        doomed = final.with_name(final.name + DELETING_SUFFIX)
+        if final.exists():
+            if mount.mounts_under(final):
+                raise FailedPrecondition("volume directory still has mounts beneath it")
+            os.rename(final, doomed)
+            fsync_dir(final.parent)
+        if doomed.exists():
+            shutil.rmtree(doomed)
+        partial = self._layout.partial(final)
+        if partial.exists():
+            shutil.rmtree(partial)
+
+    def stage(
+        self, record: VolumeRecord, staging: Path, *, read_only: bool, flags: list[str]
+    ) -> None:
+        if mount.is_mount_point(staging):
+            return
+        mount.bind_mount(self.path(record), staging, read_only=read_only, flags=flags)
+
+    def unstage(self, record: VolumeRecord, staging: Path) -> None:
+        mount.unmount(staging)
+
+    def capacity_on_disk(self, record: VolumeRecord) -> int:
+        return record.capacity_bytes

@@ -1,0 +1,171 @@
+"""Volume lifecycles: each multi-step operation, with its record, done or rolled back.
+
+The record is written before the host is changed (phase ``creating``/``deleting``, a
+new target) and settled after, so after a crash the record always covers what may exist
+on the host, and start-up reconciliation (csi.reconcile) can finish or undo the step.
+Callers hold the volume's lock (csi.locks) around every call here.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from csi.errors import AlreadyExists, FailedPrecondition, NotFound
+from csi.host import fs, mount
+from csi.layout import Layout, volume_id_for_name
+from csi.state.records import (
+    AccessType,
+    Phase,
+    PublishedTarget,
+    VolumeKind,
+    VolumeRecord,
+)
+from csi.state.store import StateStore
+from csi.validation import Capability
+from csi.volumes import targets
+from csi.volumes.directory import DirectoryVolumes
+from csi.volumes.loop import LoopVolumes
+from csi.volumes.params import VolumeSpec
+
+
+class Volumes:
+    def __init__(self, layout: Layout, store: StateStore) -> None:
+        self.layout = layout
+        self.store = store
+        self.directories = DirectoryVolumes(layout)
+        self.loops = LoopVolumes(layout)
+
+    def backend(self, record: VolumeRecord) -> DirectoryVolumes | LoopVolumes:
+        return self.directories if record.kind is VolumeKind.DIRECTORY else self.loops
+
+    # -- controller side -----------------------------------------------------------
+    def existing_for_name(self, name: str) -> VolumeRecord | None:
+        record = self.store.get(volume_id_for_name(name))
+        return record if record is not None and record.phase is not Phase.DELETING else None
+
+    def create(self, name: str, spec: VolumeSpec, capacity: int) -> VolumeRecord:
+        """Create (or finish creating) the volume called ``name``."""
+        volume_id = volume_id_for_name(name)
+        record = self.store.get(volume_id)
+        if record is not None and record.phase is Phase.DELETING:
+            self.delete(record)
+            record = None
+        if record is None:
+            record = VolumeRecord(
+                volume_id=volume_id,
+                name=name,
+                kind=spec.kind,
+                access_type=spec.access_type,
+                fs_type=spec.fs_type,
+                capacity_bytes=capacity,
+                parameters=spec.parameters(),
+                created_at=time.time(),
+            )
+            self.store.put(record)
+        if record.phase is Phase.READY:
+            return record
+        backend = self.backend(record)
+        try:
+            backend.create(record)
+        except BaseException:
+            # Nothing was returned to the caller, so nothing of this volume is kept.
+            backend.delete(record)
+            self.store.remove(volume_id)
+            raise
+        ready = record.with_changes(phase=Phase.READY)
+        self.store.put(ready)
+        return ready
+
+    def delete(self, record: VolumeRecord) -> None:
+        if record.in_use and self._still_in_use(record):
+            raise FailedPrecondition(
+                "volume is staged or published on this node; unpublish it first"
+            )
+        if record.phase is not Phase.DELETING:
+            record = record.with_changes(phase=Phase.DELETING, staging_path="", targets={})
+            self.store.put(record)
+        self.backend(record).delete(record)
+        self.store.remove(record.volume_id)
+
+    def _still_in_use(self, record: VolumeRecord) -> bool:
+        table = mount.read_mounts()
+        paths = [record.staging_path, *record.targets]
+        return any(p and mount.mounts_at(p, table) for p in paths)
+
+    def capacity_on_disk(self, record: VolumeRecord) -> int:
+        return self.backend(record).capacity_on_disk(record)
+
+    # -- node side -----------------------------------------------------------------
+    def stage(self, record: VolumeRecord, staging: Path, cap: Capability) -> None:
+        elsewhere = record.staging_path and record.staging_path != str(staging)
+        if elsewhere and (mount.is_mount_point(record.staging_path) or record.targets):
+            raise FailedPrecondition(f"volume is already staged at {record.staging_path}")
+        mode_changed = record.staged_read_only != cap.read_only
+        if not elsewhere and mode_changed and self._staged_on_host(record, staging):
+            raise AlreadyExists("volume is staged with a different access mode")
+        if not staging.is_dir():
+            raise FailedPrecondition(f"staging path {staging} is not an existing directory")
+        if record.staging_path != str(staging) or record.staged_read_only != cap.read_only:
+            record = record.with_changes(staging_path=str(staging), staged_read_only=cap.read_only)
+            self.store.put(record)
+        self.backend(record).stage(
+            record, staging, read_only=cap.read_only, flags=list(cap.mount_flags)
+        )
+
+    def _staged_on_host(self, record: VolumeRecord, staging: Path) -> bool:
+        if record.access_type is AccessType.BLOCK:
+            return self.loops.device(record) is not None
+        return mount.is_mount_point(staging)
+
+    def unstage(self, record: VolumeRecord, staging: Path) -> None:
+        live_targets = [t for t in record.targets if mount.is_mount_point(t)]
+        if live_targets:
+            raise FailedPrecondition("volume is still published; unpublish every target first")
+        self.backend(record).unstage(record, staging)
+        if record.staging_path or record.targets:
+            self.store.put(record.with_changes(staging_path="", staged_read_only=False, targets={}))
+
+    def publish(
+        self,
+        record: VolumeRecord,
+        staging: Path,
+        target: Path,
+        cap: Capability,
+        read_only: bool,
+    ) -> None:
+        read_only = read_only or cap.read_only
+        wanted = PublishedTarget(read_only=read_only, exclusive=cap.exclusive)
+        key = str(target)
+        current = record.targets.get(key)
+        if current is not None and current != wanted and mount.is_mount_point(target):
+            raise AlreadyExists("target is already published with different options")
+        others = [p for p in record.targets if p != key and mount.is_mount_point(p)]
+        if others and (wanted.exclusive or any(record.targets[p].exclusive for p in others)):
+            raise FailedPrecondition("volume is published for a single writer elsewhere")
+        if record.staging_path != str(staging):
+            raise FailedPrecondition(f"volume is not staged at {staging}")
+        if current != wanted:
+            record = record.with_changes(targets={**record.targets, key: wanted})
+            self.store.put(record)
+        if record.access_type is AccessType.BLOCK:
+            targets.publish_block(self.loops.device(record), target, read_only=read_only)
+        else:
+            targets.publish_mount(staging, target, read_only=read_only, flags=list(cap.mount_flags))
+
+    def unpublish(self, record: VolumeRecord, target: Path) -> None:
+        targets.unpublish(target)
+        if str(target) in record.targets:
+            remaining = {p: t for p, t in record.targets.items() if p != str(target)}
+            self.store.put(record.with_changes(targets=remaining))
+
+    def usage_path_known(self, record: VolumeRecord, path: Path) -> bool:
+        return str(path) in record.targets or str(path) == record.staging_path
+
+    def usage(self, record: VolumeRecord, path: Path) -> fs.Usage | int:
+        """Filesystem usage at ``path``, or the device size in bytes for block volumes."""
+        if not path.exists():
+            raise NotFound(f"volume path {path} does not exist")
+        if record.access_type is AccessType.BLOCK:
+            return self.loops.capacity_on_disk(record)
+        return fs.usage(path)

@@ -1,0 +1,60 @@
+"""How a requested capacity range becomes a volume size, and how much space is left."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from csi.config import MIB, Config
+from csi.errors import InvalidArgument, OutOfRange
+from csi.host import fs
+from csi.host.mkfs import MIN_FS_SIZE
+from csi.state.records import Phase, VolumeKind, VolumeRecord
+from csi.volumes.params import VolumeSpec
+
+ALIGNMENT = MIB  # loop images are whole mebibytes
+MIN_BLOCK_SIZE = MIB
+
+
+def minimum_size(spec: VolumeSpec) -> int:
+    if spec.kind is VolumeKind.DIRECTORY:
+        return 1
+    if spec.fs_type:
+        return MIN_FS_SIZE[spec.fs_type]
+    return MIN_BLOCK_SIZE
+
+
+def choose_size(required: int, limit: int, spec: VolumeSpec, config: Config) -> int:
+    """The size to provision for ``[required, limit]`` (0 means unset), or OUT_OF_RANGE."""
+    if required < 0 or limit < 0:
+        raise InvalidArgument("capacity_range values must not be negative")
+    if limit and required > limit:
+        raise InvalidArgument("capacity_range required_bytes exceeds limit_bytes")
+    size = required or config.default_volume_size
+    if limit and size > limit:
+        size = limit
+    if spec.kind is VolumeKind.LOOP:
+        size = max(size, minimum_size(spec))
+        size = -(-size // ALIGNMENT) * ALIGNMENT
+    if limit and size > limit:
+        raise OutOfRange(
+            f"smallest {spec.kind.value} volume is {size} bytes, above limit_bytes {limit}"
+        )
+    if size > config.max_volume_size:
+        raise OutOfRange(f"{size} bytes exceeds the maximum volume size {config.max_volume_size}")
+    return size
+
+
+def fits(record: VolumeRecord, required: int, limit: int) -> bool:
+    """Does an existing volume satisfy a repeated request's capacity range?"""
+    if required and record.capacity_bytes < required:
+        return False
+    return not (limit and record.capacity_bytes > limit)
+
+
+def available_capacity(config: Config, records: Iterable[VolumeRecord]) -> int:
+    """Free bytes for new volumes: the data root's free space, capped by --capacity-limit."""
+    free = fs.available_bytes(config.data_dir)
+    if config.capacity_limit:
+        provisioned = sum(r.capacity_bytes for r in records if r.phase is not Phase.DELETING)
+        free = min(free, max(0, config.capacity_limit - provisioned))
+    return free

@@ -1,0 +1,75 @@
+"""Publish targets: the per-pod paths a staged volume is bound onto."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from csi.errors import FailedPrecondition
+from csi.host import mount
+
+
+def publish_mount(staging: Path, target: Path, *, read_only: bool, flags: list[str]) -> None:
+    """Bind the staged filesystem onto ``target`` (a directory we create if missing)."""
+    if not mount.is_mount_point(staging):
+        raise FailedPrecondition(f"volume is not staged at {staging}")
+    if mount.is_mount_point(target):
+        return
+    created = _make_target(target, directory=True)
+    try:
+        mount.bind_mount(staging, target, read_only=read_only, flags=flags)
+    except BaseException:
+        if created:
+            _remove_target(target)
+        raise
+
+
+def publish_block(device: str | None, target: Path, *, read_only: bool) -> None:
+    """Bind the loop device node onto ``target`` (a file we create if missing)."""
+    if device is None:
+        raise FailedPrecondition("volume is not staged: no loop device is attached")
+    if mount.is_mount_point(target):
+        return
+    created = _make_target(target, directory=False)
+    try:
+        mount.bind_mount(device, target, read_only=read_only)
+    except BaseException:
+        if created:
+            _remove_target(target)
+        raise
+
+
+def unpublish(target: Path) -> None:
+    """Unmount ``target`` and remove the file or directory we made there."""
+    mount.unmount(target)
+    _remove_target(target)
+
+
+def _make_target(target: Path, *, directory: bool) -> bool:
+    parent = target.parent
+    if not parent.is_dir():
+        raise FailedPrecondition(f"parent directory of target path {target} does not exist")
+    try:
+        if directory:
+            os.mkdir(target, 0o750)
+        else:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
+            os.close(fd)
+    except FileExistsError:
+        is_dir = target.is_dir()
+        if is_dir != directory:
+            kind = "a directory" if directory else "a file"
+            raise FailedPrecondition(f"target path exists and is not {kind}") from None
+        return False
+    return True
+
+
+def _remove_target(target: Path) -> None:
+    if mount.is_mount_point(target):
+        return
+    with contextlib.suppress(FileNotFoundError):
+        if target.is_dir() and not target.is_symlink():
+            os.rmdir(target)
+        else:
+            os.unlink(target)
