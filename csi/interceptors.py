@@ -59,7 +59,8 @@ class RpcInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
         def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
-            volume_id = getattr(request, "volume_id", "") or getattr(request, "name", "")
+            volume_id = getattr(request, "volume_id", "")
+            name = getattr(request, "name", "")
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("event=rpc_request method=%s request=%r", method, safe_text(request))
             failure: tuple[grpc.StatusCode, str] | None = None
@@ -91,9 +92,10 @@ class RpcInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             if log.isEnabledFor(level):
                 log.log(
                     level,
-                    "event=rpc method=%s volume=%s code=%s duration_ms=%.2f%s",
+                    "event=rpc method=%s volume=%s%s code=%s duration_ms=%.2f%s",
                     method,
-                    volume_id,
+                    volume_id or "-",
+                    f" name={name!r}" if name else "",
                     code.name,
                     elapsed_ms,
                     f" message={failure[1]!r}" if failure else "",
