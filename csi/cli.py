@@ -9,24 +9,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from csi import __version__, logs
+from csi import __version__, logs, units
 from csi.config import DEFAULT_DRIVER_NAME, GIB, TIB, Config
 
 DEFAULT_DATA_DIR = "/var/lib/localvol-csi"
-SIZE_SUFFIXES = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
 def parse_size(text: str) -> int:
-    value = text.strip().lower().removesuffix("b").removesuffix("i")
-    suffix = value[-1:] if value[-1:] in SIZE_SUFFIXES else ""
-    number = value[: len(value) - len(suffix)]
     try:
-        size = int(number) * SIZE_SUFFIXES[suffix]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 10Gi)") from None
-    if size < 0:
-        raise argparse.ArgumentTypeError("sizes must not be negative")
-    return size
+        return units.parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

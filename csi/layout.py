@@ -4,7 +4,8 @@ Data root layout::
 
     <root>/volumes/<id>/        directory volume contents
     <root>/images/<id>.img      loop volume backing file (sparse)
-    <root>/state/volumes/<id>.json   the volume's record (see csi.state)
+    <root>/snapshots/<id>.img|.dir   snapshot contents (loop image or directory tree)
+    <root>/state/{volumes,snapshots,groups}/<id>.json   records (see csi.state)
     <root>/csi.sock             default endpoint
 
 Volume IDs are derived from the CO-chosen name (a hash), so a retried CreateVolume
@@ -21,8 +22,11 @@ from pathlib import Path
 
 from csi.errors import InvalidArgument
 
-ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+# 128 characters: room for the kubelet's IDs of ephemeral inline volumes ("csi-" + 64 hex).
+ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
 VOLUME_ID_PREFIX = "vol-"
+SNAPSHOT_ID_PREFIX = "snap-"
+GROUP_ID_PREFIX = "group-"
 PARTIAL_SUFFIX = ".partial"
 
 
@@ -30,6 +34,14 @@ def volume_id_for_name(name: str) -> str:
     """The stable volume ID for a CreateVolume name."""
     digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:32]
     return VOLUME_ID_PREFIX + digest
+
+
+def snapshot_id_for_name(name: str) -> str:
+    return SNAPSHOT_ID_PREFIX + hashlib.sha256(name.encode("utf-8")).hexdigest()[:32]
+
+
+def group_snapshot_id_for_name(name: str) -> str:
+    return GROUP_ID_PREFIX + hashlib.sha256(name.encode("utf-8")).hexdigest()[:32]
 
 
 def is_valid_id(value: str) -> bool:
@@ -61,6 +73,22 @@ class Layout:
     def state_dir(self) -> Path:
         return self.root / "state" / "volumes"
 
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.root / "snapshots"
+
+    @property
+    def snapshot_state_dir(self) -> Path:
+        return self.root / "state" / "snapshots"
+
+    @property
+    def group_state_dir(self) -> Path:
+        return self.root / "state" / "groups"
+
+    def snapshot_path(self, snapshot_id: str, kind_suffix: str) -> Path:
+        """A snapshot's content: ``<id>.img`` for loop volumes, ``<id>.dir`` for directories."""
+        return self.snapshots_dir / f"{check_id(snapshot_id, 'snapshot_id')}{kind_suffix}"
+
     def directory_path(self, volume_id: str) -> Path:
         return self.volumes_dir / check_id(volume_id)
 
@@ -75,7 +103,14 @@ class Layout:
         return path.with_name(path.name + PARTIAL_SUFFIX)
 
     def ensure(self) -> None:
-        for directory in (self.volumes_dir, self.images_dir, self.state_dir):
+        for directory in (
+            self.volumes_dir,
+            self.images_dir,
+            self.state_dir,
+            self.snapshots_dir,
+            self.snapshot_state_dir,
+            self.group_state_dir,
+        ):
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.volumes_dir.chmod(0o711)
 

@@ -12,12 +12,16 @@ import logging
 import os
 import shutil
 from dataclasses import dataclass, field
+from typing import Any
 
 from csi.host import loopdev, mount
 from csi.layout import PARTIAL_SUFFIX, Layout, is_valid_id
 from csi.state.records import AccessType, Phase, VolumeRecord
+from csi.state.store import RecordStore
 from csi.volumes.directory import DELETING_SUFFIX
+from csi.volumes.groups import GroupSnapshots
 from csi.volumes.manager import Volumes
+from csi.volumes.snapshots import Snapshots
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +37,33 @@ class Report:
     damaged: list[str] = field(default_factory=list)
 
 
-def reconcile(volumes: Volumes) -> Report:
+def reconcile(
+    volumes: Volumes, snapshots: Snapshots | None = None, groups: GroupSnapshots | None = None
+) -> Report:
     report = Report()
     layout = volumes.layout
     store = volumes.store
-    for damaged in store.load():
-        report.damaged.append(str(damaged.path))
-        log.error(
-            "event=damaged_record path=%s reason=%s action=left_in_place volume_quarantined",
-            damaged.path,
-            damaged.reason,
-        )
+    stores: list[RecordStore[Any]] = [store]
+    stores += [snapshots.store] if snapshots is not None else []
+    stores += [groups.store] if groups is not None else []
+    for each in stores:
+        for damaged in each.load():
+            report.damaged.append(str(damaged.path))
+            log.error(
+                "event=damaged_record path=%s reason=%s action=left_in_place_and_quarantined",
+                damaged.path,
+                damaged.reason,
+            )
+    if groups is not None:
+        for group in groups.store.all():
+            if group.phase is not Phase.READY:
+                groups.delete(group)  # never answered (creating) or already going (deleting)
+                report.rolled_back.append(group.group_snapshot_id)
+    if snapshots is not None:
+        for snapshot in snapshots.store.all():
+            if snapshot.phase is not Phase.READY:
+                snapshots.delete(snapshot)
+                report.rolled_back.append(snapshot.snapshot_id)
     for record in store.all():
         if record.phase is Phase.CREATING:
             volumes.backend(record).delete(record)
@@ -99,7 +119,7 @@ def _settle_node_state(volumes: Volumes, record: VolumeRecord) -> int:
 
 def _remove_scratch(layout: Layout) -> None:
     """Scratch names hold half-built or half-deleted artefacts that never held user data."""
-    for directory in (layout.images_dir, layout.volumes_dir):
+    for directory in (layout.images_dir, layout.volumes_dir, layout.snapshots_dir):
         for entry in os.scandir(directory):
             if entry.name.endswith((PARTIAL_SUFFIX, DELETING_SUFFIX)):
                 if entry.is_dir(follow_symlinks=False):

@@ -23,10 +23,13 @@ from csi.pb import csi_pb2_grpc
 from csi.readiness import Readiness
 from csi.reconcile import reconcile
 from csi.services.controller import ControllerService
+from csi.services.group_controller import GroupControllerService
 from csi.services.identity import IdentityService
 from csi.services.node import NodeService
-from csi.state.store import StateStore
+from csi.state.store import GroupSnapshotStore, SnapshotStore, StateStore
+from csi.volumes.groups import GroupSnapshots
 from csi.volumes.manager import Volumes
+from csi.volumes.snapshots import Snapshots
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +65,13 @@ class Driver:
     server: grpc.Server
     readiness: Readiness
     volumes: Volumes
+    snapshots: Snapshots
+    groups: GroupSnapshots
     socket_path: Path | None
 
     def reconcile_then_ready(self) -> None:
         try:
-            reconcile(self.volumes)
+            reconcile(self.volumes, self.snapshots, self.groups)
         except Exception as exc:
             log.exception("event=reconcile_failed")
             self.readiness.mark_failed(f"reconciliation failed: {type(exc).__name__}: {exc}")
@@ -94,14 +99,20 @@ def build(config: Config) -> Driver:
         interceptors=[RpcInterceptor(readiness)],
     )
     csi_pb2_grpc.add_IdentityServicer_to_server(IdentityService(config, readiness), server)
-    csi_pb2_grpc.add_ControllerServicer_to_server(ControllerService(config, volumes, locks), server)
+    snapshots = Snapshots(volumes, SnapshotStore(layout))
+    groups = GroupSnapshots(snapshots, GroupSnapshotStore(layout))
+    controller = ControllerService(config, volumes, snapshots, locks)
+    csi_pb2_grpc.add_ControllerServicer_to_server(controller, server)
+    csi_pb2_grpc.add_GroupControllerServicer_to_server(
+        GroupControllerService(volumes, groups, locks), server
+    )
     csi_pb2_grpc.add_NodeServicer_to_server(NodeService(config, volumes, locks), server)
     address, socket_path = grpc_address(config.endpoint)
     if socket_path is not None:
         socket_path.parent.mkdir(parents=True, exist_ok=True)
         _clear_stale_socket(socket_path)
     server.add_insecure_port(address)
-    return Driver(config, server, readiness, volumes, socket_path)
+    return Driver(config, server, readiness, volumes, snapshots, groups, socket_path)
 
 
 def serve(config: Config) -> int:

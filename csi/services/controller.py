@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from google.protobuf import wrappers_pb2
@@ -14,12 +18,14 @@ from csi.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    OutOfRange,
     ResourceExhausted,
 )
 from csi.layout import check_id, volume_id_for_name
 from csi.locks import KeyedLocks
 from csi.pb import csi_pb2, csi_pb2_grpc
-from csi.state.records import AccessType, Phase, VolumeRecord
+from csi.services.snapshot_rpcs import SnapshotRpcs
+from csi.state.records import AccessType, Phase, VolumeKind, VolumeRecord
 from csi.validation import (
     check_map,
     check_name,
@@ -27,9 +33,10 @@ from csi.validation import (
     parse_capability,
     unsupported_reason,
 )
-from csi.volumes import sizing
+from csi.volumes import health, sizing
 from csi.volumes.manager import Volumes
 from csi.volumes.params import VolumeSpec, parse_spec
+from csi.volumes.snapshots import Snapshots
 
 RPC = csi_pb2.ControllerServiceCapability.RPC
 CAPABILITIES = (
@@ -38,14 +45,44 @@ CAPABILITIES = (
     RPC.GET_CAPACITY,
     RPC.GET_VOLUME,
     RPC.SINGLE_NODE_MULTI_WRITER,
+    RPC.CREATE_DELETE_SNAPSHOT,
+    RPC.LIST_SNAPSHOTS,
+    RPC.GET_SNAPSHOT,
+    RPC.CLONE_VOLUME,
+    RPC.EXPAND_VOLUME,
+    RPC.LIST_VOLUMES_PUBLISHED_NODES,
+    RPC.VOLUME_CONDITION,
 )
 TOKEN_PATTERN = re.compile(r"vol-[0-9a-f]{32}")
 
+SourceKind = tuple[VolumeKind, AccessType, str]
 
-class ControllerService(csi_pb2_grpc.ControllerServicer):
-    def __init__(self, config: Config, volumes: Volumes, locks: KeyedLocks) -> None:
+
+@dataclass(frozen=True)
+class ContentSource:
+    """What a new volume starts from: a snapshot or another volume."""
+
+    label: str  # recorded on the volume, compared on retries
+    kind_of: SourceKind
+    size: int
+    lock_key: str
+    resolve: Callable[[], tuple[Path, list[str]]]  # content path, mount points to freeze
+
+
+def _check_source_matches(kind_of: SourceKind, spec: VolumeSpec) -> None:
+    kind, access_type, fs_type = kind_of
+    if kind is not spec.kind or access_type is not spec.access_type or fs_type != spec.fs_type:
+        described = f"{kind.value}/{access_type.value}" + (f"/{fs_type}" if fs_type else "")
+        raise InvalidArgument(f"the source is a {described} volume; request the same kind")
+
+
+class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
+    def __init__(
+        self, config: Config, volumes: Volumes, snapshots: Snapshots, locks: KeyedLocks
+    ) -> None:
         self._config = config
         self._volumes = volumes
+        self._snapshots = snapshots
         self._store = volumes.store
         self._locks = locks
 
@@ -58,13 +95,25 @@ class ControllerService(csi_pb2_grpc.ControllerServicer):
         return segments.get(self._config.topology_key, self._config.node_id) == self._config.node_id
 
     def _volume(self, record: VolumeRecord) -> csi_pb2.Volume:
-        context = dict(record.parameters)
-        return csi_pb2.Volume(
+        volume = csi_pb2.Volume(
             volume_id=record.volume_id,
             capacity_bytes=self._volumes.capacity_on_disk(record),
-            volume_context=context,
+            volume_context=dict(record.parameters),
             accessible_topology=[self._topology()],
         )
+        kind, _, source_id = record.content_source.partition(":")
+        if kind == "snapshot":
+            volume.content_source.snapshot.snapshot_id = source_id
+        elif kind == "volume":
+            volume.content_source.volume.volume_id = source_id
+        return volume
+
+    def _condition(self, record: VolumeRecord) -> csi_pb2.VolumeCondition:
+        condition = health.check(self._volumes, record)
+        return csi_pb2.VolumeCondition(abnormal=condition.abnormal, message=condition.message)
+
+    def _published_nodes(self, record: VolumeRecord) -> list[str]:
+        return [self._config.node_id] if record.targets else []
 
     def _ready_record(self, volume_id: str) -> VolumeRecord:
         if self._store.is_quarantined(volume_id):
@@ -84,8 +133,6 @@ class ControllerService(csi_pb2_grpc.ControllerServicer):
             request.parameters, [c.access_type for c in caps], [c.fs_type for c in caps]
         )
         check_map(request.secrets, "secrets")
-        if request.HasField("volume_content_source"):
-            raise InvalidArgument("creating a volume from a snapshot or volume is not supported")
         if request.mutable_parameters:
             raise InvalidArgument("mutable_parameters are not supported")
         requirement = request.accessibility_requirements
@@ -95,19 +142,70 @@ class ControllerService(csi_pb2_grpc.ControllerServicer):
             )
         required = request.capacity_range.required_bytes
         limit = request.capacity_range.limit_bytes
+        source = (
+            self._content_source(request) if request.HasField("volume_content_source") else None
+        )
+        if source is not None:
+            _check_source_matches(source.kind_of, spec)
+            if limit and limit < source.size:
+                raise OutOfRange(f"the source holds {source.size} bytes, above limit_bytes {limit}")
+            required = max(required, source.size)
         size = sizing.choose_size(required, limit, spec, self._config)
         volume_id = volume_id_for_name(name)
         if self._store.is_quarantined(volume_id):
             raise FailedPrecondition("this name's state record is damaged; see the driver log")
+        label = source.label if source is not None else ""
 
         with self._locks.hold(volume_id):
             existing = self._volumes.existing_for_name(name)
             if existing is not None and existing.phase is Phase.READY:
                 self._check_compatible(existing, spec, required, limit)
+                if existing.content_source != label:
+                    raise AlreadyExists("a volume with this name exists with another source")
                 return csi_pb2.CreateVolumeResponse(volume=self._volume(existing))
             self._check_room(size)
-            record = self._volumes.create(name, spec, size)
+            if source is None:
+                record = self._volumes.create(name, spec, size)
+            else:
+                with contextlib.ExitStack() as stack:
+                    if source.lock_key:
+                        stack.enter_context(self._locks.hold(source.lock_key))
+                    path, freeze = source.resolve()
+                    record = self._volumes.create(
+                        name, spec, size, source=path, freeze=freeze, content_source=label
+                    )
         return csi_pb2.CreateVolumeResponse(volume=self._volume(record))
+
+    def _content_source(self, request: csi_pb2.CreateVolumeRequest) -> ContentSource:
+        content = request.volume_content_source
+        which = content.WhichOneof("type")
+        if which == "snapshot":
+            snapshot_id = check_id(content.snapshot.snapshot_id, "snapshot_id")
+            snapshot = self._ready_snapshot(snapshot_id)
+            return ContentSource(
+                label=f"snapshot:{snapshot_id}",
+                kind_of=(snapshot.kind, snapshot.access_type, snapshot.fs_type),
+                size=snapshot.size_bytes,
+                lock_key=snapshot_id,
+                resolve=lambda: (self._snapshots.content_path(snapshot), []),
+            )
+        if which == "volume":
+            source_id = check_id(content.volume.volume_id, "source volume_id")
+            volume = self._ready_record(source_id)
+
+            def resolve() -> tuple[Path, list[str]]:
+                current = self._ready_record(source_id)  # re-read under the source's lock
+                path = self._volumes.backend(current).path(current)
+                return path, self._snapshots.freeze_points(current)
+
+            return ContentSource(
+                label=f"volume:{source_id}",
+                kind_of=(volume.kind, volume.access_type, volume.fs_type),
+                size=volume.capacity_bytes,
+                lock_key=source_id,
+                resolve=resolve,
+            )
+        raise InvalidArgument("volume_content_source names neither a snapshot nor a volume")
 
     def _check_compatible(
         self, existing: VolumeRecord, spec: VolumeSpec, required: int, limit: int
@@ -194,7 +292,13 @@ class ControllerService(csi_pb2_grpc.ControllerServicer):
             if request.max_entries and len(entries) == request.max_entries:
                 next_token = entries[-1].volume.volume_id
                 break
-            entries.append(csi_pb2.ListVolumesResponse.Entry(volume=self._volume(record)))
+            status = csi_pb2.ListVolumesResponse.VolumeStatus(
+                published_node_ids=self._published_nodes(record),
+                volume_condition=self._condition(record),
+            )
+            entries.append(
+                csi_pb2.ListVolumesResponse.Entry(volume=self._volume(record), status=status)
+            )
         return csi_pb2.ListVolumesResponse(entries=entries, next_token=next_token)
 
     def ControllerGetVolume(
@@ -202,9 +306,44 @@ class ControllerService(csi_pb2_grpc.ControllerServicer):
     ) -> csi_pb2.ControllerGetVolumeResponse:
         record = self._ready_record(check_id(request.volume_id))
         status = csi_pb2.ControllerGetVolumeResponse.VolumeStatus(
-            published_node_ids=[self._config.node_id] if record.targets else []
+            published_node_ids=self._published_nodes(record),
+            volume_condition=self._condition(record),
         )
         return csi_pb2.ControllerGetVolumeResponse(volume=self._volume(record), status=status)
+
+    def ControllerExpandVolume(
+        self, request: csi_pb2.ControllerExpandVolumeRequest, context: grpc.ServicerContext
+    ) -> csi_pb2.ControllerExpandVolumeResponse:
+        volume_id = check_id(request.volume_id)
+        if not request.HasField("capacity_range"):
+            raise InvalidArgument("capacity_range is required")
+        check_map(request.secrets, "secrets")
+        required = request.capacity_range.required_bytes
+        limit = request.capacity_range.limit_bytes
+        if not required and not limit:
+            raise InvalidArgument("capacity_range needs required_bytes or limit_bytes")
+        with self._locks.hold(volume_id):
+            record = self._ready_record(volume_id)
+            if request.HasField("volume_capability"):
+                cap = parse_capability(request.volume_capability)
+                if cap.access_type is not record.access_type:
+                    raise InvalidArgument(
+                        f"volume was created for {record.access_type.value} access"
+                    )
+            spec = VolumeSpec(record.kind, record.access_type, record.fs_type)
+            size = sizing.choose_size(required, limit, spec, self._config)
+            if size > record.capacity_bytes:
+                growth = size - record.capacity_bytes
+                free = sizing.available_capacity(self._config, self._store.all())
+                if growth > free:
+                    raise ResourceExhausted(
+                        f"growing by {growth} bytes needs more than {free} free"
+                    )
+                record = self._volumes.expand(record, size)
+        node_step = record.kind is VolumeKind.LOOP and record.access_type is AccessType.MOUNT
+        return csi_pb2.ControllerExpandVolumeResponse(
+            capacity_bytes=record.capacity_bytes, node_expansion_required=node_step
+        )
 
     def GetCapacity(
         self, request: csi_pb2.GetCapacityRequest, context: grpc.ServicerContext

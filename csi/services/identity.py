@@ -14,9 +14,10 @@ from csi.host.run import missing_tools
 from csi.pb import csi_pb2, csi_pb2_grpc
 from csi.readiness import Readiness
 
-REQUIRED_TOOLS = ("mount", "umount", "losetup", "blkid", "mkfs.ext4")
+REQUIRED_TOOLS = ("mount", "umount", "losetup", "blkid", "mkfs.ext4", "resize2fs")
 
 Service = csi_pb2.PluginCapability.Service
+Expansion = csi_pb2.PluginCapability.VolumeExpansion
 
 
 class IdentityService(csi_pb2_grpc.IdentityServicer):
@@ -34,10 +35,16 @@ class IdentityService(csi_pb2_grpc.IdentityServicer):
     def GetPluginCapabilities(
         self, request: csi_pb2.GetPluginCapabilitiesRequest, context: grpc.ServicerContext
     ) -> csi_pb2.GetPluginCapabilitiesResponse:
-        types = (Service.CONTROLLER_SERVICE, Service.VOLUME_ACCESSIBILITY_CONSTRAINTS)
-        return csi_pb2.GetPluginCapabilitiesResponse(
-            capabilities=[csi_pb2.PluginCapability(service=Service(type=t)) for t in types]
+        types = (
+            Service.CONTROLLER_SERVICE,
+            Service.VOLUME_ACCESSIBILITY_CONSTRAINTS,
+            Service.GROUP_CONTROLLER_SERVICE,
         )
+        capabilities = [csi_pb2.PluginCapability(service=Service(type=t)) for t in types]
+        capabilities.append(
+            csi_pb2.PluginCapability(volume_expansion=Expansion(type=Expansion.ONLINE))
+        )
+        return csi_pb2.GetPluginCapabilitiesResponse(capabilities=capabilities)
 
     def Probe(
         self, request: csi_pb2.ProbeRequest, context: grpc.ServicerContext

@@ -14,11 +14,20 @@ from csi.layout import Layout, check_id
 from csi.locks import KeyedLocks
 from csi.pb import csi_pb2, csi_pb2_grpc
 from csi.state.records import Phase, VolumeRecord
-from csi.validation import Capability, check_host_path, required_capability
+from csi.validation import Capability, check_host_path, parse_capability, required_capability
+from csi.volumes import health
+from csi.volumes.ephemeral import EphemeralVolumes
 from csi.volumes.manager import Volumes
 
 RPC = csi_pb2.NodeServiceCapability.RPC
-CAPABILITIES = (RPC.STAGE_UNSTAGE_VOLUME, RPC.GET_VOLUME_STATS, RPC.SINGLE_NODE_MULTI_WRITER)
+CAPABILITIES = (
+    RPC.STAGE_UNSTAGE_VOLUME,
+    RPC.GET_VOLUME_STATS,
+    RPC.SINGLE_NODE_MULTI_WRITER,
+    RPC.EXPAND_VOLUME,
+    RPC.VOLUME_CONDITION,
+)
+EPHEMERAL_KEY = "csi.storage.k8s.io/ephemeral"
 Unit = csi_pb2.VolumeUsage.Unit
 
 
@@ -26,6 +35,7 @@ class NodeService(csi_pb2_grpc.NodeServicer):
     def __init__(self, config: Config, volumes: Volumes, locks: KeyedLocks) -> None:
         self._config = config
         self._volumes = volumes
+        self._ephemeral = EphemeralVolumes(config, volumes)
         self._store = volumes.store
         self._locks = locks
         self._layout: Layout = volumes.layout
@@ -73,6 +83,12 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         volume_id = check_id(request.volume_id)
         target = check_host_path(request.target_path, "target_path", self._layout)
         cap = required_capability(request.HasField("volume_capability"), request.volume_capability)
+        if request.volume_context.get(EPHEMERAL_KEY) == "true":
+            with self._locks.hold(volume_id):
+                self._ephemeral.publish(
+                    volume_id, target, cap, request.readonly, dict(request.volume_context)
+                )
+            return csi_pb2.NodePublishVolumeResponse()
         staging = check_host_path(request.staging_target_path, "staging_target_path", self._layout)
         if staging == target:
             raise InvalidArgument("target_path must differ from staging_target_path")
@@ -89,7 +105,10 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         target = check_host_path(request.target_path, "target_path", self._layout)
         with self._locks.hold(volume_id):
             record = self._record(volume_id)
-            self._volumes.unpublish(record, target)
+            if record.ephemeral:
+                self._ephemeral.unpublish(record, target)
+            else:
+                self._volumes.unpublish(record, target)
         return csi_pb2.NodeUnpublishVolumeResponse()
 
     def NodeGetVolumeStats(
@@ -122,7 +141,35 @@ class NodeService(csi_pb2_grpc.NodeServicer):
             ]
         else:
             entries = [csi_pb2.VolumeUsage(unit=Unit.BYTES, total=usage)]
-        return csi_pb2.NodeGetVolumeStatsResponse(usage=entries)
+        condition = health.check(self._volumes, record)
+        return csi_pb2.NodeGetVolumeStatsResponse(
+            usage=entries,
+            volume_condition=csi_pb2.VolumeCondition(
+                abnormal=condition.abnormal, message=condition.message
+            ),
+        )
+
+    def NodeExpandVolume(
+        self, request: csi_pb2.NodeExpandVolumeRequest, context: grpc.ServicerContext
+    ) -> csi_pb2.NodeExpandVolumeResponse:
+        volume_id = check_id(request.volume_id)
+        if not request.volume_path:
+            raise InvalidArgument("volume_path is required")
+        with self._locks.hold(volume_id):
+            record = self._record(volume_id)
+            path = Path(os.path.normpath(request.volume_path))
+            if not path.is_absolute() or not self._volumes.usage_path_known(record, path):
+                raise NotFound(f"volume {volume_id} is not published or staged at {path}")
+            if request.HasField("volume_capability"):
+                self._check_access(record, parse_capability(request.volume_capability))
+            required = request.capacity_range.required_bytes
+            if required > record.capacity_bytes:
+                raise FailedPrecondition(
+                    f"volume is {record.capacity_bytes} bytes; expand it through the controller "
+                    f"before asking the node for {required}"
+                )
+            capacity = self._volumes.node_expand(record)
+        return csi_pb2.NodeExpandVolumeResponse(capacity_bytes=capacity)
 
     def NodeGetCapabilities(
         self, request: csi_pb2.NodeGetCapabilitiesRequest, context: grpc.ServicerContext

@@ -54,9 +54,15 @@ class VolumeRecord:
     staging_path: str = ""  # where NodeStageVolume put it, "" when unstaged
     staged_read_only: bool = False
     targets: dict[str, PublishedTarget] = field(default_factory=dict)
+    content_source: str = ""  # "snapshot:<id>" or "volume:<id>" when created from one
+    ephemeral: bool = False  # an inline volume: made at publish, removed at unpublish
 
     def with_changes(self, **changes: Any) -> VolumeRecord:
         return replace(self, **changes)
+
+    @property
+    def record_id(self) -> str:
+        return self.volume_id
 
     @property
     def in_use(self) -> bool:
@@ -89,4 +95,92 @@ class VolumeRecord:
                 str(path): PublishedTarget.from_json(t)
                 for path, t in dict(data.get("targets", {})).items()
             },
+            content_source=str(data.get("content_source", "")),
+            ephemeral=bool(data.get("ephemeral", False)),
+        )
+
+
+@dataclass(frozen=True)
+class SnapshotRecord:
+    """A point-in-time copy of a volume, independent of it once made."""
+
+    snapshot_id: str
+    name: str
+    source_volume_id: str
+    kind: VolumeKind
+    access_type: AccessType
+    fs_type: str
+    size_bytes: int  # the source volume's capacity when the snapshot was taken
+    created_at: float
+    group_snapshot_id: str = ""
+    phase: Phase = Phase.CREATING
+
+    @property
+    def record_id(self) -> str:
+        return self.snapshot_id
+
+    def with_changes(self, **changes: Any) -> SnapshotRecord:
+        return replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["schema"] = SCHEMA_VERSION
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SnapshotRecord:
+        schema = data.get("schema")
+        if schema != SCHEMA_VERSION:
+            raise ValueError(f"unsupported record schema {schema!r}")
+        return cls(
+            snapshot_id=str(data["snapshot_id"]),
+            name=str(data["name"]),
+            source_volume_id=str(data["source_volume_id"]),
+            kind=VolumeKind(data["kind"]),
+            access_type=AccessType(data["access_type"]),
+            fs_type=str(data["fs_type"]),
+            size_bytes=int(data["size_bytes"]),
+            created_at=float(data["created_at"]),
+            group_snapshot_id=str(data.get("group_snapshot_id", "")),
+            phase=Phase(data["phase"]),
+        )
+
+
+@dataclass(frozen=True)
+class GroupSnapshotRecord:
+    """Snapshots of several volumes taken at one instant."""
+
+    group_snapshot_id: str
+    name: str
+    source_volume_ids: tuple[str, ...]
+    snapshot_ids: tuple[str, ...]
+    created_at: float
+    phase: Phase = Phase.CREATING
+
+    @property
+    def record_id(self) -> str:
+        return self.group_snapshot_id
+
+    def with_changes(self, **changes: Any) -> GroupSnapshotRecord:
+        return replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["source_volume_ids"] = list(self.source_volume_ids)
+        data["snapshot_ids"] = list(self.snapshot_ids)
+        data["schema"] = SCHEMA_VERSION
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GroupSnapshotRecord:
+        schema = data.get("schema")
+        if schema != SCHEMA_VERSION:
+            raise ValueError(f"unsupported record schema {schema!r}")
+        return cls(
+            group_snapshot_id=str(data["group_snapshot_id"]),
+            name=str(data["name"]),
+            source_volume_ids=tuple(str(v) for v in data["source_volume_ids"]),
+            snapshot_ids=tuple(str(v) for v in data["snapshot_ids"]),
+            created_at=float(data["created_at"]),
+            phase=Phase(data["phase"]),
         )

@@ -1,8 +1,8 @@
-"""One JSON file per volume, written atomically; an in-memory index for lookups.
+"""One JSON file per record, written atomically; an in-memory index for lookups.
 
 Writes go to a temp file, are fsynced, renamed over the record and the directory is
 fsynced, so a crash leaves either the old record or the new one, never a torn file.
-Callers serialise writes per volume (csi.locks); the index has its own small lock.
+Callers serialise writes per record (csi.locks); the index has its own small lock.
 """
 
 from __future__ import annotations
@@ -11,14 +11,29 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
 
 from csi.host.fs import fsync_dir
-from csi.layout import Layout, is_valid_id
-from csi.state.records import VolumeRecord
+from csi.layout import Layout, check_id, is_valid_id
+from csi.state.records import GroupSnapshotRecord, SnapshotRecord, VolumeRecord
 
 log = logging.getLogger(__name__)
+
+
+class Record(Protocol):
+    @property
+    def record_id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+R = TypeVar("R", bound=Record)
 
 
 @dataclass(frozen=True)
@@ -27,21 +42,24 @@ class DamagedRecord:
     reason: str
 
 
-class StateStore:
-    def __init__(self, layout: Layout) -> None:
-        self._layout = layout
+class RecordStore(Generic[R]):
+    def __init__(self, directory: Path, decode: Callable[[dict[str, Any]], R]) -> None:
+        self._directory = directory
+        self._decode = decode
         self._lock = threading.Lock()
-        self._by_id: dict[str, VolumeRecord] = {}
+        self._by_id: dict[str, R] = {}
         self._by_name: dict[str, str] = {}
         self._quarantined: set[str] = set()
+
+    def path(self, record_id: str) -> Path:
+        return self._directory / f"{check_id(record_id)}.json"
 
     # -- loading -----------------------------------------------------------------
     def load(self) -> list[DamagedRecord]:
         """Read every record from disk; unreadable ones are reported, never deleted."""
         damaged: list[DamagedRecord] = []
-        by_id: dict[str, VolumeRecord] = {}
-        directory = self._layout.state_dir
-        for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+        by_id: dict[str, R] = {}
+        for entry in sorted(os.scandir(self._directory), key=lambda e: e.name):
             if entry.name.endswith(".tmp"):
                 os.unlink(entry.path)  # an interrupted write; the real record is intact
                 continue
@@ -51,17 +69,17 @@ class StateStore:
                 continue
             try:
                 with open(entry.path, encoding="utf-8") as fh:
-                    record = VolumeRecord.from_json(json.load(fh))
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+                    record = self._decode(json.load(fh))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
                 damaged.append(DamagedRecord(Path(entry.path), type(exc).__name__))
                 continue
-            if record.volume_id != stem:
+            if record.record_id != stem:
                 damaged.append(DamagedRecord(Path(entry.path), "ID does not match file name"))
                 continue
-            by_id[record.volume_id] = record
+            by_id[record.record_id] = record
         with self._lock:
             self._by_id = by_id
-            self._by_name = {r.name: r.volume_id for r in by_id.values()}
+            self._by_name = {r.name: r.record_id for r in by_id.values()}
             self._quarantined = {
                 d.path.stem
                 for d in damaged
@@ -70,20 +88,20 @@ class StateStore:
         return damaged
 
     # -- queries -----------------------------------------------------------------
-    def get(self, volume_id: str) -> VolumeRecord | None:
+    def get(self, record_id: str) -> R | None:
         with self._lock:
-            return self._by_id.get(volume_id)
+            return self._by_id.get(record_id)
 
-    def is_quarantined(self, volume_id: str) -> bool:
-        """True if the volume's record exists on disk but could not be read."""
+    def is_quarantined(self, record_id: str) -> bool:
+        """True if the record exists on disk but could not be read."""
         with self._lock:
-            return volume_id in self._quarantined
+            return record_id in self._quarantined
 
     def id_for_name(self, name: str) -> str | None:
         with self._lock:
             return self._by_name.get(name)
 
-    def all(self) -> list[VolumeRecord]:
+    def all(self) -> list[R]:
         with self._lock:
             return list(self._by_id.values())
 
@@ -96,8 +114,8 @@ class StateStore:
             return len(self._by_id)
 
     # -- writes ------------------------------------------------------------------
-    def put(self, record: VolumeRecord) -> None:
-        path = self._layout.record_path(record.volume_id)
+    def put(self, record: R) -> None:
+        path = self.path(record.record_id)
         tmp = path.with_name(path.name + ".tmp")
         data = json.dumps(record.to_json(), sort_keys=True, separators=(",", ":")).encode()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -106,8 +124,11 @@ class StateStore:
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
-        finally:
+        except BaseException:
             os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
         try:
             os.rename(tmp, path)
             fsync_dir(path.parent)
@@ -115,14 +136,35 @@ class StateStore:
             tmp.unlink(missing_ok=True)
             raise
         with self._lock:
-            self._by_id[record.volume_id] = record
-            self._by_name[record.name] = record.volume_id
+            self._by_id[record.record_id] = record
+            self._by_name[record.name] = record.record_id
 
-    def remove(self, volume_id: str) -> None:
-        path = self._layout.record_path(volume_id)
+    def remove(self, record_id: str) -> None:
+        path = self.path(record_id)
         path.unlink(missing_ok=True)
         fsync_dir(path.parent)
         with self._lock:
-            record = self._by_id.pop(volume_id, None)
-            if record is not None and self._by_name.get(record.name) == volume_id:
+            record = self._by_id.pop(record_id, None)
+            if record is not None and self._by_name.get(record.name) == record_id:
                 del self._by_name[record.name]
+
+
+class StateStore(RecordStore[VolumeRecord]):
+    """Volume records under ``<data-dir>/state/volumes``."""
+
+    def __init__(self, layout: Layout) -> None:
+        super().__init__(layout.state_dir, VolumeRecord.from_json)
+
+
+class SnapshotStore(RecordStore[SnapshotRecord]):
+    """Snapshot records under ``<data-dir>/state/snapshots``."""
+
+    def __init__(self, layout: Layout) -> None:
+        super().__init__(layout.snapshot_state_dir, SnapshotRecord.from_json)
+
+
+class GroupSnapshotStore(RecordStore[GroupSnapshotRecord]):
+    """Group snapshot records under ``<data-dir>/state/groups``."""
+
+    def __init__(self, layout: Layout) -> None:
+        super().__init__(layout.group_state_dir, GroupSnapshotRecord.from_json)

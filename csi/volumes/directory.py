@@ -8,6 +8,7 @@ from pathlib import Path
 
 from csi.errors import FailedPrecondition
 from csi.host import mount
+from csi.host.copy import copy_tree
 from csi.host.fs import durable_rename, fsync_dir
 from csi.layout import Layout
 from csi.state.records import VolumeRecord
@@ -26,17 +27,20 @@ class DirectoryVolumes:
     def exists(self, record: VolumeRecord) -> bool:
         return self.path(record).is_dir()
 
-    def create(self, record: VolumeRecord) -> None:
-        """Make the directory; a retry after a crash finishes or redoes the work."""
+    def create(self, record: VolumeRecord, source: Path | None = None) -> None:
+        """Make the directory (a copy of ``source`` if given); a retry redoes the work."""
         final = self.path(record)
         if final.is_dir():
             return
         partial = self._layout.partial(final)
         if partial.exists():
             shutil.rmtree(partial)
-        partial.mkdir(mode=0o700)
         try:
-            os.chmod(partial, DEFAULT_MODE)
+            if source is None:
+                partial.mkdir(mode=0o700)
+                os.chmod(partial, DEFAULT_MODE)
+            else:
+                copy_tree(source, partial)
             durable_rename(partial, final)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
@@ -65,6 +69,9 @@ class DirectoryVolumes:
 
     def unstage(self, record: VolumeRecord, staging: Path) -> None:
         mount.unmount(staging)
+
+    def expand(self, record: VolumeRecord, size: int) -> None:
+        """Directory sizes are recorded, not enforced: nothing to do on disk."""
 
     def capacity_on_disk(self, record: VolumeRecord) -> int:
         return record.capacity_bytes

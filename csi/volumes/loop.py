@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 from csi.errors import FailedPrecondition
-from csi.host import loopdev, mkfs, mount
+from csi.host import loopdev, mkfs, mount, resize
+from csi.host.copy import clone_or_copy
 from csi.host.fs import create_sparse_file, durable_rename
 from csi.layout import Layout
 from csi.state.records import AccessType, VolumeRecord
@@ -22,9 +24,11 @@ class LoopVolumes:
     def exists(self, record: VolumeRecord) -> bool:
         return self.path(record).is_file()
 
-    def create(self, record: VolumeRecord) -> None:
+    def create(self, record: VolumeRecord, source: Path | None = None) -> None:
         """Build the image under a scratch name and rename it into place when complete.
 
+        With ``source`` (a snapshot or another volume's image) the image starts as a copy
+        of it, grown to the record's size; the filesystem is grown when the volume is staged.
         The final name only ever holds a finished image, so a retry after a crash either
         finds it done or starts the scratch file again.
         """
@@ -32,10 +36,16 @@ class LoopVolumes:
         if final.is_file():
             return
         partial = self._layout.partial(final)
+        partial.unlink(missing_ok=True)
         try:
-            create_sparse_file(partial, record.capacity_bytes)
-            if record.access_type is AccessType.MOUNT:
-                mkfs.make_filesystem(partial, record.fs_type)
+            if source is None:
+                create_sparse_file(partial, record.capacity_bytes)
+                if record.access_type is AccessType.MOUNT:
+                    mkfs.make_filesystem(partial, record.fs_type)
+            else:
+                clone_or_copy(source, partial)
+                if partial.stat().st_size < record.capacity_bytes:
+                    os.truncate(partial, record.capacity_bytes)
             durable_rename(partial, final)
         except BaseException:
             partial.unlink(missing_ok=True)
@@ -76,8 +86,14 @@ class LoopVolumes:
                 raise FailedPrecondition(
                     f"device holds {found}, volume was created for {record.fs_type}"
                 )
+            if record.fs_type == "ext4" and not read_only:
+                # Grow before mounting: offline growth needs no extra privilege, online
+                # growth needs CAP_SYS_RESOURCE.
+                resize.grow_unmounted_ext4(device)
             options = ["ro", *flags] if read_only else list(flags)
             mount.mount(device, staging, fs_type=record.fs_type, options=options)
+            if not read_only:
+                self.grow_filesystem(record, staging)
         except BaseException:
             if attached_here:
                 with contextlib.suppress(Exception):
@@ -89,6 +105,32 @@ class LoopVolumes:
         for device in loopdev.devices_for(self.path(record)):
             if not self._device_mounts(device):
                 loopdev.detach(device)
+
+    def expand(self, record: VolumeRecord, size: int) -> None:
+        """Grow the image file (sparse) and tell an attached loop device its new size."""
+        image = self.path(record)
+        if image.stat().st_size < size:
+            os.truncate(image, size)
+            fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        for device in loopdev.devices_for(image):
+            if loopdev.device_size(device) < size:
+                loopdev.refresh_size(device)
+
+    def grow_filesystem(self, record: VolumeRecord, mount_point: Path) -> int:
+        """Grow the mounted filesystem to fill its device; returns the filesystem size."""
+        device = self.device(record)
+        if device is None:
+            raise FailedPrecondition("volume is not staged: no loop device is attached")
+        device_bytes = loopdev.device_size(device)
+        current = resize.filesystem_size(device, record.fs_type) or 0
+        if current < device_bytes:
+            resize.grow_filesystem(device, str(mount_point), record.fs_type)
+            current = resize.filesystem_size(device, record.fs_type) or device_bytes
+        return current
 
     def capacity_on_disk(self, record: VolumeRecord) -> int:
         try:

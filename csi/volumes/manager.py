@@ -9,10 +9,12 @@ Callers hold the volume's lock (csi.locks) around every call here.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from csi.errors import AlreadyExists, FailedPrecondition, NotFound
-from csi.host import fs, mount
+from csi.host import fs, loopdev, mount
+from csi.host.freeze import frozen
 from csi.layout import Layout, volume_id_for_name
 from csi.state.records import (
     AccessType,
@@ -44,9 +46,24 @@ class Volumes:
         record = self.store.get(volume_id_for_name(name))
         return record if record is not None and record.phase is not Phase.DELETING else None
 
-    def create(self, name: str, spec: VolumeSpec, capacity: int) -> VolumeRecord:
-        """Create (or finish creating) the volume called ``name``."""
-        volume_id = volume_id_for_name(name)
+    def create(
+        self,
+        name: str,
+        spec: VolumeSpec,
+        capacity: int,
+        *,
+        source: Path | None = None,
+        freeze: Sequence[str] = (),
+        volume_id: str | None = None,
+        content_source: str = "",
+        ephemeral: bool = False,
+    ) -> VolumeRecord:
+        """Create (or finish creating) the volume called ``name``.
+
+        ``source`` is content to start from (a snapshot, or another volume's data, whose
+        mount points ``freeze`` are frozen during the copy).
+        """
+        volume_id = volume_id or volume_id_for_name(name)
         record = self.store.get(volume_id)
         if record is not None and record.phase is Phase.DELETING:
             self.delete(record)
@@ -61,13 +78,16 @@ class Volumes:
                 capacity_bytes=capacity,
                 parameters=spec.parameters(),
                 created_at=time.time(),
+                content_source=content_source,
+                ephemeral=ephemeral,
             )
             self.store.put(record)
         if record.phase is Phase.READY:
             return record
         backend = self.backend(record)
         try:
-            backend.create(record)
+            with frozen(freeze):
+                backend.create(record, source)
         except BaseException:
             # Nothing was returned to the caller, so nothing of this volume is kept.
             backend.delete(record)
@@ -95,6 +115,30 @@ class Volumes:
 
     def capacity_on_disk(self, record: VolumeRecord) -> int:
         return self.backend(record).capacity_on_disk(record)
+
+    def expand(self, record: VolumeRecord, size: int) -> VolumeRecord:
+        """Grow the volume to ``size`` (never shrinks). The host grows first, then the record,
+        so a retry after a crash finds the file already grown and only settles the record."""
+        if size <= record.capacity_bytes:
+            return record
+        self.backend(record).expand(record, size)
+        grown = record.with_changes(capacity_bytes=size)
+        self.store.put(grown)
+        return grown
+
+    def node_expand(self, record: VolumeRecord) -> int:
+        """Grow what the node sees (the staged filesystem); returns the usable size."""
+        if record.kind is VolumeKind.DIRECTORY:
+            return record.capacity_bytes
+        device = self.loops.device(record)
+        if device is None:
+            raise FailedPrecondition("volume is not staged on this node")
+        loopdev.refresh_size(device)
+        if record.access_type is AccessType.BLOCK:
+            return loopdev.device_size(device)
+        if not record.staging_path or not mount.is_mount_point(record.staging_path):
+            raise FailedPrecondition("volume's filesystem is not mounted on this node")
+        return self.loops.grow_filesystem(record, Path(record.staging_path))
 
     # -- node side -----------------------------------------------------------------
     def stage(self, record: VolumeRecord, staging: Path, cap: Capability) -> None:

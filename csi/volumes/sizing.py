@@ -33,12 +33,16 @@ def choose_size(required: int, limit: int, spec: VolumeSpec, config: Config) -> 
     if limit and size > limit:
         size = limit
     if spec.kind is VolumeKind.LOOP:
-        size = max(size, minimum_size(spec))
-        size = -(-size // ALIGNMENT) * ALIGNMENT
-    if limit and size > limit:
-        raise OutOfRange(
-            f"smallest {spec.kind.value} volume is {size} bytes, above limit_bytes {limit}"
-        )
+        floor = max(required, minimum_size(spec))
+        size = -(-max(size, floor) // ALIGNMENT) * ALIGNMENT
+        if limit and size > limit:
+            # An unaligned limit: take the largest whole MiB that still satisfies the range.
+            size = limit // ALIGNMENT * ALIGNMENT
+            if size < floor:
+                raise OutOfRange(
+                    f"smallest {spec.kind.value} volume is {floor} bytes (whole MiB), "
+                    f"above limit_bytes {limit}"
+                )
     if size > config.max_volume_size:
         raise OutOfRange(f"{size} bytes exceeds the maximum volume size {config.max_volume_size}")
     return size

@@ -1,0 +1,121 @@
+"""Controller RPCs for snapshots; mixed into ControllerService."""
+
+from __future__ import annotations
+
+import re
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from csi.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from csi.layout import check_id, snapshot_id_for_name
+from csi.locks import KeyedLocks
+from csi.pb import csi_pb2
+from csi.state.records import Phase, SnapshotRecord, VolumeRecord
+from csi.validation import check_map, check_name
+from csi.volumes.snapshots import Snapshots
+
+SNAPSHOT_TOKEN = re.compile(r"snap-[0-9a-f]{32}")
+
+
+def snapshot_message(record: SnapshotRecord) -> csi_pb2.Snapshot:
+    created = Timestamp()
+    created.FromNanoseconds(int(record.created_at * 1e9))
+    return csi_pb2.Snapshot(
+        snapshot_id=record.snapshot_id,
+        source_volume_id=record.source_volume_id,
+        size_bytes=record.size_bytes,
+        creation_time=created,
+        ready_to_use=record.phase is Phase.READY,
+        group_snapshot_id=record.group_snapshot_id,
+    )
+
+
+class SnapshotRpcs:
+    _snapshots: Snapshots
+    _locks: KeyedLocks
+
+    def _ready_record(self, volume_id: str) -> VolumeRecord:
+        raise NotImplementedError
+
+    def _ready_snapshot(self, snapshot_id: str) -> SnapshotRecord:
+        store = self._snapshots.store
+        if store.is_quarantined(snapshot_id):
+            raise FailedPrecondition("the snapshot's state record is damaged; see the driver log")
+        record = store.get(snapshot_id)
+        if record is None or record.phase is not Phase.READY:
+            raise NotFound(f"snapshot {snapshot_id} does not exist")
+        return record
+
+    def CreateSnapshot(
+        self, request: csi_pb2.CreateSnapshotRequest, context: grpc.ServicerContext
+    ) -> csi_pb2.CreateSnapshotResponse:
+        name = check_name(request.name)
+        source_id = check_id(request.source_volume_id, "source_volume_id")
+        check_map(request.secrets, "secrets")
+        if request.parameters:
+            raise InvalidArgument(f"unknown parameter(s): {', '.join(sorted(request.parameters))}")
+        snapshot_id = snapshot_id_for_name(name)
+        with self._locks.hold(snapshot_id):
+            existing = self._snapshots.store.get(snapshot_id)
+            if existing is not None and existing.source_volume_id != source_id:
+                raise AlreadyExists("a snapshot with this name exists for another volume")
+            if existing is not None and existing.phase is Phase.READY:
+                return csi_pb2.CreateSnapshotResponse(snapshot=snapshot_message(existing))
+            with self._locks.hold(source_id):
+                source = self._ready_record(source_id)
+                (snapshot,) = self._snapshots.take([name], [source])
+        return csi_pb2.CreateSnapshotResponse(snapshot=snapshot_message(snapshot))
+
+    def DeleteSnapshot(
+        self, request: csi_pb2.DeleteSnapshotRequest, context: grpc.ServicerContext
+    ) -> csi_pb2.DeleteSnapshotResponse:
+        snapshot_id = check_id(request.snapshot_id, "snapshot_id")
+        check_map(request.secrets, "secrets")
+        with self._locks.hold(snapshot_id):
+            record = self._snapshots.store.get(snapshot_id)
+            if record is None:
+                return csi_pb2.DeleteSnapshotResponse()
+            if record.group_snapshot_id and record.phase is Phase.READY:
+                raise FailedPrecondition(
+                    f"snapshot belongs to group snapshot {record.group_snapshot_id}; "
+                    "delete the group instead"
+                )
+            self._snapshots.delete(record)
+        return csi_pb2.DeleteSnapshotResponse()
+
+    def GetSnapshot(
+        self, request: csi_pb2.GetSnapshotRequest, context: grpc.ServicerContext
+    ) -> csi_pb2.GetSnapshotResponse:
+        record = self._ready_snapshot(check_id(request.snapshot_id, "snapshot_id"))
+        return csi_pb2.GetSnapshotResponse(snapshot=snapshot_message(record))
+
+    def ListSnapshots(
+        self, request: csi_pb2.ListSnapshotsRequest, context: grpc.ServicerContext
+    ) -> csi_pb2.ListSnapshotsResponse:
+        if request.max_entries < 0:
+            raise InvalidArgument("max_entries must not be negative")
+        token = request.starting_token
+        if token and not SNAPSHOT_TOKEN.fullmatch(token):
+            raise Aborted("starting_token is not one this driver issued")
+        store = self._snapshots.store
+        if request.snapshot_id:
+            record = store.get(request.snapshot_id)
+            records = [record] if record is not None else []
+        else:
+            records = [r for i in store.sorted_ids() if (r := store.get(i)) is not None]
+        selected = [
+            r
+            for r in records
+            if r.phase is Phase.READY
+            and (not request.source_volume_id or r.source_volume_id == request.source_volume_id)
+            and (not token or r.snapshot_id > token)
+        ]
+        next_token = ""
+        if request.max_entries and len(selected) > request.max_entries:
+            selected = selected[: request.max_entries]
+            next_token = selected[-1].snapshot_id
+        entries = [
+            csi_pb2.ListSnapshotsResponse.Entry(snapshot=snapshot_message(r)) for r in selected
+        ]
+        return csi_pb2.ListSnapshotsResponse(entries=entries, next_token=next_token)

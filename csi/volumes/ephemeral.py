@@ -1,0 +1,89 @@
+"""CSI ephemeral inline volumes: made when a pod's volume is published, gone at unpublish.
+
+The pod spec's volume attributes arrive as volume_context: ``volumeType``, ``fsType`` and
+``size`` (e.g. ``size: 1Gi``; default: the driver's default size). The volume is staged at a
+private path under the data root and bind-mounted to the pod's target like any other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from csi.config import Config
+from csi.errors import InvalidArgument
+from csi.state.records import Phase, VolumeRecord
+from csi.units import parse_size
+from csi.validation import Capability
+from csi.volumes import sizing
+from csi.volumes.manager import Volumes
+from csi.volumes.params import RESERVED_PREFIX, parse_spec
+
+SIZE_KEY = "size"
+
+
+class EphemeralVolumes:
+    def __init__(self, config: Config, volumes: Volumes) -> None:
+        self._config = config
+        self._volumes = volumes
+
+    def staging_path(self, volume_id: str) -> Path:
+        return self._volumes.layout.root / "ephemeral" / volume_id
+
+    def publish(
+        self,
+        volume_id: str,
+        target: Path,
+        cap: Capability,
+        read_only: bool,
+        context: Mapping[str, str],
+    ) -> None:
+        attributes = {k: v for k, v in context.items() if not k.startswith(RESERVED_PREFIX)}
+        size_text = attributes.pop(SIZE_KEY, "")
+        try:
+            requested = parse_size(size_text) if size_text else 0
+        except ValueError as exc:
+            raise InvalidArgument(f"volume attribute size: {exc}") from None
+        spec = parse_spec(attributes, [cap.access_type], [cap.fs_type])
+        size = sizing.choose_size(requested, 0, spec, self._config)
+        store = self._volumes.store
+        record = store.get(volume_id)
+        created = record is None
+        if record is None or record.phase is not Phase.READY:
+            record = self._volumes.create(
+                f"ephemeral/{volume_id}", spec, size, volume_id=volume_id, ephemeral=True
+            )
+        staging = self.staging_path(volume_id)
+        try:
+            staging.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._volumes.stage(record, staging, cap)
+            self._volumes.publish(store.get(volume_id) or record, staging, target, cap, read_only)
+        except BaseException:
+            if created:
+                with contextlib.suppress(Exception):
+                    self._remove(volume_id, target)
+            raise
+
+    def unpublish(self, record: VolumeRecord, target: Path) -> None:
+        self._volumes.unpublish(record, target)
+        self._remove(record.volume_id, target)
+
+    def _remove(self, volume_id: str, target: Path) -> None:
+        store = self._volumes.store
+        record = store.get(volume_id)
+        if record is None:
+            return
+        if str(target) in record.targets:
+            self._volumes.unpublish(record, target)
+            record = store.get(volume_id) or record
+        if record.targets:
+            return  # still published elsewhere: keep it
+        staging = self.staging_path(volume_id)
+        self._volumes.unstage(record, staging)
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(staging)
+        current = store.get(volume_id)
+        if current is not None:
+            self._volumes.delete(current)

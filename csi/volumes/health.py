@@ -1,0 +1,60 @@
+"""Volume health: what is wrong with a volume on this node, in words a user can act on."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from csi.host import loopdev, mount
+from csi.state.records import AccessType, VolumeKind, VolumeRecord
+from csi.volumes.manager import Volumes
+
+SYS_EXT4 = Path("/sys/fs/ext4")
+
+
+@dataclass(frozen=True)
+class Condition:
+    abnormal: bool
+    message: str
+
+
+HEALTHY = Condition(False, "volume is healthy")
+
+
+def _ext4_errors(device: str) -> int:
+    try:
+        return int((SYS_EXT4 / os.path.basename(device) / "errors_count").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+def check(volumes: Volumes, record: VolumeRecord) -> Condition:
+    """The first problem found with ``record`` on this node, or HEALTHY."""
+    data = volumes.backend(record).path(record)
+    if not data.exists():
+        what = "backing image file" if record.kind is VolumeKind.LOOP else "data directory"
+        return Condition(True, f"the volume's {what} {data} is missing")
+    table = mount.read_mounts()
+    device = volumes.loops.device(record) if record.kind is VolumeKind.LOOP else None
+    if record.staging_path:
+        if record.kind is VolumeKind.LOOP and device is None:
+            return Condition(True, "the volume is staged but its loop device is detached")
+        if record.access_type is AccessType.MOUNT:
+            staged = mount.mounts_at(record.staging_path, table)
+            if not staged:
+                return Condition(True, f"the staging mount at {record.staging_path} is gone")
+            if staged[-1].read_only and not record.staged_read_only:
+                return Condition(
+                    True, "the filesystem is mounted read-only (remounted after an error?)"
+                )
+    for target in record.targets:
+        if not mount.mounts_at(target, table):
+            return Condition(True, f"the publish target {target} is no longer mounted")
+    if device is not None and record.fs_type == "ext4":
+        errors = _ext4_errors(device)
+        if errors:
+            return Condition(True, f"the ext4 filesystem has recorded {errors} error(s); run fsck")
+    if device is not None and loopdev.device_size(device) < record.capacity_bytes:
+        return Condition(True, "the loop device is smaller than the volume; expand it again")
+    return HEALTHY

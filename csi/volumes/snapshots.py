@@ -1,0 +1,133 @@
+"""Snapshots: independent, point-in-time copies of a volume's content.
+
+A loop volume's snapshot is a copy of its image (a reflink where the data root supports it,
+a sparse copy otherwise); a directory volume's is a copy of its tree. A mounted loop
+filesystem is frozen while it is copied, so the snapshot is consistent; a group snapshot
+freezes every member before copying any. Snapshots do not depend on their source: the
+volume can be deleted and its snapshots still restore.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from csi.errors import FailedPrecondition
+from csi.host import mount
+from csi.host.copy import clone_or_copy, copy_tree
+from csi.host.freeze import frozen
+from csi.host.fs import durable_rename
+from csi.layout import Layout, snapshot_id_for_name
+from csi.state.records import AccessType, Phase, SnapshotRecord, VolumeKind, VolumeRecord
+from csi.state.store import SnapshotStore
+from csi.volumes.manager import Volumes
+
+
+class Snapshots:
+    def __init__(self, volumes: Volumes, store: SnapshotStore) -> None:
+        self.volumes = volumes
+        self.store = store
+        self.layout: Layout = volumes.layout
+
+    def content_path(self, snapshot: SnapshotRecord) -> Path:
+        suffix = ".img" if snapshot.kind is VolumeKind.LOOP else ".dir"
+        return self.layout.snapshot_path(snapshot.snapshot_id, suffix)
+
+    def freeze_points(self, record: VolumeRecord) -> list[str]:
+        """Mount points to freeze for a consistent copy of ``record`` (mounted loop fs)."""
+        if record.kind is not VolumeKind.LOOP or record.access_type is not AccessType.MOUNT:
+            return []
+        staging = record.staging_path
+        if not staging or record.staged_read_only:
+            return []
+        return [staging] if mount.is_mount_point(staging) else []
+
+    def source_path(self, record: VolumeRecord) -> Path:
+        return self.volumes.backend(record).path(record)
+
+    def take(
+        self, names: Sequence[str], sources: Sequence[VolumeRecord], group_id: str = ""
+    ) -> list[SnapshotRecord]:
+        """Snapshot each source under the matching name, all at one instant.
+
+        Finished snapshots are returned as they are (a retry); unfinished ones are redone.
+        On failure every snapshot this call started is removed.
+        """
+        now = time.time()
+        wanted: list[SnapshotRecord] = []
+        for name, source in zip(names, sources, strict=True):
+            snapshot_id = snapshot_id_for_name(name)
+            existing = self.store.get(snapshot_id)
+            if existing is not None and existing.phase is Phase.READY:
+                wanted.append(existing)
+                continue
+            record = SnapshotRecord(
+                snapshot_id=snapshot_id,
+                name=name,
+                source_volume_id=source.volume_id,
+                kind=source.kind,
+                access_type=source.access_type,
+                fs_type=source.fs_type,
+                size_bytes=source.capacity_bytes,
+                created_at=now,
+                group_snapshot_id=group_id,
+            )
+            self.store.put(record)
+            wanted.append(record)
+        todo = [(s, v) for s, v in zip(wanted, sources, strict=True) if s.phase is not Phase.READY]
+        if not todo:
+            return wanted
+        points = [p for _, volume in todo for p in self.freeze_points(volume)]
+        try:
+            with frozen(points):
+                for snapshot, volume in todo:
+                    self._copy(self.source_path(volume), snapshot)
+        except BaseException:
+            for snapshot, _ in todo:
+                self.delete(snapshot)
+            raise
+        done: list[SnapshotRecord] = []
+        for snapshot in wanted:
+            if snapshot.phase is not Phase.READY:
+                snapshot = snapshot.with_changes(phase=Phase.READY)
+                self.store.put(snapshot)
+            done.append(snapshot)
+        return done
+
+    def _copy(self, source: Path, snapshot: SnapshotRecord) -> None:
+        if not source.exists():
+            raise FailedPrecondition("the source volume's data is missing on this node")
+        final = self.content_path(snapshot)
+        partial = self.layout.partial(final)
+        _remove(partial)
+        try:
+            if snapshot.kind is VolumeKind.LOOP:
+                clone_or_copy(source, partial)
+            else:
+                copy_tree(source, partial)
+            _remove(final)
+            durable_rename(partial, final)
+        except BaseException:
+            _remove(partial)
+            raise
+
+    def delete(self, snapshot: SnapshotRecord) -> None:
+        if snapshot.phase is not Phase.DELETING:
+            snapshot = snapshot.with_changes(phase=Phase.DELETING)
+            self.store.put(snapshot)
+        final = self.content_path(snapshot)
+        _remove(self.layout.partial(final))
+        _remove(final)
+        self.store.remove(snapshot.snapshot_id)
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
