@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import unicodedata
 from collections.abc import Iterable, Mapping
@@ -18,6 +19,7 @@ MAX_NAME_BYTES = 128
 MAX_PATH_BYTES = 4096
 MAX_MAP_BYTES = 4096
 MAX_FLAG_BYTES = 1024
+QUOTED_OPTION = re.compile(r'[^,="]+="[^"]*"')
 
 Mode = csi_pb2.VolumeCapability.AccessMode.Mode
 SUPPORTED_MODES = frozenset(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,9 +10,9 @@ from pathlib import Path
 import grpc
 from google.protobuf import wrappers_pb2
 
+from csi import paging
 from csi.config import Config
 from csi.errors import (
-    Aborted,
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
@@ -53,7 +52,6 @@ CAPABILITIES = (
     RPC.LIST_VOLUMES_PUBLISHED_NODES,
     RPC.VOLUME_CONDITION,
 )
-TOKEN_PATTERN = re.compile(r"vol-[0-9a-f]{32}")
 
 SourceKind = tuple[VolumeKind, AccessType, str]
 
@@ -277,12 +275,9 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
     def ListVolumes(
         self, request: csi_pb2.ListVolumesRequest, context: grpc.ServicerContext
     ) -> csi_pb2.ListVolumesResponse:
-        if request.max_entries < 0:
-            raise InvalidArgument("max_entries must not be negative")
-        token = request.starting_token
-        if token and not TOKEN_PATTERN.fullmatch(token):
-            raise Aborted("starting_token is not one this driver issued")
-        ids = [i for i in self._store.sorted_ids() if not token or i > token]
+        paging.check_max_entries(request.max_entries)
+        after = paging.start_after(request.starting_token)
+        ids = [i for i in self._store.sorted_ids() if i > after]
         entries: list[csi_pb2.ListVolumesResponse.Entry] = []
         next_token = ""
         for volume_id in ids:
@@ -290,7 +285,7 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
             if record is None or record.phase is not Phase.READY:
                 continue
             if request.max_entries and len(entries) == request.max_entries:
-                next_token = entries[-1].volume.volume_id
+                next_token = paging.issue(entries[-1].volume.volume_id)
                 break
             status = csi_pb2.ListVolumesResponse.VolumeStatus(
                 published_node_ids=self._published_nodes(record),

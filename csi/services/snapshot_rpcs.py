@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import re
-
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from csi.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from csi import paging
+from csi.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from csi.layout import check_id, snapshot_id_for_name
 from csi.locks import KeyedLocks
 from csi.pb import csi_pb2
 from csi.state.records import Phase, SnapshotRecord, VolumeRecord
 from csi.validation import check_map, check_name
 from csi.volumes.snapshots import Snapshots
-
-SNAPSHOT_TOKEN = re.compile(r"snap-[0-9a-f]{32}")
 
 
 def snapshot_message(record: SnapshotRecord) -> csi_pb2.Snapshot:
@@ -93,11 +90,8 @@ class SnapshotRpcs:
     def ListSnapshots(
         self, request: csi_pb2.ListSnapshotsRequest, context: grpc.ServicerContext
     ) -> csi_pb2.ListSnapshotsResponse:
-        if request.max_entries < 0:
-            raise InvalidArgument("max_entries must not be negative")
-        token = request.starting_token
-        if token and not SNAPSHOT_TOKEN.fullmatch(token):
-            raise Aborted("starting_token is not one this driver issued")
+        paging.check_max_entries(request.max_entries)
+        after = paging.start_after(request.starting_token)
         store = self._snapshots.store
         if request.snapshot_id:
             record = store.get(request.snapshot_id)
@@ -109,12 +103,12 @@ class SnapshotRpcs:
             for r in records
             if r.phase is Phase.READY
             and (not request.source_volume_id or r.source_volume_id == request.source_volume_id)
-            and (not token or r.snapshot_id > token)
+            and r.snapshot_id > after
         ]
         next_token = ""
         if request.max_entries and len(selected) > request.max_entries:
             selected = selected[: request.max_entries]
-            next_token = selected[-1].snapshot_id
+            next_token = paging.issue(selected[-1].snapshot_id)
         entries = [
             csi_pb2.ListSnapshotsResponse.Entry(snapshot=snapshot_message(r)) for r in selected
         ]

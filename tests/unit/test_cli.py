@@ -1,0 +1,146 @@
+"""csi.cli: sizes, defaults and --help."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from csi.cli import DEFAULT_DATA_DIR, config_from_args, parse_size
+from csi.config import GIB, MIB, TIB
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "CSI_DATA_DIR",
+        "CSI_ENDPOINT",
+        "CSI_NODE_ID",
+        "CSI_DRIVER_NAME",
+        "CSI_MAX_VOLUMES_PER_NODE",
+        "CSI_DEFAULT_VOLUME_SIZE",
+        "CSI_MAX_VOLUME_SIZE",
+        "CSI_CAPACITY_LIMIT",
+        "CSI_LOG_LEVEL",
+        "CSI_LOG_FORMAT",
+        "CSI_WORKERS",
+        "CSI_SHUTDOWN_GRACE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1Gi", GIB),
+        ("10G", 10 * GIB),
+        ("512Mi", 512 * MIB),
+        ("0", 0),
+        ("4096", 4096),
+        ("2k", 2048),
+        ("16Ti", 16 * TIB),
+        ("1GiB", GIB),
+        (" 3mi ", 3 * MIB),
+    ],
+)
+def test_parse_size(text: str, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["bad", "", "Gi", "1.5Gi", "-1", "-1Gi", "1Qi", "1 0"])
+def test_parse_size_rejects(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_size(text)
+
+
+def test_defaults() -> None:
+    config = config_from_args([])
+    assert config.data_dir == Path(DEFAULT_DATA_DIR)
+    assert config.endpoint == f"unix://{DEFAULT_DATA_DIR}/csi.sock"
+    assert config.node_id == socket.gethostname()
+    assert config.driver_name == "localvol.csi.dev"
+    assert config.topology_key == "topology.localvol.csi.dev/node"
+    assert config.max_volumes_per_node == 0
+    assert config.default_volume_size == GIB
+    assert config.max_volume_size == 16 * TIB
+    assert config.capacity_limit == 0
+    assert (config.log_level, config.log_format) == ("info", "text")
+
+
+def test_endpoint_follows_data_dir(tmp_path: Path) -> None:
+    config = config_from_args(["--data-dir", str(tmp_path / "d")])
+    assert config.data_dir == tmp_path / "d"
+    assert config.endpoint == f"unix://{tmp_path}/d/csi.sock"
+
+
+def test_relative_data_dir_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = config_from_args(["--data-dir", "rel"])
+    assert config.data_dir == tmp_path / "rel"
+    assert config.endpoint == f"unix://{tmp_path}/rel/csi.sock"
+
+
+def test_options_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CSI_NODE_ID", "from-env")
+    monkeypatch.setenv("CSI_CAPACITY_LIMIT", "5Gi")
+    config = config_from_args(
+        [
+            "--endpoint",
+            "tcp://127.0.0.1:10000",
+            "--max-volumes-per-node",
+            "7",
+            "--log-format",
+            "json",
+        ]
+    )
+    assert config.node_id == "from-env"
+    assert config.capacity_limit == 5 * GIB
+    assert config.endpoint == "tcp://127.0.0.1:10000"
+    assert config.max_volumes_per_node == 7
+    assert config.log_format == "json"
+    assert config_from_args(["--node-id", "flag-wins"]).node_id == "flag-wins"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--max-volumes-per-node", "-1"],
+        ["--workers", "0"],
+        ["--node-id", "x" * 193],
+        ["--default-volume-size", "lots"],
+        ["--log-level", "chatty"],
+    ],
+)
+def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        config_from_args(argv)
+    assert info.value.code == 2
+    assert "localvol-csi" in capsys.readouterr().err
+
+
+def test_help_lists_options() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "csi", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for option in (
+        "--endpoint",
+        "--node-id",
+        "--data-dir",
+        "--driver-name",
+        "--log-level",
+        "--log-format",
+        "--max-volumes-per-node",
+    ):
+        assert option in proc.stdout

@@ -1,0 +1,70 @@
+"""csi.host.mount.parse_mountinfo on sample /proc/self/mountinfo text."""
+
+from __future__ import annotations
+
+from csi.host.mount import mounts_at, mounts_under, parse_mountinfo
+
+SAMPLE = "\n".join(
+    [
+        "22 1 253:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw,errors=remount-ro",
+        "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 shared:2 - ext3 /dev/root rw,errors=continue",
+        "40 22 0:35 / /var/lib/kubelet/pods/my\\040pod/vol ro,nosuid - tmpfs tmpfs rw,size=1024k",
+        "41 22 7:3 /sub\\011dir /mnt/tab\\134slash rw - xfs /dev/loop3 rw,attr2",
+        "42 22 7:4 / /mnt/no-optional rw - ext4 /dev/my\\040disk rw",
+        "",
+        "garbage line",
+        "43 22 0:5 / /dev/loop-stage rw,nosuid shared:9 master:3 propagate_from:2 unbindable"
+        " - devtmpfs udev rw,size=100k,mode=755",
+    ]
+)
+
+
+def test_parses_every_valid_line() -> None:
+    entries = parse_mountinfo(SAMPLE)
+    assert [e.mount_id for e in entries] == [22, 36, 40, 41, 42, 43]
+
+
+def test_fields_and_optional_fields() -> None:
+    entry = parse_mountinfo(SAMPLE)[1]
+    assert entry.mount_id == 36
+    assert entry.parent_id == 35
+    assert entry.device == "98:0"
+    assert entry.root == "/mnt1"
+    assert entry.mount_point == "/mnt2"
+    assert entry.options == ("rw", "noatime")
+    assert entry.fs_type == "ext3"
+    assert entry.source == "/dev/root"
+    assert entry.super_options == ("rw", "errors=continue")
+    assert not entry.read_only
+
+
+def test_many_optional_fields() -> None:
+    entry = parse_mountinfo(SAMPLE)[-1]
+    assert entry.mount_point == "/dev/loop-stage"
+    assert entry.fs_type == "devtmpfs"
+    assert entry.source == "udev"
+    assert entry.options == ("rw", "nosuid")
+
+
+def test_octal_escapes() -> None:
+    entries = {e.mount_id: e for e in parse_mountinfo(SAMPLE)}
+    assert entries[40].mount_point == "/var/lib/kubelet/pods/my pod/vol"
+    assert entries[40].read_only
+    assert entries[41].root == "/sub\tdir"
+    assert entries[41].mount_point == "/mnt/tab\\slash"
+    assert entries[42].source == "/dev/my disk"
+
+
+def test_newline_escape() -> None:
+    line = "50 22 0:40 / /mnt/a\\012b rw - tmpfs tmpfs rw"
+    assert parse_mountinfo(line)[0].mount_point == "/mnt/a\nb"
+
+
+def test_mounts_at_and_under() -> None:
+    entries = parse_mountinfo(SAMPLE)
+    assert [e.mount_id for e in mounts_at("/mnt2/", entries)] == [36]
+    assert [e.mount_id for e in mounts_at("/var/lib/kubelet/pods/my pod/vol", entries)] == [40]
+    assert mounts_at("/var/lib/kubelet/pods/my", entries) == []
+    under = mounts_under("/var/lib/kubelet/pods", entries)
+    assert [e.mount_id for e in under] == [40]
+    assert mounts_under("/mnt/no", entries) == []  # a prefix, not a parent
