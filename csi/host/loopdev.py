@@ -1,8 +1,14 @@
-"""Loop devices: find by backing file (sysfs, no fork), attach and detach (losetup)."""
+"""Loop devices: find by backing file (sysfs, no fork), attach and detach (losetup).
+
+A device whose backing file was deleted (sysfs appends " (deleted)") or that was detached
+while busy (the kernel sets autoclear and frees it on last close) is never reused: it
+belongs to the past, not to the file now at that path.
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from csi.host.run import run
@@ -11,42 +17,71 @@ SYS_BLOCK = Path("/sys/block")
 DELETED_SUFFIX = " (deleted)"
 
 
-def _backing_file(name: str) -> str | None:
+@dataclass(frozen=True)
+class LoopDevice:
+    path: str  # /dev/loopN
+    backing_file: str  # as sysfs shows it, " (deleted)" included
+    read_only: bool
+    dying: bool  # detach requested while busy: goes away on last close
+
+    @property
+    def usable(self) -> bool:
+        return not self.dying and not self.backing_file.endswith(DELETED_SUFFIX)
+
+
+def _read(path: Path) -> str | None:
     try:
-        text = (SYS_BLOCK / name / "loop" / "backing_file").read_text().rstrip("\n")
+        return path.read_text().rstrip("\n")
     except OSError:
         return None
-    return text.removesuffix(DELETED_SUFFIX)
 
 
-def attached() -> dict[str, str]:
-    """Map of loop device path -> backing file for every attached loop device."""
-    result: dict[str, str] = {}
+def _device(name: str) -> LoopDevice | None:
+    base = SYS_BLOCK / name
+    backing = _read(base / "loop" / "backing_file")
+    if not backing:
+        return None
+    return LoopDevice(
+        path=f"/dev/{name}",
+        backing_file=backing,
+        read_only=_read(base / "ro") == "1",
+        dying=_read(base / "loop" / "autoclear") == "1",
+    )
+
+
+def all_devices() -> list[LoopDevice]:
     try:
         names = os.listdir(SYS_BLOCK)
     except OSError:
-        return result
-    for name in names:
-        if not name.startswith("loop"):
-            continue
-        backing = _backing_file(name)
-        if backing:
-            result[f"/dev/{name}"] = backing
-    return result
+        return []
+    found = (_device(n) for n in names if n.startswith("loop"))
+    return [d for d in found if d is not None]
 
 
-def devices_for(backing_file: Path) -> list[str]:
-    """Loop devices currently backed by ``backing_file`` (normally zero or one)."""
+def attached() -> dict[str, str]:
+    """Map of loop device path -> backing file (as sysfs shows it) for every loop device."""
+    return {d.path: d.backing_file for d in all_devices()}
+
+
+def devices_for(backing_file: Path, *, read_only: bool | None = False) -> list[str]:
+    """Usable loop devices backed by ``backing_file``: writable ones by default,
+    read-only ones with ``read_only=True``, all with ``read_only=None``."""
     wanted = os.path.realpath(backing_file)
-    return sorted(dev for dev, backing in attached().items() if backing == wanted)
+    return sorted(
+        d.path
+        for d in all_devices()
+        if d.backing_file == wanted and d.usable and (read_only is None or d.read_only == read_only)
+    )
 
 
 def attach(backing_file: Path, *, read_only: bool = False) -> str:
-    """Attach ``backing_file`` to a free loop device, reusing one already attached to it."""
-    existing = devices_for(backing_file)
-    if existing:
-        return existing[0]
-    argv = ["losetup", "--find", "--show", "--nooverlap"]
+    """Attach ``backing_file``: writable devices are shared (one per file, reused if
+    attached), each read-only attachment gets a device of its own."""
+    if not read_only:
+        existing = devices_for(backing_file)
+        if existing:
+            return existing[0]
+    argv = ["losetup", "--find", "--show"]
     if read_only:
         argv.append("--read-only")
     argv.append(str(backing_file))
@@ -54,12 +89,11 @@ def attach(backing_file: Path, *, read_only: bool = False) -> str:
 
 
 def detach(device: str) -> None:
-    run(["losetup", "--detach", device], ok_codes=(0,))
+    run(["losetup", "--detach", device])
 
 
-def detach_all(backing_file: Path) -> None:
-    for device in devices_for(backing_file):
-        detach(device)
+def is_read_only(device: str) -> bool:
+    return _read(SYS_BLOCK / os.path.basename(device) / "ro") == "1"
 
 
 def refresh_size(device: str) -> None:

@@ -53,7 +53,7 @@ class LoopVolumes:
 
     def delete(self, record: VolumeRecord) -> None:
         final = self.path(record)
-        for device in loopdev.devices_for(final):
+        for device in loopdev.devices_for(final, read_only=None):
             if self._device_mounts(device):
                 raise FailedPrecondition(f"volume is still mounted through {device}")
             loopdev.detach(device)
@@ -91,6 +91,10 @@ class LoopVolumes:
                 # growth needs CAP_SYS_RESOURCE.
                 resize.grow_unmounted_ext4(device)
             options = ["ro", *flags] if read_only else list(flags)
+            if record.fs_type == "xfs":
+                # Restores and clones carry their source's UUID; xfs refuses a second mount
+                # of one UUID unless told the copies are independent.
+                options.append("nouuid")
             mount.mount(device, staging, fs_type=record.fs_type, options=options)
             if not read_only:
                 self.grow_filesystem(record, staging)
@@ -102,7 +106,7 @@ class LoopVolumes:
 
     def unstage(self, record: VolumeRecord, staging: Path) -> None:
         mount.unmount(staging)
-        for device in loopdev.devices_for(self.path(record)):
+        for device in loopdev.devices_for(self.path(record), read_only=None):
             if not self._device_mounts(device):
                 loopdev.detach(device)
 
@@ -116,7 +120,7 @@ class LoopVolumes:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        for device in loopdev.devices_for(image):
+        for device in loopdev.devices_for(image, read_only=None):
             if loopdev.device_size(device) < size:
                 loopdev.refresh_size(device)
 
@@ -129,7 +133,8 @@ class LoopVolumes:
         current = resize.filesystem_size(device, record.fs_type) or 0
         if current < device_bytes:
             resize.grow_filesystem(device, str(mount_point), record.fs_type)
-            current = resize.filesystem_size(device, record.fs_type) or device_bytes
+            # The on-disk superblock may lag the mounted filesystem's new size.
+            current = device_bytes
         return current
 
     def capacity_on_disk(self, record: VolumeRecord) -> int:
@@ -137,6 +142,17 @@ class LoopVolumes:
             return self.path(record).stat().st_size
         except FileNotFoundError:
             return record.capacity_bytes
+
+    def attach_read_only(self, record: VolumeRecord) -> str:
+        """A read-only loop device of its own, for a read-only block publish: a read-only
+        bind mount cannot stop writes through a device node, a read-only device can."""
+        return loopdev.attach(self.path(record), read_only=True)
+
+    def release_read_only(self, record: VolumeRecord, device: str) -> None:
+        """Detach a read-only device once nothing binds it any more."""
+        mine = device in loopdev.devices_for(self.path(record), read_only=True)
+        if mine and not self._device_mounts(device):
+            loopdev.detach(device)
 
     @staticmethod
     def _device_mounts(device: str) -> list[mount.MountEntry]:

@@ -109,6 +109,9 @@ class Volumes:
         self.store.remove(record.volume_id)
 
     def _still_in_use(self, record: VolumeRecord) -> bool:
+        staged_block = record.access_type is AccessType.BLOCK and record.staging_path
+        if staged_block and self.loops.device(record) is not None:
+            return True  # a staged block volume has no mount, only its loop device
         table = mount.read_mounts()
         paths = [record.staging_path, *record.targets]
         return any(p and mount.mounts_at(p, table) for p in paths)
@@ -193,12 +196,27 @@ class Volumes:
             record = record.with_changes(targets={**record.targets, key: wanted})
             self.store.put(record)
         if record.access_type is AccessType.BLOCK:
-            targets.publish_block(self.loops.device(record), target, read_only=read_only)
+            self._publish_block(record, target, read_only)
         else:
             targets.publish_mount(staging, target, read_only=read_only, flags=list(cap.mount_flags))
 
+    def _publish_block(self, record: VolumeRecord, target: Path, read_only: bool) -> None:
+        staged = self.loops.device(record)
+        if not read_only or staged is None or mount.is_mount_point(target):
+            targets.publish_block(staged, target, read_only=read_only)
+            return
+        device = self.loops.attach_read_only(record)
+        try:
+            targets.publish_block(device, target, read_only=True)
+        except BaseException:
+            self.loops.release_read_only(record, device)
+            raise
+
     def unpublish(self, record: VolumeRecord, target: Path) -> None:
+        bound = targets.bound_device(target) if record.access_type is AccessType.BLOCK else None
         targets.unpublish(target)
+        if bound is not None and loopdev.is_read_only(bound):
+            self.loops.release_read_only(record, bound)
         if str(target) in record.targets:
             remaining = {p: t for p, t in record.targets.items() if p != str(target)}
             self.store.put(record.with_changes(targets=remaining))

@@ -40,6 +40,15 @@ def publish_block(device: str | None, target: Path, *, read_only: bool) -> None:
         raise
 
 
+def bound_device(target: Path) -> str | None:
+    """The loop device node bind-mounted at ``target`` (a block publish), if any."""
+    for entry in mount.mounts_at(target):
+        name = os.path.basename(entry.root)
+        if name.startswith("loop") and name[4:].isdigit():
+            return f"/dev/{name}"
+    return None
+
+
 def unpublish(target: Path) -> None:
     """Unmount ``target`` and remove the file or directory we made there."""
     mount.unmount(target)

@@ -1,0 +1,86 @@
+"""Every node call may be repeated (kubelet retries): same outcome, nothing doubled."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import grpc
+import pytest
+
+from tests.helpers import need_tool, status_of
+from tests.integration.support import (
+    BLOCK,
+    DIRECTORY,
+    EXT4,
+    XFS,
+    Flavour,
+    Kubelet,
+    loops_for,
+    mounts_at,
+)
+
+
+@pytest.mark.parametrize("flavour", [EXT4, XFS, DIRECTORY, BLOCK], ids=lambda f: f.id)
+def test_repeated_calls_converge(kubelet: Kubelet, flavour: Flavour) -> None:
+    if flavour.fs_type == "xfs":
+        need_tool("mkfs.xfs")
+    cap = flavour.cap()
+    volume_id = kubelet.create("again", flavour)
+    assert kubelet.create("again", flavour) == volume_id
+    artefact = kubelet.artefact(volume_id, flavour)
+    staging = kubelet.staging(volume_id)
+    target = kubelet.target("pod")
+
+    kubelet.stage(volume_id, staging, cap)
+    kubelet.stage(volume_id, staging, cap)
+    kubelet.publish(volume_id, staging, target, cap)
+    kubelet.publish(volume_id, staging, target, cap)
+
+    assert len(mounts_at(target)) == 1, "a repeated publish stacked a second mount"
+    if not flavour.block:
+        assert len(mounts_at(staging)) == 1, "a repeated stage stacked a second mount"
+        (target / "once").write_text("1")
+    else:
+        assert stat.S_ISBLK(os.stat(target).st_mode)
+    if flavour.params["volumeType"] == "loop":
+        assert len(loops_for(artefact)) == 1, "one backing file, one loop device"
+
+    kubelet.unpublish(volume_id, target)
+    kubelet.unpublish(volume_id, target)
+    assert not target.exists()
+    kubelet.unstage(volume_id, staging)
+    kubelet.unstage(volume_id, staging)
+    assert not mounts_at(staging)
+    assert loops_for(artefact) == []
+
+    kubelet.delete(volume_id)
+    kubelet.delete(volume_id)
+    assert not artefact.exists()
+
+
+def test_republish_with_other_options_is_refused(kubelet: Kubelet) -> None:
+    cap = EXT4.cap()
+    volume_id = kubelet.create("changed-mind", EXT4)
+    staging = kubelet.staging(volume_id)
+    target = kubelet.target("pod")
+    kubelet.stage(volume_id, staging, cap)
+    kubelet.publish(volume_id, staging, target, cap)
+
+    code = status_of(lambda: kubelet.publish(volume_id, staging, target, cap, readonly=True))
+    assert code == grpc.StatusCode.ALREADY_EXISTS
+    assert len(mounts_at(target)) == 1
+    assert "rw" in mounts_at(target)[0].options
+
+    kubelet.unpublish(volume_id, target)
+    kubelet.unstage(volume_id, staging)
+    kubelet.delete(volume_id)
+
+
+def test_unpublish_and_unstage_of_never_used_paths(kubelet: Kubelet) -> None:
+    volume_id = kubelet.create("idle", EXT4)
+    staging = kubelet.staging(volume_id)
+    kubelet.unpublish(volume_id, kubelet.target("never"))
+    kubelet.unstage(volume_id, staging)
+    assert staging.is_dir()
+    kubelet.delete(volume_id)
