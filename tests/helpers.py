@@ -90,7 +90,8 @@ def running_driver(data_dir: Path, **overrides: object) -> Iterator[RunningDrive
 
 
 def mount_capability(
-    fs_type: str = "", mode: int = csi_pb2.VolumeCapability.AccessMode.SINGLE_NODE_WRITER,
+    fs_type: str = "",
+    mode: int = csi_pb2.VolumeCapability.AccessMode.SINGLE_NODE_WRITER,
     flags: tuple[str, ...] = (),
 ) -> csi_pb2.VolumeCapability:
     return csi_pb2.VolumeCapability(

@@ -1,0 +1,175 @@
+"""Volume expansion as a pod sees it, and loop volumes that hold to their size."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.helpers import need_tool, running_driver
+from tests.integration.snapshot_support import (
+    Session,
+    fill_until_full,
+    free_bytes,
+    fs_total,
+    get,
+    has_cap_sys_resource,
+    put,
+    rpc_error,
+)
+from tests.integration.support import (
+    BLOCK,
+    EXT4,
+    MIB,
+    XFS,
+    Kubelet,
+    device_size,
+    read_at,
+    write_at,
+    write_error,
+)
+
+DATA = b"must survive the expansion\n" * 200
+
+
+@pytest.fixture
+def session(kubelet: Kubelet) -> Iterator[Session]:
+    started = Session(kubelet)
+    try:
+        yield started
+    finally:
+        started.tidy()
+
+
+def assert_fs_size(path: Path, size: int) -> None:
+    """The filesystem at ``path`` spans (nearly all of) ``size`` bytes."""
+    total = fs_total(path)
+    assert 0.85 * size <= total <= size, f"filesystem at {path} spans {total}, wanted ~{size}"
+
+
+def test_xfs_grows_online(session: Session) -> None:
+    need_tool("mkfs.xfs")
+    volume = session.create("xfs-grow", XFS)
+    target = session.mount(volume, XFS)
+    put(target, XFS, DATA)
+    before = fs_total(target)
+    assert before <= XFS.size
+
+    grown = session.expand(volume, 400 * MIB)
+    assert grown.capacity_bytes == 400 * MIB
+    assert grown.node_expansion_required
+    assert session.kubelet.image(volume).stat().st_size == 400 * MIB
+    assert fs_total(target) == before, "the controller step alone must not touch the fs"
+    capacity = session.node_expand(volume, target, 400 * MIB)
+    # The reply names the grown size (xfs writes its superblock back only later, so the
+    # driver must not read the size from the device right after growing).
+    assert XFS.size < capacity <= 400 * MIB, f"NodeExpandVolume replied {capacity}"
+    # Mounted, the filesystem gained (almost) all the 100 MiB added to the volume.
+    gained = fs_total(target) - before
+    assert 0.95 * 100 * MIB <= gained <= 100 * MIB, f"gained {gained} bytes"
+    assert get(target, XFS, len(DATA)) == DATA
+    stats = session.kubelet.stats(volume, target)
+    assert stats.usage[0].total == fs_total(target)
+    assert not stats.volume_condition.abnormal, stats.volume_condition.message
+
+
+def test_ext4_grows_offline_at_next_stage(session: Session) -> None:
+    volume = session.create("ext4-offline", EXT4)
+    target = session.mount(volume, EXT4)
+    put(target, EXT4, DATA)
+    session.unmount(volume, target)
+
+    grown = session.expand(volume, 2 * EXT4.size)
+    assert grown.capacity_bytes == 2 * EXT4.size
+    assert grown.node_expansion_required
+    target = session.mount(volume, EXT4, pod="after-expand")
+    assert_fs_size(target, 2 * EXT4.size)
+    assert fs_total(target) > EXT4.size
+    assert get(target, EXT4, len(DATA)) == DATA
+
+
+def test_ext4_online_growth_needs_cap_sys_resource(session: Session) -> None:
+    volume = session.create("ext4-online", EXT4)
+    target = session.mount(volume, EXT4)
+    put(target, EXT4, DATA)
+    assert session.expand(volume, 2 * EXT4.size).capacity_bytes == 2 * EXT4.size
+
+    if has_cap_sys_resource():
+        session.node_expand(volume, target, 2 * EXT4.size)
+        assert_fs_size(target, 2 * EXT4.size)
+    else:
+        error = rpc_error(lambda: session.node_expand(volume, target, 2 * EXT4.size))
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "CAP_SYS_RESOURCE" in (error.details() or "")
+        assert fs_total(target) <= EXT4.size, "nothing grew, and nothing broke"
+        # As the message promises: the filesystem grows when the volume is next staged.
+        session.unmount(volume, target)
+        target = session.mount(volume, EXT4, pod="restaged")
+        assert_fs_size(target, 2 * EXT4.size)
+    assert get(target, EXT4, len(DATA)) == DATA
+    assert not session.condition(volume).abnormal
+
+
+def test_block_device_grows_while_published(session: Session) -> None:
+    volume = session.create("raw-grow", BLOCK)
+    target = session.mount(volume, BLOCK)
+    put(target, BLOCK, DATA)
+    assert device_size(target) == BLOCK.size
+    beyond_old_end = BLOCK.size + 5 * MIB
+    assert write_error(target, beyond_old_end, b"x" * 512) == errno.ENOSPC
+
+    grown = session.expand(volume, 2 * BLOCK.size)
+    assert grown.capacity_bytes == 2 * BLOCK.size
+    assert device_size(target) == 2 * BLOCK.size, "the pod's device must show the new size"
+    assert session.node_expand(volume, target, 2 * BLOCK.size) == 2 * BLOCK.size
+    write_at(target, beyond_old_end, b"new room")
+    assert read_at(target, beyond_old_end, 8) == b"new room"
+    assert get(target, BLOCK, len(DATA)) == DATA
+    assert session.kubelet.stats(volume, target).usage[0].total == 2 * BLOCK.size
+
+
+def test_expanding_to_smaller_size_changes_nothing(session: Session) -> None:
+    volume = session.create("no-shrink", EXT4)
+    target = session.mount(volume, EXT4)
+    put(target, EXT4, DATA)
+    before = fs_total(target)
+    reply = session.expand(volume, EXT4.size // 2)
+    assert reply.capacity_bytes == EXT4.size
+    assert session.kubelet.image(volume).stat().st_size == EXT4.size
+    assert fs_total(target) == before
+    assert get(target, EXT4, len(DATA)) == DATA
+
+
+def test_expansion_beyond_max_volume_size(tmp_path: Path) -> None:
+    cap = 128 * MIB
+    with running_driver(tmp_path / "capped", max_volume_size=cap) as running:
+        session = Session(Kubelet(running.client, tmp_path / "kubelet", running.data_dir))
+        try:
+            volume = session.create("capped", EXT4)
+            error = rpc_error(lambda: session.expand(volume, 2 * cap))
+            assert error.code() == grpc.StatusCode.OUT_OF_RANGE
+            assert session.kubelet.image(volume).stat().st_size == EXT4.size
+            assert session.expand(volume, cap).capacity_bytes == cap
+            assert session.kubelet.image(volume).stat().st_size == cap
+        finally:
+            session.tidy()
+
+
+def test_loop_volume_refuses_writes_beyond_its_size(session: Session) -> None:
+    volume = session.create("bounded", EXT4)
+    target = session.mount(volume, EXT4)
+    data_root = session.kubelet.data_dir
+    os.sync()
+    free_before = free_bytes(data_root)
+
+    written, failure = fill_until_full(target / "too-much", 2 * EXT4.size)
+    assert failure == errno.ENOSPC, f"wrote {written} bytes, then errno {failure}"
+    assert written <= EXT4.size
+    os.sync()
+    dropped = free_before - free_bytes(data_root)
+    assert dropped <= EXT4.size + 4 * MIB, f"the data root lost {dropped} bytes"
+    assert session.kubelet.image(volume).stat().st_size == EXT4.size
