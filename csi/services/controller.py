@@ -16,7 +16,6 @@ from csi.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
-    NotFound,
     OutOfRange,
     ResourceExhausted,
 )
@@ -114,12 +113,7 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
         return [self._config.node_id] if record.targets else []
 
     def _ready_record(self, volume_id: str) -> VolumeRecord:
-        if self._store.is_quarantined(volume_id):
-            raise FailedPrecondition("the volume's state record is damaged; see the driver log")
-        record = self._store.get(volume_id)
-        if record is None or record.phase is not Phase.READY:
-            raise NotFound(f"volume {volume_id} does not exist")
-        return record
+        return self._store.require_ready(volume_id)
 
     # -- RPCs ----------------------------------------------------------------------
     def CreateVolume(
@@ -326,7 +320,7 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
                         f"volume was created for {record.access_type.value} access"
                     )
             spec = VolumeSpec(record.kind, record.access_type, record.fs_type)
-            size = sizing.choose_size(required, limit, spec, self._config)
+            size = sizing.choose_size(required or limit, limit, spec, self._config)
             if size > record.capacity_bytes:
                 growth = size - record.capacity_bytes
                 free = sizing.available_capacity(self._config, self._store.all())

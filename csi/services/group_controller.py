@@ -37,10 +37,7 @@ class GroupControllerService(csi_pb2_grpc.GroupControllerServicer):
         )
 
     def _source(self, volume_id: str) -> VolumeRecord:
-        record = self._volumes.store.get(volume_id)
-        if record is None or record.phase is not Phase.READY:
-            raise NotFound(f"volume {volume_id} does not exist")
-        return record
+        return self._volumes.store.require_ready(volume_id)
 
     def _group(self, group_id: str, snapshot_ids: list[str]) -> GroupSnapshotRecord | None:
         group = self._groups.store.get(group_id)

@@ -13,7 +13,7 @@ from csi.host.fs import Usage
 from csi.layout import Layout, check_id
 from csi.locks import KeyedLocks
 from csi.pb import csi_pb2, csi_pb2_grpc
-from csi.state.records import Phase, VolumeRecord
+from csi.state.records import VolumeRecord
 from csi.validation import Capability, check_host_path, parse_capability, required_capability
 from csi.volumes import health
 from csi.volumes.ephemeral import EphemeralVolumes
@@ -41,12 +41,7 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         self._layout: Layout = volumes.layout
 
     def _record(self, volume_id: str) -> VolumeRecord:
-        if self._store.is_quarantined(volume_id):
-            raise FailedPrecondition("the volume's state record is damaged; see the driver log")
-        record = self._store.get(volume_id)
-        if record is None or record.phase is not Phase.READY:
-            raise NotFound(f"volume {volume_id} does not exist on this node")
-        return record
+        return self._store.require_ready(volume_id)
 
     @staticmethod
     def _check_access(record: VolumeRecord, cap: Capability) -> None:

@@ -6,7 +6,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from csi import paging
-from csi.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from csi.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from csi.layout import check_id, snapshot_id_for_name
 from csi.locks import KeyedLocks
 from csi.pb import csi_pb2
@@ -36,13 +36,7 @@ class SnapshotRpcs:
         raise NotImplementedError
 
     def _ready_snapshot(self, snapshot_id: str) -> SnapshotRecord:
-        store = self._snapshots.store
-        if store.is_quarantined(snapshot_id):
-            raise FailedPrecondition("the snapshot's state record is damaged; see the driver log")
-        record = store.get(snapshot_id)
-        if record is None or record.phase is not Phase.READY:
-            raise NotFound(f"snapshot {snapshot_id} does not exist")
-        return record
+        return self._snapshots.store.require_ready(snapshot_id)
 
     def CreateSnapshot(
         self, request: csi_pb2.CreateSnapshotRequest, context: grpc.ServicerContext

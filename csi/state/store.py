@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
+from csi.errors import FailedPrecondition, NotFound
 from csi.host.fs import fsync_dir
 from csi.layout import Layout, check_id, is_valid_id
-from csi.state.records import GroupSnapshotRecord, SnapshotRecord, VolumeRecord
+from csi.state.records import GroupSnapshotRecord, Phase, SnapshotRecord, VolumeRecord
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 class Record(Protocol):
     @property
     def record_id(self) -> str: ...
+
+    @property
+    def phase(self) -> Phase: ...
 
     @property
     def name(self) -> str: ...
@@ -43,6 +47,8 @@ class DamagedRecord:
 
 
 class RecordStore(Generic[R]):
+    what = "record"  # how errors name this store's records
+
     def __init__(self, directory: Path, decode: Callable[[dict[str, Any]], R]) -> None:
         self._directory = directory
         self._decode = decode
@@ -91,6 +97,15 @@ class RecordStore(Generic[R]):
     def get(self, record_id: str) -> R | None:
         with self._lock:
             return self._by_id.get(record_id)
+
+    def require_ready(self, record_id: str) -> R:
+        """The finished record, or NOT_FOUND; FAILED_PRECONDITION if it is unreadable."""
+        if self.is_quarantined(record_id):
+            raise FailedPrecondition(f"the {self.what}'s state record is damaged; see the log")
+        record = self.get(record_id)
+        if record is None or record.phase is not Phase.READY:
+            raise NotFound(f"{self.what} {record_id} does not exist")
+        return record
 
     def is_quarantined(self, record_id: str) -> bool:
         """True if the record exists on disk but could not be read."""
@@ -152,6 +167,8 @@ class RecordStore(Generic[R]):
 class StateStore(RecordStore[VolumeRecord]):
     """Volume records under ``<data-dir>/state/volumes``."""
 
+    what = "volume"
+
     def __init__(self, layout: Layout) -> None:
         super().__init__(layout.state_dir, VolumeRecord.from_json)
 
@@ -159,12 +176,16 @@ class StateStore(RecordStore[VolumeRecord]):
 class SnapshotStore(RecordStore[SnapshotRecord]):
     """Snapshot records under ``<data-dir>/state/snapshots``."""
 
+    what = "snapshot"
+
     def __init__(self, layout: Layout) -> None:
         super().__init__(layout.snapshot_state_dir, SnapshotRecord.from_json)
 
 
 class GroupSnapshotStore(RecordStore[GroupSnapshotRecord]):
     """Group snapshot records under ``<data-dir>/state/groups``."""
+
+    what = "group snapshot"
 
     def __init__(self, layout: Layout) -> None:
         super().__init__(layout.group_state_dir, GroupSnapshotRecord.from_json)
