@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="key=value text or JSON lines [CSI_LOG_FORMAT] (default: %(default)s)",
     )
     parser.add_argument(
+        "--controller-expansion",
+        action=argparse.BooleanOptionalAction,
+        default=env("CSI_CONTROLLER_EXPANSION", "true").lower() in ("1", "true", "yes"),
+        help="offer ControllerExpandVolume; turn off in a per-node deployment, where "
+        "NodeExpandVolume grows volumes instead [CSI_CONTROLLER_EXPANSION] (default: on)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=int(env("CSI_WORKERS", "16")),
@@ -128,6 +135,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> Config:
         log_level=args.log_level,
         log_format=args.log_format,
         workers=args.workers,
+        controller_expansion=args.controller_expansion,
         shutdown_grace=args.shutdown_grace,
     )
 

@@ -25,6 +25,9 @@ class Config:
     log_level: str = "info"
     log_format: str = "text"
     workers: int = 16
+    # Kubernetes' external-resizer has no per-node mode; in a DaemonSet the driver leaves
+    # EXPAND_VOLUME out of its controller capabilities and NodeExpandVolume grows the image.
+    controller_expansion: bool = True
     shutdown_grace: float = 30.0
 
     @property

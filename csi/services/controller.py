@@ -319,16 +319,8 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
                     raise InvalidArgument(
                         f"volume was created for {record.access_type.value} access"
                     )
-            spec = VolumeSpec(record.kind, record.access_type, record.fs_type)
-            size = sizing.choose_size(required or limit, limit, spec, self._config)
-            if size > record.capacity_bytes:
-                growth = size - record.capacity_bytes
-                free = sizing.available_capacity(self._config, self._store.all())
-                if growth > free:
-                    raise ResourceExhausted(
-                        f"growing by {growth} bytes needs more than {free} free"
-                    )
-                record = self._volumes.expand(record, size)
+            size = sizing.expansion_size(record, required, limit, self._config, self._store.all())
+            record = self._volumes.expand(record, size)
         node_step = record.kind is VolumeKind.LOOP and record.access_type is AccessType.MOUNT
         return csi_pb2.ControllerExpandVolumeResponse(
             capacity_bytes=record.capacity_bytes, node_expansion_required=node_step
@@ -360,8 +352,9 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
     def ControllerGetCapabilities(
         self, request: csi_pb2.ControllerGetCapabilitiesRequest, context: grpc.ServicerContext
     ) -> csi_pb2.ControllerGetCapabilitiesResponse:
+        offered = [
+            t for t in CAPABILITIES if t != RPC.EXPAND_VOLUME or self._config.controller_expansion
+        ]
         return csi_pb2.ControllerGetCapabilitiesResponse(
-            capabilities=[
-                csi_pb2.ControllerServiceCapability(rpc=RPC(type=t)) for t in CAPABILITIES
-            ]
+            capabilities=[csi_pb2.ControllerServiceCapability(rpc=RPC(type=t)) for t in offered]
         )

@@ -8,14 +8,14 @@ from pathlib import Path
 import grpc
 
 from csi.config import Config
-from csi.errors import FailedPrecondition, InvalidArgument, NotFound
+from csi.errors import InvalidArgument, NotFound
 from csi.host.fs import Usage
 from csi.layout import Layout, check_id
 from csi.locks import KeyedLocks
 from csi.pb import csi_pb2, csi_pb2_grpc
 from csi.state.records import VolumeRecord
 from csi.validation import Capability, check_host_path, parse_capability, required_capability
-from csi.volumes import health
+from csi.volumes import health, sizing
 from csi.volumes.ephemeral import EphemeralVolumes
 from csi.volumes.manager import Volumes
 
@@ -157,12 +157,15 @@ class NodeService(csi_pb2_grpc.NodeServicer):
                 raise NotFound(f"volume {volume_id} is not published or staged at {path}")
             if request.HasField("volume_capability"):
                 self._check_access(record, parse_capability(request.volume_capability))
+            # Without controller expansion (Kubernetes' resizer cannot run per node), the
+            # node grows the image itself before growing what is mounted.
             required = request.capacity_range.required_bytes
+            limit = request.capacity_range.limit_bytes
             if required > record.capacity_bytes:
-                raise FailedPrecondition(
-                    f"volume is {record.capacity_bytes} bytes; expand it through the controller "
-                    f"before asking the node for {required}"
+                size = sizing.expansion_size(
+                    record, required, limit, self._config, self._store.all()
                 )
+                record = self._volumes.expand(record, size)
             capacity = self._volumes.node_expand(record)
         return csi_pb2.NodeExpandVolumeResponse(capacity_bytes=capacity)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from csi.config import MIB, Config
-from csi.errors import InvalidArgument, OutOfRange
+from csi.errors import InvalidArgument, OutOfRange, ResourceExhausted
 from csi.host import fs
 from csi.host.mkfs import MIN_FS_SIZE
 from csi.state.records import Phase, VolumeKind, VolumeRecord
@@ -45,6 +45,25 @@ def choose_size(required: int, limit: int, spec: VolumeSpec, config: Config) -> 
                 )
     if size > config.max_volume_size:
         raise OutOfRange(f"{size} bytes exceeds the maximum volume size {config.max_volume_size}")
+    return size
+
+
+def expansion_size(
+    record: VolumeRecord, required: int, limit: int, config: Config, records: Iterable[VolumeRecord]
+) -> int:
+    """The size ``record`` should grow to for ``[required, limit]``; never below its size.
+
+    OUT_OF_RANGE beyond the maximum volume size, RESOURCE_EXHAUSTED when the growth does not
+    fit in the data root's free space.
+    """
+    spec = VolumeSpec(record.kind, record.access_type, record.fs_type)
+    size = choose_size(required or limit, limit, spec, config)
+    if size <= record.capacity_bytes:
+        return record.capacity_bytes
+    growth = size - record.capacity_bytes
+    free = available_capacity(config, records)
+    if growth > free:
+        raise ResourceExhausted(f"growing by {growth} bytes, only {free} bytes are free")
     return size
 
 

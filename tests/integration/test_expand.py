@@ -173,3 +173,30 @@ def test_loop_volume_refuses_writes_beyond_its_size(session: Session) -> None:
     dropped = free_before - free_bytes(data_root)
     assert dropped <= EXT4.size + 4 * MIB, f"the data root lost {dropped} bytes"
     assert session.kubelet.image(volume).stat().st_size == EXT4.size
+
+
+def test_node_alone_grows_the_volume_when_controller_expansion_is_off(session: Session) -> None:
+    """The per-node deployment: the resizer only marks the PVC, NodeExpandVolume does it all."""
+    need_tool("mkfs.xfs")
+    volume = session.create("xfs-node-only", XFS)
+    target = session.mount(volume, XFS)
+    put(target, XFS, DATA)
+    before = fs_total(target)
+    capacity = session.node_expand(volume, target, 400 * MIB)
+    assert XFS.size < capacity <= 400 * MIB
+    assert session.kubelet.image(volume).stat().st_size == 400 * MIB
+    assert fs_total(target) - before >= 0.95 * 100 * MIB
+    assert get(target, XFS, len(DATA)) == DATA
+
+
+def test_controller_expansion_can_be_left_unadvertised(tmp_path: Path) -> None:
+    from csi.pb import csi_pb2
+
+    with running_driver(tmp_path / "data", controller_expansion=False) as running:
+        caps = running.client.controller.ControllerGetCapabilities(
+            csi_pb2.ControllerGetCapabilitiesRequest()
+        )
+        offered = {c.rpc.type for c in caps.capabilities}
+        rpc = csi_pb2.ControllerServiceCapability.RPC
+        assert rpc.EXPAND_VOLUME not in offered
+        assert rpc.CREATE_DELETE_SNAPSHOT in offered
