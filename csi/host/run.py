@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Iterable, Sequence
 
 from csi.errors import Internal
+from csi.host.tools import HOST_TOOLS
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ def run(
     """
     secrets = [s for s in sensitive if s]
     tool = argv[0]
+    if tool not in HOST_TOOLS:
+        raise ValueError(f"{tool} is not declared in csi.host.tools.HOST_TOOLS")
     try:
         proc = subprocess.run(
             list(argv),

@@ -11,10 +11,9 @@ from csi import __version__
 from csi.config import Config
 from csi.errors import FailedPrecondition
 from csi.host.run import missing_tools
+from csi.host.tools import ESSENTIAL_TOOLS
 from csi.pb import csi_pb2, csi_pb2_grpc
 from csi.readiness import Readiness
-
-REQUIRED_TOOLS = ("mount", "umount", "losetup", "blkid", "mkfs.ext4", "resize2fs")
 
 Service = csi_pb2.PluginCapability.Service
 Expansion = csi_pb2.PluginCapability.VolumeExpansion
@@ -54,7 +53,7 @@ class IdentityService(csi_pb2_grpc.IdentityServicer):
         data_dir = self._config.data_dir
         if not os.access(data_dir, os.W_OK | os.X_OK):
             raise FailedPrecondition(f"data directory {data_dir} is not writable")
-        missing = missing_tools(REQUIRED_TOOLS)
+        missing = missing_tools(ESSENTIAL_TOOLS)
         if missing:
             raise FailedPrecondition(f"host tools missing: {', '.join(missing)}")
         return csi_pb2.ProbeResponse(ready=wrappers_pb2.BoolValue(value=self._readiness.ready))
