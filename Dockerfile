@@ -5,7 +5,7 @@ FROM python:3.11.11-slim-bookworm
 
 # Versions as in Debian 12 (bookworm); bump them together with the base image.
 ARG MOUNT_VERSION=2.38.1-5+deb12u3
-ARG E2FSPROGS_VERSION=1.47.0-2
+ARG E2FSPROGS_VERSION=1.47.0-2+b2
 ARG XFSPROGS_VERSION=6.1.0-1
 
 RUN apt-get update \

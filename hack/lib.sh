@@ -55,3 +55,51 @@ ensure_csi_sanity() {
     echo "$CSI_SANITY_VERSION" > "$GOBIN/.csi-sanity-version"
     export CSI_SANITY="$GOBIN/csi-sanity"
 }
+
+# --- Kubernetes tooling -------------------------------------------------------------------
+KIND_CLUSTER="${KIND_CLUSTER:-localvol}"
+KIND_VERSION="${KIND_VERSION:-v0.33.0}"
+KUSTOMIZE_VERSION="${KUSTOMIZE_VERSION:-v5.8.2}"
+SNAPSHOTTER_VERSION="${SNAPSHOTTER_VERSION:-v8.7.0}"
+IMAGE="${IMAGE:-localvol-csi:dev}"
+
+need_docker() {
+    command -v docker >/dev/null || die "docker is not installed: kind runs Kubernetes nodes as docker containers (https://docs.docker.com/engine/install/)"
+    docker info >/dev/null 2>&1 || die "docker is installed but no Docker engine answers (is the daemon running, and may this user use it?)"
+}
+
+need_kind() {
+    if ! command -v kind >/dev/null; then
+        command -v go >/dev/null || die "kind is not installed and there is no Go to build it: see https://kind.sigs.k8s.io/docs/user/quick-start/"
+        log "installing kind $KIND_VERSION into $GOBIN"
+        go install "sigs.k8s.io/kind@$KIND_VERSION"
+        export PATH="$GOBIN:$PATH"
+    fi
+}
+
+need_kubectl() {
+    command -v kubectl >/dev/null || die "kubectl is not installed: see https://kubernetes.io/docs/tasks/tools/"
+}
+
+ensure_kustomize() {
+    if [ -x "$GOBIN/kustomize" ] && [ "$(cat "$GOBIN/.kustomize-version" 2>/dev/null)" = "$KUSTOMIZE_VERSION" ]; then
+        export KUSTOMIZE="$GOBIN/kustomize"
+        return 0
+    fi
+    command -v go >/dev/null || { log "go is not installed; kustomize cannot be built"; return 0; }
+    log "building kustomize $KUSTOMIZE_VERSION into $GOBIN"
+    mkdir -p "$GOBIN"
+    go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
+    echo "$KUSTOMIZE_VERSION" > "$GOBIN/.kustomize-version"
+    export KUSTOMIZE="$GOBIN/kustomize"
+}
+
+# The snapshot CRDs are upstream's API definitions: fetched from the Go module proxy at
+# install time, never copied into this repository. Prints the CRD directory.
+snapshot_crd_dir() {
+    command -v go >/dev/null || die "go is needed to fetch the snapshot CRDs (module github.com/kubernetes-csi/external-snapshotter/client/v8)"
+    local dir
+    dir="$(cd /tmp && go mod download -json "github.com/kubernetes-csi/external-snapshotter/client/v8@$SNAPSHOTTER_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+    [ -d "$dir/config/crd" ] || die "no config/crd in $dir"
+    echo "$dir/config/crd"
+}

@@ -16,6 +16,7 @@ from csi.state.records import GroupSnapshotRecord, Phase, VolumeRecord
 from csi.validation import check_map, check_name
 from csi.volumes.groups import GroupSnapshots
 from csi.volumes.manager import Volumes
+from csi.volumes.params import check_snapshot_parameters
 
 RPC = csi_pb2.GroupControllerServiceCapability.RPC
 
@@ -57,8 +58,7 @@ class GroupControllerService(csi_pb2_grpc.GroupControllerServicer):
         if len(set(source_ids)) != len(source_ids):
             raise InvalidArgument("source_volume_ids lists a volume twice")
         check_map(request.secrets, "secrets")
-        if request.parameters:
-            raise InvalidArgument(f"unknown parameter(s): {', '.join(sorted(request.parameters))}")
+        check_snapshot_parameters(request.parameters)
         group_id = group_snapshot_id_for_name(name)
         with ExitStack() as stack:
             stack.enter_context(self._locks.hold(group_id))

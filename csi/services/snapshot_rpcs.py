@@ -6,12 +6,13 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from csi import paging
-from csi.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from csi.errors import AlreadyExists, FailedPrecondition
 from csi.layout import check_id, snapshot_id_for_name
 from csi.locks import KeyedLocks
 from csi.pb import csi_pb2
 from csi.state.records import Phase, SnapshotRecord, VolumeRecord
 from csi.validation import check_map, check_name
+from csi.volumes.params import check_snapshot_parameters
 from csi.volumes.snapshots import Snapshots
 
 
@@ -44,8 +45,7 @@ class SnapshotRpcs:
         name = check_name(request.name)
         source_id = check_id(request.source_volume_id, "source_volume_id")
         check_map(request.secrets, "secrets")
-        if request.parameters:
-            raise InvalidArgument(f"unknown parameter(s): {', '.join(sorted(request.parameters))}")
+        check_snapshot_parameters(request.parameters)
         snapshot_id = snapshot_id_for_name(name)
         with self._locks.hold(snapshot_id):
             existing = self._snapshots.store.get(snapshot_id)

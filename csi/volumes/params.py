@@ -44,6 +44,14 @@ class VolumeSpec:
         return params
 
 
+def check_snapshot_parameters(parameters: Mapping[str, str]) -> None:
+    """Snapshots take no parameters of their own; provisioner metadata is ignored."""
+    check_map(parameters, "parameters", MAX_MAP_BYTES)
+    unknown = sorted(k for k in parameters if not k.startswith(RESERVED_PREFIX))
+    if unknown:
+        raise InvalidArgument(f"unknown parameter(s): {', '.join(unknown)}")
+
+
 def parse_spec(
     parameters: Mapping[str, str],
     access_types: Sequence[AccessType],

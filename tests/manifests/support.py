@@ -1,0 +1,147 @@
+"""Builds and schemas for the manifest checks: kustomize output, Kubernetes API schemas
+(kubernetes-validate's bundled OpenAPI for the targeted version) and the snapshot CRDs'
+schemas (fetched from the Go module proxy at the version deploy/ pins, never committed)."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.helpers import need
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+# The Kubernetes version kind v0.33.0 runs (hack/lib.sh pins kind).
+K8S_VERSION = "1.37.0"
+SNAPSHOT_GROUPS = ("snapshot.storage.k8s.io", "groupsnapshot.storage.k8s.io")
+Obj = dict[str, Any]
+
+
+def lib_setting(name: str) -> str:
+    """A VERSION-style default from hack/lib.sh, e.g. SNAPSHOTTER_VERSION."""
+    for line in (ROOT / "hack" / "lib.sh").read_text().splitlines():
+        if line.startswith(f'{name}="${{{name}:-'):
+            return line.split(":-", 1)[1].rstrip('}"')
+    raise AssertionError(f"{name} is not set in hack/lib.sh")
+
+
+def gobin() -> Path:
+    return Path(os.environ.get("GOBIN", "/var/cache/localvol-csi/go-bin"))
+
+
+def kustomize_command() -> list[str]:
+    candidates = [
+        os.environ.get("KUSTOMIZE"),
+        str(gobin() / "kustomize"),
+        shutil.which("kustomize"),
+    ]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return [candidate, "build"]
+    need(False, "kustomize not found (hack/test builds it with go install)")
+    raise AssertionError("unreachable")
+
+
+@functools.cache
+def build(directory: str) -> tuple[Obj, ...]:
+    """The objects ``kustomize build`` makes of ``directory`` (relative to the repo)."""
+    proc = subprocess.run(
+        [*kustomize_command(), str(ROOT / directory)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, f"kustomize build {directory} failed:\n{proc.stderr}"
+    return tuple(d for d in yaml.safe_load_all(proc.stdout) if d)
+
+
+def load_file(path: Path) -> list[Obj]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+@functools.cache
+def module_dir(module: str, version: str) -> Path:
+    """Source of a Go module from the module proxy (cached by Go)."""
+    need(shutil.which("go") is not None, "go is needed to fetch pinned upstream sources")
+    env = {**os.environ, "GOFLAGS": "-modcacherw"}
+    proc = subprocess.run(
+        ["go", "mod", "download", "-json", f"{module}@{version}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd="/tmp",
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, f"go mod download {module}@{version}: {proc.stderr or proc.stdout}"
+    return Path(json.loads(proc.stdout)["Dir"])
+
+
+def _closed(schema: Any) -> Any:
+    """A copy of a CRD schema that refuses unknown fields, as the API server prunes them
+    (so a typo is silently dropped there, and caught here)."""
+    if isinstance(schema, dict):
+        out = {k: _closed(v) for k, v in schema.items()}
+        if "properties" in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+            out.setdefault("additionalProperties", False)
+        return out
+    if isinstance(schema, list):
+        return [_closed(v) for v in schema]
+    return schema
+
+
+@functools.cache
+def snapshot_schemas() -> dict[tuple[str, str], Any]:
+    """(apiVersion, kind) -> closed JSON schema, for every served snapshot CRD version."""
+    crd_dir = (
+        module_dir(
+            "github.com/kubernetes-csi/external-snapshotter/client/v8",
+            lib_setting("SNAPSHOTTER_VERSION"),
+        )
+        / "config"
+        / "crd"
+    )
+    schemas: dict[tuple[str, str], Any] = {}
+    for path in sorted(crd_dir.glob("*.yaml")):
+        for crd in load_file(path):
+            if crd.get("kind") != "CustomResourceDefinition":
+                continue
+            group = crd["spec"]["group"]
+            kind = crd["spec"]["names"]["kind"]
+            for version in crd["spec"]["versions"]:
+                if not version.get("served"):
+                    continue
+                schema = copy.deepcopy(version["schema"]["openAPIV3Schema"])
+                props = schema.setdefault("properties", {})
+                props["metadata"] = {"type": "object"}  # ObjectMeta is checked by the server
+                schemas[(f"{group}/{version['name']}", kind)] = _closed(schema)
+    assert schemas, f"no CRDs found in {crd_dir}"
+    return schemas
+
+
+def validate(obj: Obj) -> None:
+    """Raise if ``obj`` does not match its API schema (unknown fields included)."""
+    import jsonschema
+    import kubernetes_validate
+
+    api_version = obj.get("apiVersion", "")
+    if api_version.split("/")[0] in SNAPSHOT_GROUPS:
+        schema = snapshot_schemas().get((api_version, obj.get("kind", "")))
+        assert schema is not None, f"no served CRD schema for {api_version} {obj.get('kind')}"
+        jsonschema.validate(obj, schema)
+        return
+    kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def describe(obj: Obj) -> str:
+    meta = obj.get("metadata", {})
+    return f"{obj.get('kind')}/{meta.get('namespace', '')}/{meta.get('name')}"

@@ -1,0 +1,65 @@
+"""The kind scripts fail early and say what is missing, instead of half-running."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.manifests.support import ROOT
+
+# What the scripts need before their first check; nothing else is on the PATH they get.
+BASICS = ("env", "bash", "dirname", "id", "cat", "grep")
+
+
+def bare_path(tmp_path: Path, **fakes: str) -> str:
+    """A PATH holding only BASICS (as symlinks) and the given fake tools."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for tool in BASICS:
+        found = shutil.which(tool)
+        assert found, f"{tool} is needed to run the hack scripts"
+        (bin_dir / tool).symlink_to(found)
+    for name, script in fakes.items():
+        fake = bin_dir / name
+        fake.write_text(f"#!/bin/sh\n{script}\n")
+        fake.chmod(0o755)
+    return str(bin_dir)
+
+
+def run_script(name: str, path: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": path, "HOME": os.environ.get("HOME", "/root"), "GOBIN": "/nonexistent"}
+    return subprocess.run(
+        ["bash", str(ROOT / "hack" / name)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_kind_up_without_docker(tmp_path: Path) -> None:
+    proc = run_script("kind-up", bare_path(tmp_path))
+    assert proc.returncode != 0
+    assert "docker is not installed" in proc.stderr
+
+
+def test_kind_up_without_a_docker_engine(tmp_path: Path) -> None:
+    path = bare_path(tmp_path, docker='echo "Cannot connect to the Docker daemon" >&2; exit 1')
+    proc = run_script("kind-up", path)
+    assert proc.returncode != 0
+    assert "no Docker engine answers" in proc.stderr
+
+
+def test_kind_up_without_kind_or_go(tmp_path: Path) -> None:
+    proc = run_script("kind-up", bare_path(tmp_path, docker="exit 0"))
+    assert proc.returncode != 0
+    assert "kind is not installed" in proc.stderr
+
+
+def test_kind_install_without_kubectl(tmp_path: Path) -> None:
+    proc = run_script("kind-install", bare_path(tmp_path))
+    assert proc.returncode != 0
+    assert "kubectl is not installed" in proc.stderr
