@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 import uuid
@@ -72,17 +73,10 @@ class RpcInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                 failure = (exc.code, exc.message)
             except NotImplementedError:
                 failure = (grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented")
+            except OSError as exc:
+                failure = self._os_failure(exc, method, volume_id)
             except Exception as exc:
-                ref = uuid.uuid4().hex[:12]
-                log.error(
-                    "event=rpc_internal_error method=%s volume=%s ref=%s error=%s",
-                    method,
-                    volume_id,
-                    ref,
-                    type(exc).__name__,
-                    exc_info=True,
-                )
-                failure = (grpc.StatusCode.INTERNAL, f"internal error (ref {ref}); see driver log")
+                failure = self._internal(exc, method, volume_id)
             code = failure[0] if failure else grpc.StatusCode.OK
             elapsed_ms = (time.perf_counter() - started) * 1000
             if code is not grpc.StatusCode.OK:
@@ -105,3 +99,26 @@ class RpcInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             return response
 
         return behaviour
+
+    @staticmethod
+    def _os_failure(exc: OSError, method: str, volume_id: str) -> tuple[grpc.StatusCode, str]:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return (
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "no space left in the driver's data directory",
+            )
+        return RpcInterceptor._internal(exc, method, volume_id)
+
+    @staticmethod
+    def _internal(exc: Exception, method: str, volume_id: str) -> tuple[grpc.StatusCode, str]:
+        """INTERNAL for the caller; the traceback only in the log, under a reference."""
+        ref = uuid.uuid4().hex[:12]
+        log.error(
+            "event=rpc_internal_error method=%s volume=%s ref=%s error=%s",
+            method,
+            volume_id,
+            ref,
+            type(exc).__name__,
+            exc_info=True,
+        )
+        return grpc.StatusCode.INTERNAL, f"internal error (ref {ref}); see driver log"

@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
-from csi.host import loopdev, mount
+from csi.host import freeze, loopdev, mount
 from csi.layout import PARTIAL_SUFFIX, Layout, is_valid_id
 from csi.state.records import AccessType, Phase, VolumeRecord
 from csi.state.store import RecordStore
@@ -35,6 +35,7 @@ class Report:
     detached: list[str] = field(default_factory=list)
     unaccounted: list[str] = field(default_factory=list)
     damaged: list[str] = field(default_factory=list)
+    thawed: int = 0
 
 
 def reconcile(
@@ -75,6 +76,7 @@ def reconcile(
             report.finished_deletes.append(record.volume_id)
         else:
             report.forgotten_mounts += _settle_node_state(volumes, record)
+            report.thawed += _thaw(volumes.store.get(record.volume_id) or record)
     _remove_scratch(layout)
     report.detached = _detach_unused_loops(volumes)
     report.unaccounted = _unaccounted(layout, {r.volume_id for r in store.all()})
@@ -83,7 +85,7 @@ def reconcile(
     report.volumes = store.count()
     log.info(
         "event=reconciled volumes=%d rolled_back=%d finished_deletes=%d forgotten_mounts=%d "
-        "detached=%d unaccounted=%d damaged=%d",
+        "detached=%d unaccounted=%d damaged=%d thawed=%d",
         report.volumes,
         len(report.rolled_back),
         len(report.finished_deletes),
@@ -91,6 +93,7 @@ def reconcile(
         len(report.detached),
         len(report.unaccounted),
         len(report.damaged),
+        report.thawed,
     )
     return report
 
@@ -115,6 +118,25 @@ def _settle_node_state(volumes: Volumes, record: VolumeRecord) -> int:
     if forgotten:
         volumes.store.put(record.with_changes(staging_path=staged, targets=live_targets))
     return forgotten
+
+
+def _thaw(record: VolumeRecord) -> int:
+    """A crash during a snapshot copy leaves the source filesystem frozen: thaw it."""
+    staging = record.staging_path
+    if (
+        record.access_type is not AccessType.MOUNT
+        or not staging
+        or not mount.is_mount_point(staging)
+    ):
+        return 0
+    try:
+        thawed = freeze.thaw(staging)
+    except OSError as exc:
+        log.warning("event=thaw_failed path=%s error=%s", staging, exc.strerror)
+        return 0
+    if thawed:
+        log.warning("event=thawed path=%s reason=frozen_by_an_interrupted_snapshot", staging)
+    return int(thawed)
 
 
 def _remove_scratch(layout: Layout) -> None:

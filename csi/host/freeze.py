@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from collections.abc import Iterator, Sequence
@@ -9,6 +10,20 @@ from contextlib import ExitStack, contextmanager
 
 FIFREEZE = 0xC0045877
 FITHAW = 0xC0045878
+
+
+def thaw(mount_point: str) -> bool:
+    """Thaw ``mount_point`` if it is frozen (a crash while frozen leaves it so); True if it was."""
+    fd = os.open(mount_point, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, FITHAW, 0)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:  # not frozen
+            return False
+        raise
+    finally:
+        os.close(fd)
+    return True
 
 
 @contextmanager

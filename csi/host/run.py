@@ -7,6 +7,8 @@ import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
 
+import grpc
+
 from csi.errors import Internal
 from csi.host.tools import HOST_TOOLS
 
@@ -63,11 +65,14 @@ def run(
         stderr = redact((proc.stderr or proc.stdout).strip(), secrets)
         last = stderr.splitlines()[-1] if stderr else "no output"
         log.debug("host command failed tool=%s rc=%d", tool, proc.returncode)
-        raise HostCommandError(
+        error = HostCommandError(
             f"{tool} failed (exit {proc.returncode}): {last[:300]}",
             returncode=proc.returncode,
             stderr=stderr,
         )
+        if "No space left on device" in stderr:
+            error.code = grpc.StatusCode.RESOURCE_EXHAUSTED
+        raise error
     return proc
 
 

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from csi.errors import FailedPrecondition
+from csi.faults import crash_point
 from csi.host import loopdev, mkfs, mount, resize
 from csi.host.copy import clone_or_copy
 from csi.host.fs import create_sparse_file, durable_rename
@@ -40,8 +41,10 @@ class LoopVolumes:
         try:
             if source is None:
                 create_sparse_file(partial, record.capacity_bytes)
+                crash_point("create:image")
                 if record.access_type is AccessType.MOUNT:
                     mkfs.make_filesystem(partial, record.fs_type)
+                crash_point("create:formatted")
             else:
                 clone_or_copy(source, partial)
                 if partial.stat().st_size < record.capacity_bytes:
@@ -73,6 +76,7 @@ class LoopVolumes:
             raise FailedPrecondition("the volume's image file is missing on this node")
         attached_here = self.device(record) is None
         device = loopdev.attach(image)
+        crash_point("stage:attached")
         if record.access_type is AccessType.BLOCK:
             return
         if self._mounted_at(device, staging):
@@ -96,6 +100,7 @@ class LoopVolumes:
                 # of one UUID unless told the copies are independent.
                 options.append("nouuid")
             mount.mount(device, staging, fs_type=record.fs_type, options=options)
+            crash_point("stage:mounted")
             if not read_only:
                 self.grow_filesystem(record, staging)
         except BaseException:
@@ -106,6 +111,7 @@ class LoopVolumes:
 
     def unstage(self, record: VolumeRecord, staging: Path) -> None:
         mount.unmount(staging)
+        crash_point("unstage:unmounted")
         for device in loopdev.devices_for(self.path(record), read_only=None):
             if not self._device_mounts(device):
                 loopdev.detach(device)

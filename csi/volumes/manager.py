@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from csi.errors import AlreadyExists, FailedPrecondition, NotFound
+from csi.faults import crash_point
 from csi.host import fs, loopdev, mount
 from csi.host.freeze import frozen
 from csi.layout import Layout, volume_id_for_name
@@ -82,12 +83,14 @@ class Volumes:
                 ephemeral=ephemeral,
             )
             self.store.put(record)
+            crash_point("create:record")
         if record.phase is Phase.READY:
             return record
         backend = self.backend(record)
         try:
             with frozen(freeze):
                 backend.create(record, source)
+            crash_point("create:renamed")
         except BaseException:
             # Nothing was returned to the caller, so nothing of this volume is kept.
             backend.delete(record)
@@ -105,7 +108,9 @@ class Volumes:
         if record.phase is not Phase.DELETING:
             record = record.with_changes(phase=Phase.DELETING, staging_path="", targets={})
             self.store.put(record)
+            crash_point("delete:marked")
         self.backend(record).delete(record)
+        crash_point("delete:removed")
         self.store.remove(record.volume_id)
 
     def _still_in_use(self, record: VolumeRecord) -> bool:
@@ -125,6 +130,7 @@ class Volumes:
         if size <= record.capacity_bytes:
             return record
         self.backend(record).expand(record, size)
+        crash_point("expand:grown")
         grown = record.with_changes(capacity_bytes=size)
         self.store.put(grown)
         return grown
@@ -156,6 +162,7 @@ class Volumes:
         if record.staging_path != str(staging) or record.staged_read_only != cap.read_only:
             record = record.with_changes(staging_path=str(staging), staged_read_only=cap.read_only)
             self.store.put(record)
+            crash_point("stage:record")
         self.backend(record).stage(
             record, staging, read_only=cap.read_only, flags=list(cap.mount_flags)
         )
@@ -170,6 +177,7 @@ class Volumes:
         if live_targets:
             raise FailedPrecondition("volume is still published; unpublish every target first")
         self.backend(record).unstage(record, staging)
+        crash_point("unstage:detached")
         if record.staging_path or record.targets:
             self.store.put(record.with_changes(staging_path="", staged_read_only=False, targets={}))
 
@@ -195,10 +203,12 @@ class Volumes:
         if current != wanted:
             record = record.with_changes(targets={**record.targets, key: wanted})
             self.store.put(record)
+            crash_point("publish:record")
         if record.access_type is AccessType.BLOCK:
             self._publish_block(record, target, read_only)
         else:
             targets.publish_mount(staging, target, read_only=read_only, flags=list(cap.mount_flags))
+        crash_point("publish:mounted")
 
     def _publish_block(self, record: VolumeRecord, target: Path, read_only: bool) -> None:
         staged = self.loops.device(record)
@@ -215,6 +225,7 @@ class Volumes:
     def unpublish(self, record: VolumeRecord, target: Path) -> None:
         bound = targets.bound_device(target) if record.access_type is AccessType.BLOCK else None
         targets.unpublish(target)
+        crash_point("unpublish:unmounted")
         if bound is not None and loopdev.is_read_only(bound):
             self.loops.release_read_only(record, bound)
         if str(target) in record.targets:

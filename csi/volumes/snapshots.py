@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from csi.errors import FailedPrecondition
+from csi.faults import crash_point
 from csi.host import mount
 from csi.host.copy import clone_or_copy, copy_tree
 from csi.host.freeze import frozen
@@ -77,6 +78,7 @@ class Snapshots:
                 group_snapshot_id=group_id,
             )
             self.store.put(record)
+            crash_point("snapshot:record")
             wanted.append(record)
         todo = [(s, v) for s, v in zip(wanted, sources, strict=True) if s.phase is not Phase.READY]
         if not todo:
@@ -86,6 +88,7 @@ class Snapshots:
             with frozen(points):
                 for snapshot, volume in todo:
                     self._copy(self.source_path(volume), snapshot)
+                crash_point("snapshot:copied")
         except BaseException:
             for snapshot, _ in todo:
                 self.delete(snapshot)
