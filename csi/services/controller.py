@@ -105,8 +105,10 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
             volume.content_source.volume.volume_id = source_id
         return volume
 
-    def _condition(self, record: VolumeRecord) -> csi_pb2.VolumeCondition:
-        condition = health.check(self._volumes, record)
+    def _condition(
+        self, record: VolumeRecord, host: health.HostView | None = None
+    ) -> csi_pb2.VolumeCondition:
+        condition = health.check(self._volumes, record, host)
         return csi_pb2.VolumeCondition(abnormal=condition.abnormal, message=condition.message)
 
     def _published_nodes(self, record: VolumeRecord) -> list[str]:
@@ -272,6 +274,7 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
         paging.check_max_entries(request.max_entries)
         after = paging.start_after(request.starting_token)
         ids = [i for i in self._store.sorted_ids() if i > after]
+        host = health.HostView.read()  # one reading for the whole page
         entries: list[csi_pb2.ListVolumesResponse.Entry] = []
         next_token = ""
         for volume_id in ids:
@@ -283,7 +286,7 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
                 break
             status = csi_pb2.ListVolumesResponse.VolumeStatus(
                 published_node_ids=self._published_nodes(record),
-                volume_condition=self._condition(record),
+                volume_condition=self._condition(record, host),
             )
             entries.append(
                 csi_pb2.ListVolumesResponse.Entry(volume=self._volume(record), status=status)

@@ -22,6 +22,25 @@ class Condition:
 HEALTHY = Condition(False, "volume is healthy")
 
 
+@dataclass(frozen=True)
+class HostView:
+    """One reading of the mount table and loop devices, shared by many checks (ListVolumes)."""
+
+    mounts: list[mount.MountEntry]
+    loops: list[loopdev.LoopDevice]
+
+    @classmethod
+    def read(cls) -> HostView:
+        return cls(mount.read_mounts(), loopdev.all_devices())
+
+    def writable_device(self, backing_file: Path) -> str | None:
+        wanted = os.path.realpath(backing_file)
+        found = sorted(
+            d.path for d in self.loops if d.backing_file == wanted and d.usable and not d.read_only
+        )
+        return found[0] if found else None
+
+
 def _ext4_errors(device: str) -> int:
     try:
         return int((SYS_EXT4 / os.path.basename(device) / "errors_count").read_text())
@@ -29,14 +48,17 @@ def _ext4_errors(device: str) -> int:
         return 0
 
 
-def check(volumes: Volumes, record: VolumeRecord) -> Condition:
+def check(volumes: Volumes, record: VolumeRecord, host: HostView | None = None) -> Condition:
     """The first problem found with ``record`` on this node, or HEALTHY."""
     data = volumes.backend(record).path(record)
     if not data.exists():
         what = "backing image file" if record.kind is VolumeKind.LOOP else "data directory"
         return Condition(True, f"the volume's {what} {data} is missing")
-    table = mount.read_mounts()
-    device = volumes.loops.device(record) if record.kind is VolumeKind.LOOP else None
+    if not record.in_use and record.kind is VolumeKind.DIRECTORY:
+        return HEALTHY  # nothing on the host to inspect
+    host = host or HostView.read()
+    table = host.mounts
+    device = host.writable_device(data) if record.kind is VolumeKind.LOOP else None
     if record.staging_path:
         if record.kind is VolumeKind.LOOP and device is None:
             return Condition(True, "the volume is staged but its loop device is detached")
