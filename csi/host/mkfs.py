@@ -22,9 +22,12 @@ def detect(device_or_file: Path | str) -> str | None:
     return found or None
 
 
-def make_filesystem(target: Path | str, fs_type: str) -> None:
-    """Format ``target`` with ``fs_type``; refuses if any signature is already present."""
-    existing = detect(target)
+def make_filesystem(target: Path | str, fs_type: str, *, known_blank: bool = False) -> None:
+    """Format ``target`` with ``fs_type``; refuses if any signature is already present.
+
+    ``known_blank`` skips the probe for a file the caller has just created full of zeros.
+    """
+    existing = None if known_blank else detect(target)
     if existing is not None:
         raise FailedPrecondition(f"refusing to format: {target} already holds {existing}")
     if fs_type == "ext4":

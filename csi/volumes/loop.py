@@ -43,7 +43,8 @@ class LoopVolumes:
                 create_sparse_file(partial, record.capacity_bytes)
                 crash_point("create:image")
                 if record.access_type is AccessType.MOUNT:
-                    mkfs.make_filesystem(partial, record.fs_type)
+                    # Just created, sparse and zero-filled: nothing to probe before mkfs.
+                    mkfs.make_filesystem(partial, record.fs_type, known_blank=True)
                 crash_point("create:formatted")
             else:
                 clone_or_copy(source, partial)
@@ -82,7 +83,9 @@ class LoopVolumes:
         if self._mounted_at(device, staging):
             return
         try:
-            found = mkfs.detect(device)
+            # The superblock read answers the common case without forking blkid.
+            has_own_fs = resize.filesystem_size(device, record.fs_type) is not None
+            found = record.fs_type if has_own_fs else mkfs.detect(device)
             if found is None:
                 # Created blank (e.g. the create was interrupted before mkfs): format now.
                 mkfs.make_filesystem(device, record.fs_type)
