@@ -32,6 +32,13 @@ QUIET_METHODS = frozenset(
 )
 
 
+MAX_MESSAGE = 1024  # status messages echo request fields; keep them well inside gRPC limits
+
+
+def _bounded(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
+
+
 class RpcInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, readiness: Readiness) -> None:
         self._readiness = readiness
@@ -95,7 +102,7 @@ class RpcInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                     f" message={failure[1]!r}" if failure else "",
                 )
             if failure is not None:
-                context.abort(failure[0], failure[1])
+                context.abort(failure[0], _bounded(failure[1]))
             return response
 
         return behaviour

@@ -1,9 +1,10 @@
 """Start-up reconciliation: make the records and the host agree before serving.
 
 Runs once, before Probe reports ready. It finishes or rolls back operations a crash
-interrupted, forgets mounts a reboot removed (the orchestrator stages and publishes again),
-and detaches loop devices of ours that nothing uses. It never deletes a volume's data that
-no record accounts for: such files are reported and left alone.
+interrupted, thaws filesystems a crashed snapshot left frozen, reports mounts a reboot
+removed (kept in the records until the orchestrator stages and publishes again, or
+unpublishes), and detaches loop devices of ours that nothing uses. It never deletes a
+volume's data that no record accounts for: such files are reported and left alone.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Report:
     volumes: int = 0
     rolled_back: list[str] = field(default_factory=list)
     finished_deletes: list[str] = field(default_factory=list)
-    forgotten_mounts: int = 0
+    stale_mounts: int = 0
     detached: list[str] = field(default_factory=list)
     unaccounted: list[str] = field(default_factory=list)
     damaged: list[str] = field(default_factory=list)
@@ -75,7 +76,7 @@ def reconcile(
             store.remove(record.volume_id)
             report.finished_deletes.append(record.volume_id)
         else:
-            report.forgotten_mounts += _settle_node_state(volumes, record)
+            report.stale_mounts += _stale_mounts(record, mount.read_mounts())
             report.thawed += _thaw(volumes.store.get(record.volume_id) or record)
     _remove_scratch(layout)
     report.detached = _detach_unused_loops(volumes)
@@ -84,12 +85,12 @@ def reconcile(
         log.warning("event=unaccounted_data path=%s action=left_in_place", path)
     report.volumes = store.count()
     log.info(
-        "event=reconciled volumes=%d rolled_back=%d finished_deletes=%d forgotten_mounts=%d "
+        "event=reconciled volumes=%d rolled_back=%d finished_deletes=%d stale_mounts=%d "
         "detached=%d unaccounted=%d damaged=%d thawed=%d",
         report.volumes,
         len(report.rolled_back),
         len(report.finished_deletes),
-        report.forgotten_mounts,
+        report.stale_mounts,
         len(report.detached),
         len(report.unaccounted),
         len(report.damaged),
@@ -98,26 +99,16 @@ def reconcile(
     return report
 
 
-def _settle_node_state(volumes: Volumes, record: VolumeRecord) -> int:
-    """Drop staging and targets from the record that the host no longer has."""
-    if not record.in_use:
-        return 0
-    table = mount.read_mounts()
-    live_targets = {p: t for p, t in record.targets.items() if mount.mounts_at(p, table)}
-    staged = record.staging_path
-    if staged:
-        if record.access_type is AccessType.BLOCK:
-            alive = volumes.loops.device(record) is not None
-        else:
-            alive = bool(mount.mounts_at(staged, table))
-        if not alive and not live_targets:
-            staged = ""
-    forgotten = (
-        len(record.targets) - len(live_targets) + (1 if staged != record.staging_path else 0)
-    )
-    if forgotten:
-        volumes.store.put(record.with_changes(staging_path=staged, targets=live_targets))
-    return forgotten
+def _stale_mounts(record: VolumeRecord, table: list[mount.MountEntry]) -> int:
+    """Staging paths and targets the record names but the host no longer mounts (a reboot).
+
+    They stay in the record: the orchestrator either stages and publishes again (the driver
+    mounts them again) or unpublishes and unstages (the driver removes what it made).
+    """
+    paths = [*record.targets, record.staging_path] if record.staging_path else [*record.targets]
+    if record.access_type is AccessType.BLOCK and record.staging_path:
+        paths.remove(record.staging_path)  # a staged block volume has no mount of its own
+    return sum(1 for p in paths if not mount.mounts_at(p, table))
 
 
 def _thaw(record: VolumeRecord) -> int:

@@ -19,7 +19,7 @@ MAX_NAME_BYTES = 128
 MAX_PATH_BYTES = 4096
 MAX_MAP_BYTES = 4096
 MAX_FLAG_BYTES = 1024
-QUOTED_OPTION = re.compile(r'[^,="]+="[^"]*"')
+MOUNT_OPTION = re.compile(r'[A-Za-z0-9_][A-Za-z0-9_.+-]*(=("[^"\x00\n]*"|[^,"\x00\n\\]*))?')
 
 Mode = csi_pb2.VolumeCapability.AccessMode.Mode
 SUPPORTED_MODES = frozenset(
@@ -82,13 +82,28 @@ def check_host_path(raw: str, what: str, layout: Layout) -> Path:
     return path
 
 
+def check_volume_path(raw: str) -> None:
+    """A volume_path to look up (stats, expansion): present, bounded, no NUL. Whether it is
+    one of the volume's paths is for the caller to say (NOT_FOUND)."""
+    if not raw:
+        raise InvalidArgument("volume_path is required")
+    if "\x00" in raw or len(raw.encode("utf-8")) > MAX_PATH_BYTES:
+        raise InvalidArgument(
+            f"volume_path must be a path without NUL, at most {MAX_PATH_BYTES} bytes"
+        )
+
+
 def check_mount_flags(flags: Iterable[str]) -> list[str]:
     result: list[str] = []
     for flag in flags:
-        if not flag or "\x00" in flag or "\n" in flag or ("," in flag and "=" not in flag):
-            raise InvalidArgument("mount_flags must be single, non-empty options")
         if len(flag.encode()) > MAX_FLAG_BYTES:
             raise InvalidArgument("a mount flag is too long")
+        if not MOUNT_OPTION.fullmatch(flag):
+            # One option per flag: a name, optionally =value. A comma would smuggle a second
+            # option into `mount -o`; only a quoted value (an SELinux context="a,b") holds one.
+            raise InvalidArgument(
+                "each of mount_flags must be one option: name or name=value (quote values with ',')"
+            )
         result.append(flag)
     return result
 
@@ -112,6 +127,13 @@ class Capability:
         return self.mode in EXCLUSIVE_MODES
 
 
+def _mode_name(mode: int) -> str:
+    try:
+        return str(Mode.Name(mode))
+    except ValueError:
+        return f"#{mode} (unknown)"
+
+
 def unsupported_reason(cap: csi_pb2.VolumeCapability) -> str | None:
     """Why the driver cannot serve ``cap``, or None if it can."""
     which = cap.WhichOneof("access_type")
@@ -121,7 +143,7 @@ def unsupported_reason(cap: csi_pb2.VolumeCapability) -> str | None:
         return "access_mode is required"
     if cap.access_mode.mode not in SUPPORTED_MODES:
         return (
-            f"access mode {Mode.Name(cap.access_mode.mode)} is not supported by node-local volumes"
+            f"access mode {_mode_name(cap.access_mode.mode)} is not supported by node-local volumes"
         )
     return None
 

@@ -14,7 +14,13 @@ from csi.layout import Layout, check_id
 from csi.locks import KeyedLocks
 from csi.pb import csi_pb2, csi_pb2_grpc
 from csi.state.records import VolumeRecord
-from csi.validation import Capability, check_host_path, parse_capability, required_capability
+from csi.validation import (
+    Capability,
+    check_host_path,
+    check_volume_path,
+    parse_capability,
+    required_capability,
+)
 from csi.volumes import health, sizing
 from csi.volumes.ephemeral import EphemeralVolumes
 from csi.volumes.manager import Volumes
@@ -110,8 +116,7 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         self, request: csi_pb2.NodeGetVolumeStatsRequest, context: grpc.ServicerContext
     ) -> csi_pb2.NodeGetVolumeStatsResponse:
         volume_id = check_id(request.volume_id)
-        if not request.volume_path:
-            raise InvalidArgument("volume_path is required")
+        check_volume_path(request.volume_path)
         record = self._record(volume_id)
         path = Path(os.path.normpath(request.volume_path))
         if not path.is_absolute() or not self._volumes.usage_path_known(record, path):
@@ -148,8 +153,7 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         self, request: csi_pb2.NodeExpandVolumeRequest, context: grpc.ServicerContext
     ) -> csi_pb2.NodeExpandVolumeResponse:
         volume_id = check_id(request.volume_id)
-        if not request.volume_path:
-            raise InvalidArgument("volume_path is required")
+        check_volume_path(request.volume_path)
         with self._locks.hold(volume_id):
             record = self._record(volume_id)
             path = Path(os.path.normpath(request.volume_path))

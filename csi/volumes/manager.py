@@ -159,13 +159,21 @@ class Volumes:
             raise AlreadyExists("volume is staged with a different access mode")
         if not staging.is_dir():
             raise FailedPrecondition(f"staging path {staging} is not an existing directory")
+        before = record
         if record.staging_path != str(staging) or record.staged_read_only != cap.read_only:
             record = record.with_changes(staging_path=str(staging), staged_read_only=cap.read_only)
             self.store.put(record)
             crash_point("stage:record")
-        self.backend(record).stage(
-            record, staging, read_only=cap.read_only, flags=list(cap.mount_flags)
-        )
+        try:
+            self.backend(record).stage(
+                record, staging, read_only=cap.read_only, flags=list(cap.mount_flags)
+            )
+        except BaseException:
+            # The backend rolled the host back; the record follows, unless the host still
+            # holds the volume there (then the record must keep covering it).
+            if record is not before and not self._staged_on_host(record, staging):
+                self.store.put(before)
+            raise
 
     def _staged_on_host(self, record: VolumeRecord, staging: Path) -> bool:
         if record.access_type is AccessType.BLOCK:
@@ -173,6 +181,8 @@ class Volumes:
         return mount.is_mount_point(staging)
 
     def unstage(self, record: VolumeRecord, staging: Path) -> None:
+        if record.staging_path and record.staging_path != str(staging):
+            return  # not staged there: nothing of this volume to undo at that path
         live_targets = [t for t in record.targets if mount.is_mount_point(t)]
         if live_targets:
             raise FailedPrecondition("volume is still published; unpublish every target first")
@@ -200,14 +210,21 @@ class Volumes:
             raise FailedPrecondition("volume is published for a single writer elsewhere")
         if record.staging_path != str(staging):
             raise FailedPrecondition(f"volume is not staged at {staging}")
+        before = record
         if current != wanted:
             record = record.with_changes(targets={**record.targets, key: wanted})
             self.store.put(record)
             crash_point("publish:record")
-        if record.access_type is AccessType.BLOCK:
-            self._publish_block(record, target, read_only)
-        else:
-            targets.publish_mount(staging, target, read_only=read_only, flags=list(cap.mount_flags))
+        try:
+            if record.access_type is AccessType.BLOCK:
+                self._publish_block(record, target, read_only)
+            else:
+                flags = list(cap.mount_flags)
+                targets.publish_mount(staging, target, read_only=read_only, flags=flags)
+        except BaseException:
+            if record is not before and not mount.is_mount_point(target):
+                self.store.put(before)
+            raise
         crash_point("publish:mounted")
 
     def _publish_block(self, record: VolumeRecord, target: Path, read_only: bool) -> None:
@@ -223,6 +240,8 @@ class Volumes:
             raise
 
     def unpublish(self, record: VolumeRecord, target: Path) -> None:
+        if str(target) not in record.targets:
+            return  # never published there (or already undone): the path is not ours to touch
         bound = targets.bound_device(target) if record.access_type is AccessType.BLOCK else None
         targets.unpublish(target)
         crash_point("unpublish:unmounted")

@@ -70,6 +70,9 @@ def _make_target(target: Path, *, directory: bool) -> bool:
         if is_dir != directory:
             kind = "a directory" if directory else "a file"
             raise FailedPrecondition(f"target path exists and is not {kind}") from None
+        if directory and any(os.scandir(target)):
+            # Mounting over files would hide them, and unpublish could not remove the path.
+            raise FailedPrecondition("target path is a directory that is not empty") from None
         return False
     return True
 
@@ -79,6 +82,8 @@ def _remove_target(target: Path) -> None:
         return
     with contextlib.suppress(FileNotFoundError):
         if target.is_dir() and not target.is_symlink():
+            if any(os.scandir(target)):
+                return  # files appeared under the unmounted path: keep them, never delete
             os.rmdir(target)
         else:
             os.unlink(target)
