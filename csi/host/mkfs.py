@@ -22,7 +22,9 @@ def detect(device_or_file: Path | str) -> str | None:
     return found or None
 
 
-def make_filesystem(target: Path | str, fs_type: str, *, known_blank: bool = False) -> None:
+def make_filesystem(
+    target: Path | str, fs_type: str, *, known_blank: bool = False, encrypt: bool = False
+) -> None:
     """Format ``target`` with ``fs_type``; refuses if any signature is already present.
 
     ``known_blank`` skips the probe for a file the caller has just created full of zeros.
@@ -31,7 +33,8 @@ def make_filesystem(target: Path | str, fs_type: str, *, known_blank: bool = Fal
     if existing is not None:
         raise FailedPrecondition(f"refusing to format: {target} already holds {existing}")
     if fs_type == "ext4":
-        argv = ["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "nodiscard", str(target)]
+        argv = ["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "nodiscard"]
+        argv += ["-O", "encrypt", str(target)] if encrypt else [str(target)]
     elif fs_type == "xfs":
         argv = ["mkfs.xfs", "-q", "-K", str(target)]
     else:  # validated at the edge; kept as a guard

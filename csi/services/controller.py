@@ -31,9 +31,9 @@ from csi.validation import (
     parse_capability,
     unsupported_reason,
 )
-from csi.volumes import health, sizing
+from csi.volumes import encryption, health, sizing
 from csi.volumes.manager import Volumes
-from csi.volumes.params import VolumeSpec, parse_spec
+from csi.volumes.params import VolumeSpec, is_encrypted, parse_spec
 from csi.volumes.snapshots import Snapshots
 
 RPC = csi_pb2.ControllerServiceCapability.RPC
@@ -52,7 +52,7 @@ CAPABILITIES = (
     RPC.VOLUME_CONDITION,
 )
 
-SourceKind = tuple[VolumeKind, AccessType, str]
+SourceKind = tuple[VolumeKind, AccessType, str, bool]
 
 
 @dataclass(frozen=True)
@@ -67,9 +67,16 @@ class ContentSource:
 
 
 def _check_source_matches(kind_of: SourceKind, spec: VolumeSpec) -> None:
-    kind, access_type, fs_type = kind_of
-    if kind is not spec.kind or access_type is not spec.access_type or fs_type != spec.fs_type:
+    kind, access_type, fs_type, encrypted = kind_of
+    same = (kind, access_type, fs_type, encrypted) == (
+        spec.kind,
+        spec.access_type,
+        spec.fs_type,
+        spec.encrypted,
+    )
+    if not same:
         described = f"{kind.value}/{access_type.value}" + (f"/{fs_type}" if fs_type else "")
+        described += " encrypted" if encrypted else ""
         raise InvalidArgument(f"the source is a {described} volume; request the same kind")
 
 
@@ -127,6 +134,8 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
             request.parameters, [c.access_type for c in caps], [c.fs_type for c in caps]
         )
         check_map(request.secrets, "secrets")
+        if spec.encrypted:
+            encryption.secret_from(request.secrets)  # refuse now, not at the first stage
         if request.mutable_parameters:
             raise InvalidArgument("mutable_parameters are not supported")
         requirement = request.accessibility_requirements
@@ -178,7 +187,7 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
             snapshot = self._ready_snapshot(snapshot_id)
             return ContentSource(
                 label=f"snapshot:{snapshot_id}",
-                kind_of=(snapshot.kind, snapshot.access_type, snapshot.fs_type),
+                kind_of=(snapshot.kind, snapshot.access_type, snapshot.fs_type, snapshot.encrypted),
                 size=snapshot.size_bytes,
                 lock_key=snapshot_id,
                 resolve=lambda: (self._snapshots.content_path(snapshot), []),
@@ -194,7 +203,12 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
 
             return ContentSource(
                 label=f"volume:{source_id}",
-                kind_of=(volume.kind, volume.access_type, volume.fs_type),
+                kind_of=(
+                    volume.kind,
+                    volume.access_type,
+                    volume.fs_type,
+                    is_encrypted(volume.parameters),
+                ),
                 size=volume.capacity_bytes,
                 lock_key=source_id,
                 resolve=resolve,

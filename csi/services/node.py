@@ -32,6 +32,7 @@ CAPABILITIES = (
     RPC.SINGLE_NODE_MULTI_WRITER,
     RPC.EXPAND_VOLUME,
     RPC.VOLUME_CONDITION,
+    RPC.VOLUME_MOUNT_GROUP,
 )
 EPHEMERAL_KEY = "csi.storage.k8s.io/ephemeral"
 Unit = csi_pb2.VolumeUsage.Unit
@@ -65,7 +66,7 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         with self._locks.hold(volume_id):
             record = self._record(volume_id)
             self._check_access(record, cap)
-            self._volumes.stage(record, staging, cap)
+            self._volumes.stage(record, staging, cap, request.secrets)
         return csi_pb2.NodeStageVolumeResponse()
 
     def NodeUnstageVolume(

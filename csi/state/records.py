@@ -113,6 +113,7 @@ class SnapshotRecord:
     size_bytes: int  # the source volume's capacity when the snapshot was taken
     created_at: float
     group_snapshot_id: str = ""
+    encrypted: bool = False  # a copy of an encrypted volume opens only with its secret
     phase: Phase = Phase.CREATING
 
     @property
@@ -142,6 +143,7 @@ class SnapshotRecord:
             size_bytes=int(data["size_bytes"]),
             created_at=float(data["created_at"]),
             group_snapshot_id=str(data.get("group_snapshot_id", "")),
+            encrypted=bool(data.get("encrypted", False)),
             phase=Phase(data["phase"]),
         )
 

@@ -12,6 +12,7 @@ from csi.host.copy import copy_tree
 from csi.host.fs import durable_rename, fsync_dir
 from csi.layout import Layout
 from csi.state.records import VolumeRecord
+from csi.volumes.params import root_mode
 
 DELETING_SUFFIX = ".deleting"
 DEFAULT_MODE = 0o777  # pods of any uid may write; fsGroup handling narrows it
@@ -38,7 +39,8 @@ class DirectoryVolumes:
         try:
             if source is None:
                 partial.mkdir(mode=0o700)
-                os.chmod(partial, DEFAULT_MODE)
+                mode = root_mode(record.parameters)
+                os.chmod(partial, DEFAULT_MODE if mode is None else mode)
             else:
                 copy_tree(source, partial)
             durable_rename(partial, final)
@@ -61,7 +63,13 @@ class DirectoryVolumes:
             shutil.rmtree(partial)
 
     def stage(
-        self, record: VolumeRecord, staging: Path, *, read_only: bool, flags: list[str]
+        self,
+        record: VolumeRecord,
+        staging: Path,
+        *,
+        read_only: bool,
+        flags: list[str],
+        secret: bytes | None = None,
     ) -> None:
         if mount.is_mount_point(staging):
             return

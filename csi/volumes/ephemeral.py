@@ -47,6 +47,8 @@ class EphemeralVolumes:
         except ValueError as exc:
             raise InvalidArgument(f"volume attribute size: {exc}") from None
         spec = parse_spec(attributes, [cap.access_type], [cap.fs_type])
+        if spec.encrypted:
+            raise InvalidArgument("inline volumes cannot be encrypted: use a PVC with a Secret")
         size = sizing.choose_size(requested, 0, spec, self._config)
         store = self._volumes.store
         record = store.get(volume_id)

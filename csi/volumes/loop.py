@@ -13,6 +13,16 @@ from csi.host.copy import clone_or_copy
 from csi.host.fs import create_sparse_file, durable_rename
 from csi.layout import Layout
 from csi.state.records import AccessType, VolumeRecord
+from csi.volumes import encryption
+from csi.volumes.params import is_encrypted, root_mode
+
+FRESH_ROOT: tuple[set[str], ...] = ({"lost+found"}, set())  # a new ext4 / xfs root holds
+
+
+def _apply_root_mode(root: Path, mode: int | None) -> None:
+    """Give a new filesystem's root the StorageClass's mode; later changes are the user's."""
+    if mode is not None and set(os.listdir(root)) in FRESH_ROOT:
+        os.chmod(root, mode)
 
 
 class LoopVolumes:
@@ -44,7 +54,12 @@ class LoopVolumes:
                 crash_point("create:image")
                 if record.access_type is AccessType.MOUNT:
                     # Just created, sparse and zero-filled: nothing to probe before mkfs.
-                    mkfs.make_filesystem(partial, record.fs_type, known_blank=True)
+                    mkfs.make_filesystem(
+                        partial,
+                        record.fs_type,
+                        known_blank=True,
+                        encrypt=is_encrypted(record.parameters),
+                    )
                 crash_point("create:formatted")
             else:
                 clone_or_copy(source, partial)
@@ -69,9 +84,16 @@ class LoopVolumes:
         return devices[0] if devices else None
 
     def stage(
-        self, record: VolumeRecord, staging: Path, *, read_only: bool, flags: list[str]
+        self,
+        record: VolumeRecord,
+        staging: Path,
+        *,
+        read_only: bool,
+        flags: list[str],
+        secret: bytes | None = None,
     ) -> None:
-        """Attach the image (reusing an attached device) and mount it for filesystem use."""
+        """Attach the image (reusing an attached device) and mount it for filesystem use;
+        an encrypted volume is unlocked with ``secret``."""
         image = self.path(record)
         if not image.is_file():
             raise FailedPrecondition("the volume's image file is missing on this node")
@@ -81,7 +103,10 @@ class LoopVolumes:
         if record.access_type is AccessType.BLOCK:
             return
         if self._mounted_at(device, staging):
+            if secret is not None:
+                encryption.unlock(staging, secret, root_mode(record.parameters))
             return
+        mounted_here = False
         try:
             # The superblock read answers the common case without forking blkid.
             has_own_fs = resize.filesystem_size(device, record.fs_type) is not None
@@ -103,16 +128,26 @@ class LoopVolumes:
                 # of one UUID unless told the copies are independent.
                 options.append("nouuid")
             mount.mount(device, staging, fs_type=record.fs_type, options=options)
+            mounted_here = True
             crash_point("stage:mounted")
             if not read_only:
                 self.grow_filesystem(record, staging)
+            if secret is not None:
+                encryption.unlock(staging, secret, root_mode(record.parameters))
+            elif not read_only:
+                _apply_root_mode(staging, root_mode(record.parameters))
         except BaseException:
+            if mounted_here:
+                with contextlib.suppress(Exception):
+                    mount.unmount(staging)
             if attached_here:
                 with contextlib.suppress(Exception):
                     loopdev.detach(device)
             raise
 
     def unstage(self, record: VolumeRecord, staging: Path) -> None:
+        if is_encrypted(record.parameters) and mount.is_mount_point(staging):
+            encryption.lock(staging)
         mount.unmount(staging)
         crash_point("unstage:unmounted")
         for device in loopdev.devices_for(self.path(record), read_only=None):

@@ -9,10 +9,10 @@ Callers hold the volume's lock (csi.locks) around every call here.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from csi.errors import AlreadyExists, FailedPrecondition, NotFound
+from csi.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from csi.faults import crash_point
 from csi.host import fs, loopdev, mount
 from csi.host.freeze import frozen
@@ -26,10 +26,19 @@ from csi.state.records import (
 )
 from csi.state.store import StateStore
 from csi.validation import Capability
-from csi.volumes import targets
+from csi.volumes import encryption, targets
 from csi.volumes.directory import DirectoryVolumes
 from csi.volumes.loop import LoopVolumes
-from csi.volumes.params import VolumeSpec
+from csi.volumes.params import VolumeSpec, check_mount_options_allowed, is_encrypted
+
+
+def _mount_group(value: str) -> int | None:
+    """VOLUME_MOUNT_GROUP: the pod's fsGroup, a numeric group ID."""
+    if not value:
+        return None
+    if not value.isdigit() or int(value) > 2**32 - 2:
+        raise InvalidArgument("volume_mount_group must be a numeric group ID")
+    return int(value)
 
 
 class Volumes:
@@ -150,7 +159,15 @@ class Volumes:
         return self.loops.grow_filesystem(record, Path(record.staging_path))
 
     # -- node side -----------------------------------------------------------------
-    def stage(self, record: VolumeRecord, staging: Path, cap: Capability) -> None:
+    def stage(
+        self,
+        record: VolumeRecord,
+        staging: Path,
+        cap: Capability,
+        secrets: Mapping[str, str] | None = None,
+    ) -> None:
+        check_mount_options_allowed(record.parameters, cap.mount_flags)
+        secret = encryption.secret_from(secrets or {}) if is_encrypted(record.parameters) else None
         elsewhere = record.staging_path and record.staging_path != str(staging)
         if elsewhere and (mount.is_mount_point(record.staging_path) or record.targets):
             raise FailedPrecondition(f"volume is already staged at {record.staging_path}")
@@ -166,7 +183,11 @@ class Volumes:
             crash_point("stage:record")
         try:
             self.backend(record).stage(
-                record, staging, read_only=cap.read_only, flags=list(cap.mount_flags)
+                record,
+                staging,
+                read_only=cap.read_only,
+                flags=list(cap.mount_flags),
+                secret=secret,
             )
         except BaseException:
             # The backend rolled the host back; the record follows, unless the host still
@@ -199,6 +220,8 @@ class Volumes:
         cap: Capability,
         read_only: bool,
     ) -> None:
+        check_mount_options_allowed(record.parameters, cap.mount_flags)
+        group = _mount_group(cap.mount_group)
         read_only = read_only or cap.read_only
         wanted = PublishedTarget(read_only=read_only, exclusive=cap.exclusive)
         key = str(target)
@@ -220,7 +243,12 @@ class Volumes:
                 self._publish_block(record, target, read_only)
             else:
                 flags = list(cap.mount_flags)
-                targets.publish_mount(staging, target, read_only=read_only, flags=flags)
+                source = encryption.data_dir(staging) if is_encrypted(record.parameters) else None
+                targets.publish_mount(
+                    staging, target, read_only=read_only, flags=flags, source=source
+                )
+                if group is not None and not read_only:
+                    targets.give_to_group(target, group)
         except BaseException:
             if record is not before and not mount.is_mount_point(target):
                 self.store.put(before)

@@ -7,6 +7,13 @@ Parameters (all optional):
     ``directory``: a plain directory under the data root (size recorded, not enforced).
 ``fsType`` / ``csi.storage.k8s.io/fstype``
     ``ext4`` (default) or ``xfs``, for loop volumes used as a filesystem.
+``encryption``
+    ``fscrypt``: encrypt the volume's files at rest with ext4's native encryption, keyed by
+    the ``encryptionKey`` CSI secret (see csi.volumes.encryption); ``none`` (default).
+``mode``
+    octal permissions of a new volume's root directory, e.g. ``0770``.
+``allowedMountOptions``
+    comma-separated option names; mount flags outside it are refused.
 
 Other keys under ``csi.storage.k8s.io/`` (PVC metadata added by the provisioner) are
 accepted and ignored; any other key is refused so a typo never passes silently.
@@ -14,6 +21,7 @@ accepted and ignored; any other key is refused so a typo never passes silently.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -25,8 +33,16 @@ from csi.validation import MAX_MAP_BYTES, check_map
 PARAM_TYPE = "volumeType"
 PARAM_FS = "fsType"
 PARAM_FS_K8S = "csi.storage.k8s.io/fstype"
+PARAM_ENCRYPTION = "encryption"
+PARAM_MODE = "mode"
+PARAM_ALLOWED_OPTIONS = "allowedMountOptions"
+ENCRYPTION_FSCRYPT = "fscrypt"
 RESERVED_PREFIX = "csi.storage.k8s.io/"
-KNOWN = frozenset({PARAM_TYPE, PARAM_FS, PARAM_FS_K8S})
+KNOWN = frozenset(
+    {PARAM_TYPE, PARAM_FS, PARAM_FS_K8S, PARAM_ENCRYPTION, PARAM_MODE, PARAM_ALLOWED_OPTIONS}
+)
+OPTION_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+MODE_TEXT = re.compile(r"0?[0-7]{3,4}")
 DEFAULT_FS = "ext4"
 
 
@@ -35,13 +51,44 @@ class VolumeSpec:
     kind: VolumeKind
     access_type: AccessType
     fs_type: str  # "" unless a formatted loop volume
+    encrypted: bool = False
+    mode: int | None = None  # permissions of the volume's root directory when new
+    allowed_mount_options: tuple[str, ...] = ()  # empty: any valid option
 
     def parameters(self) -> dict[str, str]:
         """The normalised parameters recorded with the volume and compared on retries."""
         params = {PARAM_TYPE: self.kind.value}
         if self.fs_type:
             params[PARAM_FS] = self.fs_type
+        if self.encrypted:
+            params[PARAM_ENCRYPTION] = ENCRYPTION_FSCRYPT
+        if self.mode is not None:
+            params[PARAM_MODE] = f"{self.mode:04o}"
+        if self.allowed_mount_options:
+            params[PARAM_ALLOWED_OPTIONS] = ",".join(self.allowed_mount_options)
         return params
+
+
+def is_encrypted(parameters: Mapping[str, str]) -> bool:
+    return parameters.get(PARAM_ENCRYPTION) == ENCRYPTION_FSCRYPT
+
+
+def root_mode(parameters: Mapping[str, str]) -> int | None:
+    text = parameters.get(PARAM_MODE)
+    return int(text, 8) if text else None
+
+
+def check_mount_options_allowed(parameters: Mapping[str, str], flags: Sequence[str]) -> None:
+    """Refuse mount flags the volume's StorageClass does not list (when it lists any)."""
+    listed = parameters.get(PARAM_ALLOWED_OPTIONS)
+    if not listed:
+        return
+    allowed = set(listed.split(","))
+    refused = sorted({f.split("=", 1)[0] for f in flags} - allowed)
+    if refused:
+        raise InvalidArgument(
+            f"mount option(s) {', '.join(refused)} not in this volume's {PARAM_ALLOWED_OPTIONS}"
+        )
 
 
 def check_snapshot_parameters(parameters: Mapping[str, str]) -> None:
@@ -89,4 +136,49 @@ def parse_spec(
         fs_type = fs_type or DEFAULT_FS
         if fs_type not in SUPPORTED_FS:
             raise InvalidArgument(f"fsType must be one of: {', '.join(SUPPORTED_FS)}")
-    return VolumeSpec(kind=kind, access_type=access_type, fs_type=fs_type)
+    return VolumeSpec(
+        kind=kind,
+        access_type=access_type,
+        fs_type=fs_type,
+        encrypted=_encryption(parameters, kind, access_type, fs_type),
+        mode=_mode(parameters),
+        allowed_mount_options=_allowed_options(parameters),
+    )
+
+
+def _encryption(
+    parameters: Mapping[str, str], kind: VolumeKind, access_type: AccessType, fs_type: str
+) -> bool:
+    value = parameters.get(PARAM_ENCRYPTION, "")
+    if value in ("", "none"):
+        return False
+    if value != ENCRYPTION_FSCRYPT:
+        raise InvalidArgument(f"{PARAM_ENCRYPTION} must be {ENCRYPTION_FSCRYPT} or none")
+    if kind is not VolumeKind.LOOP or access_type is not AccessType.MOUNT or fs_type != "ext4":
+        raise InvalidArgument(
+            f"{PARAM_ENCRYPTION}={ENCRYPTION_FSCRYPT} needs a loop volume with an ext4 filesystem "
+            "(ext4's native encryption; xfs, raw block and directory volumes have none here)"
+        )
+    return True
+
+
+def _mode(parameters: Mapping[str, str]) -> int | None:
+    text = parameters.get(PARAM_MODE)
+    if text is None:
+        return None
+    if not MODE_TEXT.fullmatch(text):
+        raise InvalidArgument(f"{PARAM_MODE} must be octal permissions such as 0770")
+    mode = int(text, 8)
+    if mode > 0o7777:
+        raise InvalidArgument(f"{PARAM_MODE} must be at most 7777")
+    return mode
+
+
+def _allowed_options(parameters: Mapping[str, str]) -> tuple[str, ...]:
+    text = parameters.get(PARAM_ALLOWED_OPTIONS)
+    if text is None:
+        return ()
+    names = tuple(sorted({n.strip() for n in text.split(",") if n.strip()}))
+    if not names or not all(OPTION_NAME.fullmatch(n) for n in names):
+        raise InvalidArgument(f"{PARAM_ALLOWED_OPTIONS} must be a comma-separated list of names")
+    return names

@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from pathlib import Path
 
 from csi.errors import FailedPrecondition
 from csi.host import mount
 
 
-def publish_mount(staging: Path, target: Path, *, read_only: bool, flags: list[str]) -> None:
-    """Bind the staged filesystem onto ``target`` (a directory we create if missing)."""
+def publish_mount(
+    staging: Path,
+    target: Path,
+    *,
+    read_only: bool,
+    flags: list[str],
+    source: Path | None = None,
+) -> None:
+    """Bind the staged filesystem (or ``source`` inside it) onto ``target``, a directory we
+    create if missing."""
     if not mount.is_mount_point(staging):
         raise FailedPrecondition(f"volume is not staged at {staging}")
     if mount.is_mount_point(target):
         return
     created = _make_target(target, directory=True)
     try:
-        mount.bind_mount(staging, target, read_only=read_only, flags=flags)
+        mount.bind_mount(source or staging, target, read_only=read_only, flags=flags)
     except BaseException:
         if created:
             _remove_target(target)
@@ -38,6 +47,16 @@ def publish_block(device: str | None, target: Path, *, read_only: bool) -> None:
         if created:
             _remove_target(target)
         raise
+
+
+def give_to_group(root: Path, gid: int) -> None:
+    """Let the pod's fsGroup use the volume: group-owned, group-writable, setgid root."""
+    st = os.stat(root)
+    if st.st_gid != gid:
+        os.chown(root, -1, gid)
+    wanted = stat.S_IMODE(st.st_mode) | 0o2070
+    if stat.S_IMODE(st.st_mode) != wanted:
+        os.chmod(root, wanted)
 
 
 def bound_device(target: Path) -> str | None:

@@ -70,8 +70,9 @@ def test_node_get_capabilities(driver: RunningDriver) -> None:
         NodeRPC.SINGLE_NODE_MULTI_WRITER,
         NodeRPC.EXPAND_VOLUME,
         NodeRPC.VOLUME_CONDITION,
+        NodeRPC.VOLUME_MOUNT_GROUP,
     }
-    assert len(response.capabilities) == 5
+    assert len(response.capabilities) == 6
 
 
 def test_volume_stats_unknown_volume(driver: RunningDriver, tmp_path: Path) -> None:

@@ -1,0 +1,103 @@
+"""Encrypted loop volumes: ext4's native encryption, keyed by a Kubernetes Secret.
+
+The secret (key ``encryptionKey`` in the CSI secrets: the provisioner's at CreateVolume, the
+node-stage secret at NodeStageVolume) never reaches a disk or a log. From it and a random
+per-volume salt the driver derives a 64-byte master key (HKDF-SHA256); the salt lives in the
+filesystem itself (``.localvol-salt``, not secret), so snapshots, clones and restores carry
+it and open with the same secret. The volume's files live in ``data/``, a directory with an
+fscrypt v2 policy; pods see only ``data/``. The key is added to the filesystem when the
+volume is staged and removed when it is unstaged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from csi.errors import FailedPrecondition, InvalidArgument
+from csi.host import fscrypt
+
+SECRET_KEY = "encryptionKey"  # noqa: S105 - the name of the key in the Secret, not a value
+MIN_SECRET_BYTES = 16
+SALT_FILE = ".localvol-salt"
+DATA_DIR = "data"
+INFO = b"localvol-csi fscrypt v2 master key"
+
+
+def secret_from(secrets: Mapping[str, str]) -> bytes:
+    """The encryption secret from CSI secrets; INVALID_ARGUMENT if absent or weak."""
+    value = secrets.get(SECRET_KEY)
+    if not value:
+        raise InvalidArgument(
+            f"an encrypted volume needs the secret key {SECRET_KEY!r} (provisioner and "
+            "node-stage secrets of the StorageClass)"
+        )
+    raw = value.encode("utf-8")
+    if len(raw) < MIN_SECRET_BYTES:
+        raise InvalidArgument(f"{SECRET_KEY} must hold at least {MIN_SECRET_BYTES} bytes")
+    return raw
+
+
+def derive_key(secret: bytes, salt: bytes) -> bytes:
+    """HKDF-SHA256 (RFC 5869): extract with the salt, expand to the 64-byte master key."""
+    prk = hmac.new(salt, secret, hashlib.sha256).digest()
+    out, block = b"", b""
+    for counter in range(1, 3):
+        block = hmac.new(prk, block + INFO + bytes([counter]), hashlib.sha256).digest()
+        out += block
+    return out[: fscrypt.KEY_SIZE]
+
+
+def data_dir(mount_point: Path) -> Path:
+    return mount_point / DATA_DIR
+
+
+def unlock(mount_point: Path, secret: bytes, mode: int | None) -> None:
+    """Add the volume's key to the mounted filesystem; on first use, set up ``data/``.
+
+    A secret that does not match the volume's key is refused (FAILED_PRECONDITION) and its
+    key removed again, so nothing is created or readable with it.
+    """
+    salt_path = mount_point / SALT_FILE
+    if not salt_path.exists():
+        _write_durably(salt_path, os.urandom(32).hex().encode())
+    salt = bytes.fromhex(salt_path.read_text().strip())
+    key = derive_key(secret, salt)
+    identifier = fscrypt.add_key(mount_point, key)
+    data = data_dir(mount_point)
+    try:
+        if not data.exists():
+            data.mkdir(mode=0o700)
+            fscrypt.set_policy(data, identifier)
+            os.chmod(data, 0o777 if mode is None else mode)
+        elif fscrypt.policy_identifier(data) != identifier:
+            raise FailedPrecondition(
+                f"the {SECRET_KEY} given does not unlock this volume; no data was touched"
+            )
+    except BaseException:
+        fscrypt.remove_key(mount_point, identifier)
+        raise
+
+
+def lock(mount_point: Path) -> None:
+    """Remove the volume's key: its files are ciphertext again once unmounted."""
+    data = data_dir(mount_point)
+    if not data.exists():
+        return
+    identifier = fscrypt.policy_identifier(data)
+    if identifier is not None:
+        fscrypt.remove_key(mount_point, identifier)
+
+
+def _write_durably(path: Path, content: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, content)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
