@@ -82,6 +82,11 @@ class Layout:
         return self.root / "state" / "snapshots"
 
     @property
+    def setup_dir(self) -> Path:
+        """Private mount points where CreateVolume prepares a new filesystem's root."""
+        return self.root / "setup"
+
+    @property
     def group_state_dir(self) -> Path:
         return self.root / "state" / "groups"
 

@@ -78,6 +78,7 @@ def reconcile(
         else:
             report.stale_mounts += _stale_mounts(record, mount.read_mounts())
             report.thawed += _thaw(volumes.store.get(record.volume_id) or record)
+    _undo_setup_mounts(layout)
     _remove_scratch(layout)
     report.detached = _detach_unused_loops(volumes)
     report.unaccounted = _unaccounted(layout, {r.volume_id for r in store.all()})
@@ -128,6 +129,20 @@ def _thaw(record: VolumeRecord) -> int:
     if thawed:
         log.warning("event=thawed path=%s reason=frozen_by_an_interrupted_snapshot", staging)
     return int(thawed)
+
+
+def _undo_setup_mounts(layout: Layout) -> None:
+    """A crash while CreateVolume prepared a new filesystem leaves its private mount and the
+    loop device of the scratch image; both go before the scratch image does."""
+    if layout.setup_dir.is_dir():
+        for entry in os.scandir(layout.setup_dir):
+            mount.unmount(entry.path)
+            os.rmdir(entry.path)
+    images = os.path.realpath(layout.images_dir)
+    for device in loopdev.all_devices():
+        backing = device.backing_file.removesuffix(loopdev.DELETED_SUFFIX)
+        if os.path.dirname(backing) == images and backing.endswith(PARTIAL_SUFFIX):
+            loopdev.detach(device.path)
 
 
 def _remove_scratch(layout: Layout) -> None:

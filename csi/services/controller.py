@@ -134,8 +134,7 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
             request.parameters, [c.access_type for c in caps], [c.fs_type for c in caps]
         )
         check_map(request.secrets, "secrets")
-        if spec.encrypted:
-            encryption.secret_from(request.secrets)  # refuse now, not at the first stage
+        secret = encryption.secret_from(request.secrets) if spec.encrypted else None
         if request.mutable_parameters:
             raise InvalidArgument("mutable_parameters are not supported")
         requirement = request.accessibility_requirements
@@ -168,7 +167,7 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
                 return csi_pb2.CreateVolumeResponse(volume=self._volume(existing))
             self._check_room(size)
             if source is None:
-                record = self._volumes.create(name, spec, size)
+                record = self._volumes.create(name, spec, size, secret=secret)
             else:
                 with contextlib.ExitStack() as stack:
                     if source.lock_key:

@@ -28,7 +28,9 @@ class DirectoryVolumes:
     def exists(self, record: VolumeRecord) -> bool:
         return self.path(record).is_dir()
 
-    def create(self, record: VolumeRecord, source: Path | None = None) -> None:
+    def create(
+        self, record: VolumeRecord, source: Path | None = None, secret: bytes | None = None
+    ) -> None:
         """Make the directory (a copy of ``source`` if given); a retry redoes the work."""
         final = self.path(record)
         if final.is_dir():

@@ -55,31 +55,47 @@ def data_dir(mount_point: Path) -> Path:
     return mount_point / DATA_DIR
 
 
-def unlock(mount_point: Path, secret: bytes, mode: int | None) -> None:
-    """Add the volume's key to the mounted filesystem; on first use, set up ``data/``.
+def set_up(mount_point: Path, secret: bytes, mode: int | None) -> None:
+    """On a new filesystem: write the salt, make ``data/`` encrypted with the secret's key,
+    then remove the key again (CreateVolume; the volume is unlocked when staged)."""
+    _write_durably(mount_point / SALT_FILE, os.urandom(32).hex().encode())
+    identifier = fscrypt.add_key(mount_point, derive_key(secret, _salt(mount_point)))
+    try:
+        data = data_dir(mount_point)
+        data.mkdir(mode=0o700)
+        fscrypt.set_policy(data, identifier)
+        os.chmod(data, 0o777 if mode is None else mode)
+    finally:
+        fscrypt.remove_key(mount_point, identifier)
+
+
+def unlock(mount_point: Path, secret: bytes) -> None:
+    """Add the volume's key to the mounted filesystem.
 
     A secret that does not match the volume's key is refused (FAILED_PRECONDITION) and its
     key removed again, so nothing is created or readable with it.
     """
-    salt_path = mount_point / SALT_FILE
-    if not salt_path.exists():
-        _write_durably(salt_path, os.urandom(32).hex().encode())
-    salt = bytes.fromhex(salt_path.read_text().strip())
-    key = derive_key(secret, salt)
-    identifier = fscrypt.add_key(mount_point, key)
     data = data_dir(mount_point)
+    if not (mount_point / SALT_FILE).exists() or not data.is_dir():
+        raise FailedPrecondition(
+            "this volume has no encrypted data directory; it was not made encrypted"
+        )
+    identifier = fscrypt.add_key(mount_point, derive_key(secret, _salt(mount_point)))
     try:
-        if not data.exists():
-            data.mkdir(mode=0o700)
-            fscrypt.set_policy(data, identifier)
-            os.chmod(data, 0o777 if mode is None else mode)
-        elif fscrypt.policy_identifier(data) != identifier:
+        if fscrypt.policy_identifier(data) != identifier:
             raise FailedPrecondition(
                 f"the {SECRET_KEY} given does not unlock this volume; no data was touched"
             )
     except BaseException:
         fscrypt.remove_key(mount_point, identifier)
         raise
+
+
+def _salt(mount_point: Path) -> bytes:
+    try:
+        return bytes.fromhex((mount_point / SALT_FILE).read_text().strip())
+    except ValueError:
+        raise FailedPrecondition("the volume's encryption salt is damaged") from None
 
 
 def lock(mount_point: Path) -> None:

@@ -16,14 +16,6 @@ from csi.state.records import AccessType, VolumeRecord
 from csi.volumes import encryption
 from csi.volumes.params import is_encrypted, root_mode
 
-FRESH_ROOT: tuple[set[str], ...] = ({"lost+found"}, set())  # a new ext4 / xfs root holds
-
-
-def _apply_root_mode(root: Path, mode: int | None) -> None:
-    """Give a new filesystem's root the StorageClass's mode; later changes are the user's."""
-    if mode is not None and set(os.listdir(root)) in FRESH_ROOT:
-        os.chmod(root, mode)
-
 
 class LoopVolumes:
     def __init__(self, layout: Layout) -> None:
@@ -35,7 +27,9 @@ class LoopVolumes:
     def exists(self, record: VolumeRecord) -> bool:
         return self.path(record).is_file()
 
-    def create(self, record: VolumeRecord, source: Path | None = None) -> None:
+    def create(
+        self, record: VolumeRecord, source: Path | None = None, secret: bytes | None = None
+    ) -> None:
         """Build the image under a scratch name and rename it into place when complete.
 
         With ``source`` (a snapshot or another volume's image) the image starts as a copy
@@ -60,6 +54,7 @@ class LoopVolumes:
                         known_blank=True,
                         encrypt=is_encrypted(record.parameters),
                     )
+                    self._set_up_root(record, partial, secret)
                 crash_point("create:formatted")
             else:
                 clone_or_copy(source, partial)
@@ -69,6 +64,32 @@ class LoopVolumes:
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
+
+    def _set_up_root(self, record: VolumeRecord, image: Path, secret: bytes | None) -> None:
+        """Give a new filesystem its root mode and, if encrypted, its salt and encrypted
+        ``data/`` directory, through a private mount under the data root; so the key the
+        volume was created with is its key, and staging never has to write."""
+        mode = root_mode(record.parameters)
+        encrypted = is_encrypted(record.parameters)
+        if mode is None and not encrypted:
+            return
+        mount_point = self._layout.setup_dir / record.volume_id
+        mount_point.mkdir(parents=True, exist_ok=True)
+        device = loopdev.attach(image)
+        try:
+            mount.mount(device, mount_point, fs_type=record.fs_type)
+            try:
+                if encrypted:
+                    if secret is None:
+                        raise FailedPrecondition("an encrypted volume needs its secret to be made")
+                    encryption.set_up(mount_point, secret, mode)
+                elif mode is not None:
+                    os.chmod(mount_point, mode)
+            finally:
+                mount.unmount(mount_point)
+        finally:
+            loopdev.detach(device)
+            mount_point.rmdir()
 
     def delete(self, record: VolumeRecord) -> None:
         final = self.path(record)
@@ -104,7 +125,7 @@ class LoopVolumes:
             return
         if self._mounted_at(device, staging):
             if secret is not None:
-                encryption.unlock(staging, secret, root_mode(record.parameters))
+                encryption.unlock(staging, secret)
             return
         mounted_here = False
         try:
@@ -133,9 +154,7 @@ class LoopVolumes:
             if not read_only:
                 self.grow_filesystem(record, staging)
             if secret is not None:
-                encryption.unlock(staging, secret, root_mode(record.parameters))
-            elif not read_only:
-                _apply_root_mode(staging, root_mode(record.parameters))
+                encryption.unlock(staging, secret)
         except BaseException:
             if mounted_here:
                 with contextlib.suppress(Exception):

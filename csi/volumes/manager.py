@@ -67,6 +67,7 @@ class Volumes:
         volume_id: str | None = None,
         content_source: str = "",
         ephemeral: bool = False,
+        secret: bytes | None = None,
     ) -> VolumeRecord:
         """Create (or finish creating) the volume called ``name``.
 
@@ -98,7 +99,7 @@ class Volumes:
         backend = self.backend(record)
         try:
             with frozen(freeze):
-                backend.create(record, source)
+                backend.create(record, source, secret)
             crash_point("create:renamed")
         except BaseException:
             # Nothing was returned to the caller, so nothing of this volume is kept.
