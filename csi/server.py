@@ -135,6 +135,9 @@ def serve(config: Config) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     threading.Thread(target=driver.reconcile_then_ready, name="reconcile", daemon=True).start()
-    stopping.wait()
+    # A signal the kernel hands to a gRPC thread only runs its Python handler once the main
+    # thread runs bytecode: wake up regularly rather than block forever.
+    while not stopping.wait(0.5):
+        pass
     driver.stop()
     return 0

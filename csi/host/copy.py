@@ -62,7 +62,14 @@ def _sparse_copy(src_fd: int, dst_fd: int, size: int) -> None:
 
 def copy_tree(src: Path, dst: Path) -> None:
     """Copy a directory tree, keeping modes, owners, times and symlinks as they are."""
-    shutil.copytree(src, dst, symlinks=True, copy_function=_copy_file)
+    try:
+        shutil.copytree(src, dst, symlinks=True, copy_function=_copy_file)
+    except shutil.Error as exc:
+        # copytree gathers per-file errors into one without an errno; a full disk must
+        # still read as ENOSPC to the caller.
+        if "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc):
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst)) from None
+        raise
     _fsync_tree(dst)
 
 

@@ -76,7 +76,7 @@ class RecordStore(Generic[R]):
             try:
                 with open(entry.path, encoding="utf-8") as fh:
                     record = self._decode(json.load(fh))
-            except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            except Exception as exc:  # any record that cannot be read is damage, nothing more
                 damaged.append(DamagedRecord(Path(entry.path), type(exc).__name__))
                 continue
             if record.record_id != stem:

@@ -51,6 +51,11 @@ class Volumes:
     def backend(self, record: VolumeRecord) -> DirectoryVolumes | LoopVolumes:
         return self.directories if record.kind is VolumeKind.DIRECTORY else self.loops
 
+    def _unaccounted_data(self, volume_id: str) -> bool:
+        """Is there a finished image or directory under this ID with no record for it?"""
+        layout = self.layout
+        return layout.image_path(volume_id).exists() or layout.directory_path(volume_id).exists()
+
     # -- controller side -----------------------------------------------------------
     def existing_for_name(self, name: str) -> VolumeRecord | None:
         record = self.store.get(volume_id_for_name(name))
@@ -80,6 +85,11 @@ class Volumes:
             self.delete(record)
             record = None
         if record is None:
+            if self._unaccounted_data(volume_id):
+                raise FailedPrecondition(
+                    "data that no record accounts for already exists for this name; "
+                    "the driver neither adopts nor overwrites it (see the driver log)"
+                )
             record = VolumeRecord(
                 volume_id=volume_id,
                 name=name,
@@ -101,13 +111,13 @@ class Volumes:
             with frozen(freeze):
                 backend.create(record, source, secret)
             crash_point("create:renamed")
+            ready = record.with_changes(phase=Phase.READY)
+            self.store.put(ready)
         except BaseException:
             # Nothing was returned to the caller, so nothing of this volume is kept.
             backend.delete(record)
             self.store.remove(volume_id)
             raise
-        ready = record.with_changes(phase=Phase.READY)
-        self.store.put(ready)
         return ready
 
     def delete(self, record: VolumeRecord) -> None:

@@ -86,22 +86,30 @@ class Snapshots:
         if not todo:
             return wanted
         points = [p for _, volume in todo for p in self.freeze_points(volume)]
+        done: list[SnapshotRecord] = []
         try:
             with frozen(points):
                 for snapshot, volume in todo:
                     self._copy(self.source_path(volume), snapshot)
                 crash_point("snapshot:copied")
+            for snapshot in wanted:
+                if snapshot.phase is not Phase.READY:
+                    snapshot = snapshot.with_changes(phase=Phase.READY)
+                    self.store.put(snapshot)
+                done.append(snapshot)
         except BaseException:
             for snapshot, _ in todo:
-                self.delete(snapshot)
+                self._discard(snapshot)
             raise
-        done: list[SnapshotRecord] = []
-        for snapshot in wanted:
-            if snapshot.phase is not Phase.READY:
-                snapshot = snapshot.with_changes(phase=Phase.READY)
-                self.store.put(snapshot)
-            done.append(snapshot)
         return done
+
+    def _discard(self, snapshot: SnapshotRecord) -> None:
+        """Undo a snapshot never answered: content first, then the record, with no write
+        in between (the disk may be full)."""
+        final = self.content_path(snapshot)
+        _remove(self.layout.partial(final))
+        _remove(final)
+        self.store.remove(snapshot.snapshot_id)
 
     def _copy(self, source: Path, snapshot: SnapshotRecord) -> None:
         if not source.exists():

@@ -1,0 +1,104 @@
+"""Crash points: SIGKILL at every step of every multi-step operation, then restart and retry.
+
+For each point in csi.faults.POINTS and each kind of volume the point applies to: a driver
+without the fault drives the volume up to the operation holding the point, a driver with
+the fault dies there (UNAVAILABLE for the caller, SIGKILL for the process), a driver without
+the fault is started again, and the same call is retried as the orchestrator would. The
+retry must succeed and leave records and host in agreement (host_checks.assert_consistent),
+with data written before the crash intact and the volume usable to the end of its life.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+
+import pytest
+
+from csi.faults import POINTS
+from tests.integration.support import Flavour
+from tests.reliability.driver_process import DriverProcess, crash_during
+from tests.reliability.host_checks import assert_consistent
+from tests.reliability.lifecycle import ALL, EXT4, LOOPS, Life
+
+# Which kinds of volume pass through each crash point.
+APPLIES: dict[str, tuple[Flavour, ...]] = {
+    "create:record": ALL,
+    "create:image": LOOPS,
+    "create:formatted": LOOPS,
+    "create:renamed": ALL,
+    "stage:record": ALL,
+    "stage:attached": LOOPS,
+    "stage:mounted": (EXT4,),
+    "publish:record": ALL,
+    "publish:mounted": ALL,
+    "expand:grown": ALL,
+    "snapshot:record": ALL,
+    "snapshot:copied": ALL,
+    "unpublish:unmounted": ALL,
+    "unstage:unmounted": LOOPS,
+    "unstage:detached": ALL,
+    "delete:marked": ALL,
+    "delete:removed": ALL,
+}
+IN_USE = ("create", "stage", "publish", "write")
+SETUP: dict[str, tuple[str, ...]] = {
+    "create": (),
+    "stage": ("create",),
+    "publish": ("create", "stage"),
+    "expand": IN_USE,
+    "snapshot": IN_USE,
+    "unpublish": IN_USE,
+    "unstage": (*IN_USE, "unpublish"),
+    "delete": (*IN_USE, "unpublish", "unstage"),
+}
+CASES = [(p, f) for p in sorted(APPLIES) for f in APPLIES[p]]
+
+
+def test_every_crash_point_is_covered() -> None:
+    assert set(APPLIES) == set(POINTS)
+
+
+@pytest.mark.parametrize(("point", "flavour"), CASES, ids=[f"{p}-{f.id}" for p, f in CASES])
+def test_crash_then_retry_converges(
+    driver_process: DriverProcess, point: str, flavour: Flavour
+) -> None:
+    op = point.split(":")[0]
+    life = Life(driver_process, flavour)
+    if SETUP[op]:
+        driver_process.start()
+        for step in SETUP[op]:
+            life.do(step)
+        assert driver_process.stop() == 0
+
+    driver_process.start(fault=point)
+    crash_during(driver_process, lambda: life.do(op))
+
+    driver_process.start()
+    assert "event=reconciled" in driver_process.log()
+    # Before any retry, start-up reconciliation alone must leave records covering the host.
+    assert_consistent(driver_process.data_dir, driver_process.kubelet_root, settled=False)
+    life.do(op)  # the orchestrator's retry
+    life.verify(op)
+    life.finish()
+    assert driver_process.stop() == 0
+
+
+SYS_TGKILL = {"x86_64": 234, "aarch64": 131}
+
+
+def test_sigterm_to_any_thread_stops_the_driver(driver_process: DriverProcess) -> None:
+    tgkill = SYS_TGKILL.get(os.uname().machine)
+    if tgkill is None:
+        pytest.skip("tgkill syscall number unknown on this architecture")
+    driver_process.start()
+    assert driver_process.proc is not None
+    pid, tid = driver_process.proc.pid, driver_process.thread_ids()[-1]
+    assert ctypes.CDLL(None).syscall(tgkill, pid, tid, signal.SIGTERM) == 0
+    try:
+        status = driver_process.proc.wait(timeout=8)
+    except subprocess.TimeoutExpired:
+        pytest.fail("driver still running 8 s after SIGTERM")
+    assert status == 0
