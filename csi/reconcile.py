@@ -66,6 +66,7 @@ def reconcile(
             if snapshot.phase is not Phase.READY:
                 snapshots.delete(snapshot)
                 report.rolled_back.append(snapshot.snapshot_id)
+    table = mount.read_mounts()  # one reading; nothing below mounts anything
     for record in store.all():
         if record.phase is Phase.CREATING:
             volumes.backend(record).delete(record)
@@ -76,7 +77,8 @@ def reconcile(
             store.remove(record.volume_id)
             report.finished_deletes.append(record.volume_id)
         else:
-            report.stale_mounts += _stale_mounts(record, mount.read_mounts())
+            if record.in_use:
+                report.stale_mounts += _stale_mounts(record, table)
             report.thawed += _thaw(volumes.store.get(record.volume_id) or record)
     _undo_setup_mounts(layout)
     _remove_scratch(layout)

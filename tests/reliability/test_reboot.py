@@ -1,4 +1,4 @@
-"""Driver restarts and node reboots: state and host are brought back into agreement."""
+"""Reboot and restart: mounts and loop devices gone behind the driver's back; data survives."""
 
 from __future__ import annotations
 
