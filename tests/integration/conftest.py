@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import RunningDriver, need_root
+from tests.integration.encryption_support import KeyedSession
 from tests.integration.support import Kubelet, force_cleanup, loops_under, mounts_under
 
 
@@ -33,3 +34,13 @@ def _root_and_no_leftovers(tmp_path: Path) -> Iterator[None]:
 def kubelet(driver: RunningDriver, tmp_path: Path) -> Kubelet:
     """Caller-side paths under ``tmp_path/kubelet``, outside the driver's data dir."""
     return Kubelet(driver.client, tmp_path / "kubelet", driver.data_dir)
+
+
+@pytest.fixture
+def session(kubelet: Kubelet) -> Iterator[KeyedSession]:
+    """Volumes made through the driver, all undone at the end even if the test fails."""
+    started = KeyedSession(kubelet)
+    try:
+        yield started
+    finally:
+        started.tidy()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -22,22 +21,13 @@ from tests.integration.encryption_support import (
     with_params,
 )
 from tests.integration.snapshot_support import rpc_error
-from tests.integration.support import DIRECTORY, EXT4, Flavour, Kubelet, mounts_at
+from tests.integration.support import DIRECTORY, EXT4, Flavour, mounts_at
 
 Code = grpc.StatusCode
 GROUP, MEMBER, OUTSIDER_GROUP = 4242, 4243, 4343
 FLAVOURS = [EXT4, DIRECTORY, ENCRYPTED]
 EACH = pytest.mark.parametrize("flavour", FLAVOURS, ids=lambda f: f.id)
 MOUNTABLE = pytest.mark.parametrize("flavour", [EXT4, DIRECTORY], ids=lambda f: f.id)
-
-
-@pytest.fixture
-def session(kubelet: Kubelet) -> Iterator[KeyedSession]:
-    started = KeyedSession(kubelet)
-    try:
-        yield started
-    finally:
-        started.tidy()
 
 
 def key_for(flavour: Flavour) -> str | None:

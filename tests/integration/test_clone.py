@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import grpc
 import pytest
 
 from tests.helpers import need_tool
 from tests.integration.snapshot_support import Session, get, put, rpc_error
-from tests.integration.support import BLOCK, DIRECTORY, EXT4, XFS, Flavour, Kubelet, loops_for
+from tests.integration.support import BLOCK, DIRECTORY, EXT4, XFS, Flavour, loops_for
 
 ORIGINAL = b"written to the source before cloning\n" * 50
 CLONE_ONLY = b"written to the clone only, never seen by the source\n" * 50
 LATER = b"written to the source after cloning, never seen by clone\n" * 50
-
-
-@pytest.fixture
-def session(kubelet: Kubelet) -> Iterator[Session]:
-    started = Session(kubelet)
-    try:
-        yield started
-    finally:
-        started.tidy()
 
 
 @pytest.mark.parametrize(

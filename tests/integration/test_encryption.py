@@ -8,7 +8,7 @@ import os
 import statistics
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -35,15 +35,6 @@ from tests.integration.support import EXT4, MIB, READER_ONLY, Kubelet, loops_for
 Code = grpc.StatusCode
 MARK = f"CANARY-{uuid.uuid4().hex}"
 DATA = f"{MARK}: data a pod wrote to an encrypted volume\n".encode() * 300
-
-
-@pytest.fixture
-def session(kubelet: Kubelet) -> Iterator[KeyedSession]:
-    started = KeyedSession(kubelet)
-    try:
-        yield started
-    finally:
-        started.tidy()
 
 
 def test_canary_is_ciphertext_on_disk_and_plaintext_with_the_key(session: KeyedSession) -> None:

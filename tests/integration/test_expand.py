@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import pytest
 
 from tests.helpers import need_tool, running_driver
 from tests.integration.snapshot_support import (
@@ -34,15 +32,6 @@ from tests.integration.support import (
 )
 
 DATA = b"must survive the expansion\n" * 200
-
-
-@pytest.fixture
-def session(kubelet: Kubelet) -> Iterator[Session]:
-    started = Session(kubelet)
-    try:
-        yield started
-    finally:
-        started.tidy()
 
 
 def assert_fs_size(path: Path, size: int) -> None:

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import grpc
-import pytest
 
 from csi.pb import csi_pb2
 from tests.helpers import status_of
 from tests.integration.snapshot_support import Session, get, put, rpc_error
-from tests.integration.support import EXT4, Kubelet
+from tests.integration.support import EXT4
 
 DATA = {"db": b"database pages\n" * 300, "wal": b"write-ahead log\n" * 300}
 LATER = b"changed after the group snapshot\n" * 300
-
-
-@pytest.fixture
-def session(kubelet: Kubelet) -> Iterator[Session]:
-    started = Session(kubelet)
-    try:
-        yield started
-    finally:
-        started.tidy()
 
 
 def create_group(session: Session, name: str, sources: list[str]) -> csi_pb2.VolumeGroupSnapshot:

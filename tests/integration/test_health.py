@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from csi.pb import csi_pb2
 from tests.integration.snapshot_support import Session
-from tests.integration.support import DIRECTORY, EXT4, Flavour, Kubelet, loops_for, mounts_at, sh
-
-
-@pytest.fixture
-def session(kubelet: Kubelet) -> Iterator[Session]:
-    started = Session(kubelet)
-    try:
-        yield started
-    finally:
-        started.tidy()
+from tests.integration.support import DIRECTORY, EXT4, Flavour, loops_for, mounts_at, sh
 
 
 def node_id(session: Session) -> str:

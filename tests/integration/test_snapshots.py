@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -27,22 +26,12 @@ from tests.integration.support import (
     MIB,
     XFS,
     Flavour,
-    Kubelet,
     device_size,
 )
 
 OLD = b"before the snapshot\n" * 100
 NEW = b"AFTER  the snapshot\n" * 100
 UNKNOWN_VOLUME = "vol-" + "0" * 32
-
-
-@pytest.fixture
-def session(kubelet: Kubelet) -> Iterator[Session]:
-    started = Session(kubelet)
-    try:
-        yield started
-    finally:
-        started.tidy()
 
 
 @pytest.fixture(params=[EXT4, XFS, DIRECTORY, BLOCK], ids=lambda f: f.id)
