@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import shutil
+import stat
 from pathlib import Path
 
 FICLONE = 0x40049409  # ioctl: share all extents of one file with another (btrfs, xfs)
@@ -61,42 +61,107 @@ def _sparse_copy(src_fd: int, dst_fd: int, size: int) -> None:
 
 
 def copy_tree(src: Path, dst: Path) -> None:
-    """Copy a directory tree, keeping modes, owners, times and symlinks as they are."""
+    """Copy a directory tree a pod may be changing, without ever following its symlinks.
+
+    The walk holds a file descriptor for each directory and opens every entry relative to it
+    with O_NOFOLLOW, checking with fstat that it is what the listing said: a file or
+    directory swapped for a symlink mid-copy is skipped, never read through. Regular files,
+    directories and symlinks (as links) are copied with their mode, owner and times; device
+    nodes, FIFOs and sockets are not. Everything is fsynced.
+    """
+    os.mkdir(dst, 0o700)
+    directories: list[tuple[Path, os.stat_result]] = [(dst, os.stat(src))]
     try:
-        shutil.copytree(src, dst, symlinks=True, copy_function=_copy_file)
-    except shutil.Error as exc:
-        # copytree gathers per-file errors into one without an errno; a full disk must
-        # still read as ENOSPC to the caller.
-        if "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc):
+        for dirpath, dirnames, filenames, dirfd in os.fwalk(src, follow_symlinks=False):
+            here = dst / os.path.relpath(dirpath, src)
+            for name in (*dirnames, *filenames):
+                st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+                target = here / name
+                if stat.S_ISDIR(st.st_mode):
+                    os.mkdir(target, 0o700)
+                    directories.append((target, st))
+                elif stat.S_ISLNK(st.st_mode):
+                    os.symlink(os.readlink(name, dir_fd=dirfd), target)
+                    os.chown(target, st.st_uid, st.st_gid, follow_symlinks=False)
+                elif stat.S_ISREG(st.st_mode):
+                    _copy_file_at(dirfd, name, st, target)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise OSError(errno.ENOSPC, "No space left on device", str(dst)) from None
         raise
-    _fsync_tree(dst)
-
-
-def _copy_file(src: str, dst: str) -> None:
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        try:
-            fcntl.ioctl(fout.fileno(), FICLONE, fin.fileno())
-        except OSError:
-            _sparse_copy(fin.fileno(), fout.fileno(), os.fstat(fin.fileno()).st_size)
-    shutil.copystat(src, dst)
-    st = os.stat(src)
-    os.chown(dst, st.st_uid, st.st_gid)
-
-
-def _fsync_tree(root: Path) -> None:
-    for directory, _dirs, files in os.walk(root):
-        for name in files:
-            path = os.path.join(directory, name)
-            if os.path.islink(path):
-                continue
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    for directory, st in reversed(directories):  # deepest first, so times stay put
+        os.chown(directory, st.st_uid, st.st_gid)
+        os.chmod(directory, stat.S_IMODE(st.st_mode))
+        os.utime(directory, ns=(st.st_atime_ns, st.st_mtime_ns))
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _copy_file_at(dirfd: int, name: str, listed: os.stat_result, target: Path) -> None:
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fin = os.open(name, flags, dir_fd=dirfd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOENT, errno.ENXIO):
+            return  # swapped for a link or removed since the listing: not copied
+        raise
+    try:
+        st = os.fstat(fin)
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (listed.st_dev, listed.st_ino):
+            return
+        fout = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.ioctl(fout, FICLONE, fin)
+            except OSError:
+                _sparse_copy(fin, fout, st.st_size)
+            os.fchown(fout, st.st_uid, st.st_gid)
+            os.fchmod(fout, stat.S_IMODE(st.st_mode))
+            os.utime(fout, ns=(st.st_atime_ns, st.st_mtime_ns))
+            os.fsync(fout)
+        finally:
+            os.close(fout)
+    finally:
+        os.close(fin)
+
+
+def give_tree_to_group(root: Path, gid: int) -> None:
+    """Make every file and directory under ``root`` group-owned by ``gid`` and group
+    read/writable (directories also searchable and setgid), never following a symlink: each
+    entry is opened relative to its directory with O_NOFOLLOW and changed through that
+    descriptor, so a pod swapping a file for a link cannot aim this at a host file."""
+    top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        _give(top, gid)
+    finally:
+        os.close(top)
+    for _dirpath, dirnames, filenames, dirfd in os.fwalk(root, follow_symlinks=False):
+        for name in (*dirnames, *filenames):
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+            if not stat.S_ISREG(os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mode):
+                flags |= os.O_DIRECTORY  # anything else but a directory fails to open: skipped
+            try:
+                fd = os.open(name, flags, dir_fd=dirfd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT, errno.ENXIO):
+                    continue
+                raise
+            try:
+                _give(fd, gid)
+            finally:
+                os.close(fd)
+
+
+def _give(fd: int, gid: int) -> None:
+    st = os.fstat(fd)
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        return
+    if st.st_gid != gid:
+        os.fchown(fd, -1, gid)
+    extra = 0o2070 if stat.S_ISDIR(st.st_mode) else 0o060
+    mode = stat.S_IMODE(st.st_mode)
+    if mode | extra != mode:
+        os.fchmod(fd, mode | extra)

@@ -100,14 +100,16 @@ def mount(
     *,
     fs_type: str | None = None,
     options: Sequence[str] = (),
+    sensitive: Sequence[str] = (),
 ) -> None:
+    """Mount ``source``; ``sensitive`` lists the caller's flags to keep out of errors."""
     argv = ["mount"]
     if fs_type:
         argv += ["-t", fs_type]
     if options:
         argv += ["-o", ",".join(options)]
     argv += ["--", source, str(target)]
-    run(argv, sensitive=options)
+    run(argv, sensitive=sensitive)
 
 
 def bind_mount(
@@ -119,7 +121,7 @@ def bind_mount(
     if read_only or extra:
         options = ["remount", "bind", "ro" if read_only else "rw", *extra]
         try:
-            run(["mount", "-o", ",".join(options), "--", str(target)], sensitive=flags)
+            run(["mount", "-o", ",".join(options), "--", str(target)], sensitive=extra)
         except Exception:
             unmount(target)
             raise

@@ -66,6 +66,19 @@ class ContentSource:
     resolve: Callable[[], tuple[Path, list[str]]]  # content path, mount points to freeze
 
 
+def _source_label(request: csi_pb2.CreateVolumeRequest) -> str:
+    """How the volume records its source ("snapshot:<id>", "volume:<id>", or "")."""
+    if not request.HasField("volume_content_source"):
+        return ""
+    content = request.volume_content_source
+    which = content.WhichOneof("type")
+    if which == "snapshot":
+        return f"snapshot:{check_id(content.snapshot.snapshot_id, 'snapshot_id')}"
+    if which == "volume":
+        return f"volume:{check_id(content.volume.volume_id, 'source volume_id')}"
+    raise InvalidArgument("volume_content_source names neither a snapshot nor a volume")
+
+
 def _check_source_matches(kind_of: SourceKind, spec: VolumeSpec) -> None:
     kind, access_type, fs_type, encrypted = kind_of
     same = (kind, access_type, fs_type, encrypted) == (
@@ -144,27 +157,29 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
             )
         required = request.capacity_range.required_bytes
         limit = request.capacity_range.limit_bytes
-        source = (
-            self._content_source(request) if request.HasField("volume_content_source") else None
-        )
-        if source is not None:
-            _check_source_matches(source.kind_of, spec)
-            if limit and limit < source.size:
-                raise OutOfRange(f"the source holds {source.size} bytes, above limit_bytes {limit}")
-            required = max(required, source.size)
-        size = sizing.choose_size(required, limit, spec, self._config)
+        sizing.check_range(required, limit)
+        label = _source_label(request)
         volume_id = volume_id_for_name(name)
         if self._store.is_quarantined(volume_id):
             raise FailedPrecondition("this name's state record is damaged; see the driver log")
-        label = source.label if source is not None else ""
 
         with self._locks.hold(volume_id):
             existing = self._volumes.existing_for_name(name)
             if existing is not None and existing.phase is Phase.READY:
+                # A retry: answer from the volume, even if its source is gone by now.
                 self._check_compatible(existing, spec, required, limit)
                 if existing.content_source != label:
                     raise AlreadyExists("a volume with this name exists with another source")
                 return csi_pb2.CreateVolumeResponse(volume=self._volume(existing))
+            source = self._content_source(request) if label else None
+            if source is not None:
+                _check_source_matches(source.kind_of, spec)
+                if limit and limit < source.size:
+                    raise OutOfRange(
+                        f"the source holds {source.size} bytes, above limit_bytes {limit}"
+                    )
+                required = max(required, source.size)
+            size = sizing.choose_size(required, limit, spec, self._config)
             self._check_room(size)
             if source is None:
                 record = self._volumes.create(name, spec, size, secret=secret)

@@ -40,6 +40,10 @@ class GroupControllerService(csi_pb2_grpc.GroupControllerServicer):
     def _source(self, volume_id: str) -> VolumeRecord:
         return self._volumes.store.require_ready(volume_id)
 
+    def _refuse_quarantined(self, group_id: str) -> None:
+        if self._groups.store.is_quarantined(group_id):
+            raise FailedPrecondition("the group's state record is damaged; see the driver log")
+
     def _group(self, group_id: str, snapshot_ids: list[str]) -> GroupSnapshotRecord | None:
         group = self._groups.store.get(group_id)
         if group is None:
@@ -60,6 +64,7 @@ class GroupControllerService(csi_pb2_grpc.GroupControllerServicer):
         check_map(request.secrets, "secrets")
         check_snapshot_parameters(request.parameters)
         group_id = group_snapshot_id_for_name(name)
+        self._refuse_quarantined(group_id)
         with ExitStack() as stack:
             stack.enter_context(self._locks.hold(group_id))
             existing = self._groups.store.get(group_id)
@@ -80,9 +85,13 @@ class GroupControllerService(csi_pb2_grpc.GroupControllerServicer):
     ) -> csi_pb2.DeleteVolumeGroupSnapshotResponse:
         group_id = check_id(request.group_snapshot_id, "group_snapshot_id")
         check_map(request.secrets, "secrets")
-        with self._locks.hold(group_id):
+        self._refuse_quarantined(group_id)
+        with ExitStack() as stack:
+            stack.enter_context(self._locks.hold(group_id))
             group = self._group(group_id, list(request.snapshot_ids))
             if group is not None:
+                for snapshot_id in sorted(group.snapshot_ids):  # a restore may be reading one
+                    stack.enter_context(self._locks.hold(snapshot_id))
                 self._groups.delete(group)
         return csi_pb2.DeleteVolumeGroupSnapshotResponse()
 
@@ -90,11 +99,10 @@ class GroupControllerService(csi_pb2_grpc.GroupControllerServicer):
         self, request: csi_pb2.GetVolumeGroupSnapshotRequest, context: grpc.ServicerContext
     ) -> csi_pb2.GetVolumeGroupSnapshotResponse:
         group_id = check_id(request.group_snapshot_id, "group_snapshot_id")
+        self._refuse_quarantined(group_id)
         group = self._group(group_id, list(request.snapshot_ids))
         if group is None or group.phase is not Phase.READY:
             raise NotFound(f"group snapshot {group_id} does not exist")
-        if self._groups.store.is_quarantined(group_id):
-            raise FailedPrecondition("the group's state record is damaged; see the driver log")
         return csi_pb2.GetVolumeGroupSnapshotResponse(group_snapshot=self._message(group))
 
     def GroupControllerGetCapabilities(

@@ -133,9 +133,13 @@ class LoopVolumes:
             has_own_fs = resize.filesystem_size(device, record.fs_type) is not None
             found = record.fs_type if has_own_fs else mkfs.detect(device)
             if found is None:
-                # Created blank (e.g. the create was interrupted before mkfs): format now.
-                mkfs.make_filesystem(device, record.fs_type)
-            elif found != record.fs_type:
+                # A finished image always holds its filesystem (create formats before the
+                # rename), so this one is damaged: never format over it.
+                raise FailedPrecondition(
+                    f"no {record.fs_type} filesystem found on the volume's image; it may be "
+                    "damaged (try fsck on a copy); the driver will not format over it"
+                )
+            if found != record.fs_type:
                 raise FailedPrecondition(
                     f"device holds {found}, volume was created for {record.fs_type}"
                 )
@@ -148,7 +152,7 @@ class LoopVolumes:
                 # Restores and clones carry their source's UUID; xfs refuses a second mount
                 # of one UUID unless told the copies are independent.
                 options.append("nouuid")
-            mount.mount(device, staging, fs_type=record.fs_type, options=options)
+            mount.mount(device, staging, fs_type=record.fs_type, options=options, sensitive=flags)
             mounted_here = True
             crash_point("stage:mounted")
             if not read_only:

@@ -213,8 +213,8 @@ class Volumes:
         return mount.is_mount_point(staging)
 
     def unstage(self, record: VolumeRecord, staging: Path) -> None:
-        if record.staging_path and record.staging_path != str(staging):
-            return  # not staged there: nothing of this volume to undo at that path
+        if record.staging_path != str(staging):
+            return  # not staged there (or not at all): nothing of this volume to undo there
         live_targets = [t for t in record.targets if mount.is_mount_point(t)]
         if live_targets:
             raise FailedPrecondition("volume is still published; unpublish every target first")

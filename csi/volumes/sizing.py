@@ -23,12 +23,16 @@ def minimum_size(spec: VolumeSpec) -> int:
     return MIN_BLOCK_SIZE
 
 
-def choose_size(required: int, limit: int, spec: VolumeSpec, config: Config) -> int:
-    """The size to provision for ``[required, limit]`` (0 means unset), or OUT_OF_RANGE."""
+def check_range(required: int, limit: int) -> None:
     if required < 0 or limit < 0:
         raise InvalidArgument("capacity_range values must not be negative")
     if limit and required > limit:
         raise InvalidArgument("capacity_range required_bytes exceeds limit_bytes")
+
+
+def choose_size(required: int, limit: int, spec: VolumeSpec, config: Config) -> int:
+    """The size to provision for ``[required, limit]`` (0 means unset), or OUT_OF_RANGE."""
+    check_range(required, limit)
     size = required or config.default_volume_size
     if limit and size > limit:
         size = limit

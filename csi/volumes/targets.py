@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 from pathlib import Path
 
 from csi.errors import FailedPrecondition
 from csi.host import mount
+from csi.host.copy import give_tree_to_group
 
 
 def publish_mount(
@@ -50,27 +50,12 @@ def publish_block(device: str | None, target: Path, *, read_only: bool) -> None:
 
 
 def give_to_group(root: Path, gid: int) -> None:
-    """Let the pod's fsGroup use the volume, as the kubelet would: every file group-owned
-    and group-readable/writable, directories also group-searchable and setgid. Skipped when
-    the root already belongs to the group (the kubelet's OnRootMismatch policy)."""
-    if os.lstat(root).st_gid == gid and os.lstat(root).st_mode & 0o2000:
+    """Let the pod's fsGroup use the volume, as the kubelet would; skipped when the root
+    already belongs to the group and is setgid (the kubelet's OnRootMismatch policy)."""
+    st = os.lstat(root)
+    if st.st_gid == gid and st.st_mode & 0o2000:
         return
-    _give(root, gid)
-    for directory, dirs, files in os.walk(root):
-        for name in (*dirs, *files):
-            _give(Path(directory) / name, gid)
-
-
-def _give(path: Path, gid: int) -> None:
-    st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode):
-        return  # links carry no permissions of their own; never follow them
-    if st.st_gid != gid:
-        os.chown(path, -1, gid, follow_symlinks=False)
-    extra = 0o2070 if stat.S_ISDIR(st.st_mode) else 0o060
-    mode = stat.S_IMODE(st.st_mode)
-    if mode | extra != mode:
-        os.chmod(path, mode | extra)
+    give_tree_to_group(root, gid)
 
 
 def bound_device(target: Path) -> str | None:
