@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,12 +32,12 @@ log = logging.getLogger(__name__)
 class Report:
     volumes: int = 0
     rolled_back: list[str] = field(default_factory=list)
-    finished_deletes: list[str] = field(default_factory=list)
     stale_mounts: int = 0
     detached: list[str] = field(default_factory=list)
     unaccounted: list[str] = field(default_factory=list)
     damaged: list[str] = field(default_factory=list)
     thawed: int = 0
+    failed: list[str] = field(default_factory=list)
 
 
 def reconcile(
@@ -56,50 +57,78 @@ def reconcile(
                 damaged.path,
                 damaged.reason,
             )
+    table = mount.read_mounts()  # one reading; nothing below mounts anything
+    # First thaw what a crashed snapshot froze: pods' I/O hangs until then.
+    for record in store.all():
+        if record.phase is Phase.READY and record.in_use:
+            report.thawed += _thaw(record)
+            report.stale_mounts += _stale_mounts(record, table)
+    # Then finish or undo each interrupted operation on its own: one that fails is logged and
+    # its record quarantined; it does not keep the node from serving every other volume.
     if groups is not None:
         for group in groups.store.all():
-            if group.phase is not Phase.READY:
-                groups.delete(group)  # never answered (creating) or already going (deleting)
-                report.rolled_back.append(group.group_snapshot_id)
+            if group.phase is not Phase.READY:  # never answered (creating) or going (deleting)
+                _attempt(report, groups.store, group.group_snapshot_id, groups.delete, group)
     if snapshots is not None:
         for snapshot in snapshots.store.all():
             if snapshot.phase is not Phase.READY:
-                snapshots.delete(snapshot)
-                report.rolled_back.append(snapshot.snapshot_id)
-    table = mount.read_mounts()  # one reading; nothing below mounts anything
+                _attempt(report, snapshots.store, snapshot.snapshot_id, snapshots.delete, snapshot)
     for record in store.all():
-        if record.phase is Phase.CREATING:
-            volumes.backend(record).delete(record)
-            store.remove(record.volume_id)
-            report.rolled_back.append(record.volume_id)
-        elif record.phase is Phase.DELETING:
-            volumes.backend(record).delete(record)
-            store.remove(record.volume_id)
-            report.finished_deletes.append(record.volume_id)
-        else:
-            if record.in_use:
-                report.stale_mounts += _stale_mounts(record, table)
-            report.thawed += _thaw(volumes.store.get(record.volume_id) or record)
-    _undo_setup_mounts(layout)
-    _remove_scratch(layout)
-    report.detached = _detach_unused_loops(volumes)
+        if record.phase is not Phase.READY:
+            _attempt(report, store, record.volume_id, _undo_volume, volumes, record)
+    for step in (_undo_setup_mounts, _remove_scratch):
+        _attempt(report, None, step.__name__, step, layout)
+    try:
+        report.detached = _detach_unused_loops(volumes)
+    except Exception as exc:
+        log.error("event=reconcile_step_failed step=detach_unused error=%s", exc)
     report.unaccounted = _unaccounted(layout, {r.volume_id for r in store.all()})
     for path in report.unaccounted:
         log.warning("event=unaccounted_data path=%s action=left_in_place", path)
     report.volumes = store.count()
     log.info(
-        "event=reconciled volumes=%d rolled_back=%d finished_deletes=%d stale_mounts=%d "
-        "detached=%d unaccounted=%d damaged=%d thawed=%d",
+        "event=reconciled volumes=%d settled=%d stale_mounts=%d "
+        "detached=%d unaccounted=%d damaged=%d thawed=%d failed=%d",
         report.volumes,
         len(report.rolled_back),
-        len(report.finished_deletes),
         report.stale_mounts,
         len(report.detached),
         len(report.unaccounted),
         len(report.damaged),
         report.thawed,
+        len(report.failed),
     )
     return report
+
+
+def _undo_volume(volumes: Volumes, record: VolumeRecord) -> None:
+    """Roll back a create never answered, or finish a delete already decided."""
+    volumes.backend(record).delete(record)
+    volumes.store.remove(record.volume_id)
+
+
+def _attempt(
+    report: Report,
+    store: RecordStore[Any] | None,
+    what: str,
+    step: Callable[..., object],
+    *args: Any,
+) -> None:
+    try:
+        step(*args)
+    except Exception as exc:
+        report.failed.append(what)
+        log.error(
+            "event=reconcile_step_failed subject=%s error=%s: %s action=quarantined",
+            what,
+            type(exc).__name__,
+            exc,
+        )
+        if store is not None:
+            store.quarantine(what)
+        return
+    if store is not None:
+        report.rolled_back.append(what)
 
 
 def _stale_mounts(record: VolumeRecord, table: list[mount.MountEntry]) -> int:

@@ -112,6 +112,11 @@ class RecordStore(Generic[R]):
         with self._lock:
             return record_id in self._quarantined
 
+    def quarantine(self, record_id: str) -> None:
+        """Refuse further calls on a record whose interrupted operation could not be settled."""
+        with self._lock:
+            self._quarantined.add(record_id)
+
     def id_for_name(self, name: str) -> str | None:
         with self._lock:
             return self._by_name.get(name)
