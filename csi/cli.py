@@ -97,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
         "NodeExpandVolume grows volumes instead [CSI_CONTROLLER_EXPANSION] (default: on)",
     )
     parser.add_argument(
+        "--overcommit",
+        action=argparse.BooleanOptionalAction,
+        default=env("CSI_OVERCOMMIT", "false").lower() in ("1", "true", "yes"),
+        help="let loop volumes together be promised more than the free space (thin "
+        "provisioning; a full disk then fails writes inside volumes) [CSI_OVERCOMMIT] "
+        "(default: off)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=int(env("CSI_WORKERS", "16")),
@@ -136,6 +144,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> Config:
         log_format=args.log_format,
         workers=args.workers,
         controller_expansion=args.controller_expansion,
+        overcommit=args.overcommit,
         shutdown_grace=args.shutdown_grace,
     )
 

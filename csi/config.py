@@ -28,6 +28,8 @@ class Config:
     # Kubernetes' external-resizer has no per-node mode; in a DaemonSet the driver leaves
     # EXPAND_VOLUME out of its controller capabilities and NodeExpandVolume grows the image.
     controller_expansion: bool = True
+    # Thin provisioning: promise loop volumes more space than the disk has free.
+    overcommit: bool = False
     shutdown_grace: float = 30.0
 
     @property

@@ -103,6 +103,10 @@ class Layout:
     def record_path(self, volume_id: str) -> Path:
         return self.state_dir / f"{check_id(volume_id)}.json"
 
+    def ephemeral_staging(self, volume_id: str) -> Path:
+        """The private staging path of an ephemeral inline volume."""
+        return self.root / "ephemeral" / check_id(volume_id)
+
     def partial(self, path: Path) -> Path:
         """The scratch name a multi-step create builds before renaming into place."""
         return path.with_name(path.name + PARTIAL_SUFFIX)

@@ -198,10 +198,7 @@ def _detach_unused_loops(volumes: Volumes) -> list[str]:
         record = volumes.store.get(volume_id)
         if record is None:
             continue  # not ours to judge: leave it attached, it is reported as unaccounted
-        name = device.removeprefix("/dev/")
-        used = any(
-            m.source == device or (m.fs_type == "devtmpfs" and m.root == f"/{name}") for m in table
-        )
+        used = bool(mount.mounts_of_device(device, table))
         if used or (record.access_type is AccessType.BLOCK and record.staging_path):
             continue
         loopdev.detach(device)

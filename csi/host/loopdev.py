@@ -8,7 +8,6 @@ belongs to the past, not to the file now at that path.
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,24 +74,19 @@ def devices_for(backing_file: Path, *, read_only: bool | None = False) -> list[s
     )
 
 
-# Two `losetup --find` at once pick the same free device; the loser backs off for 200 ms.
-# Attaching takes about a millisecond, so the driver attaches one file at a time.
-_ATTACH = threading.Lock()
-
-
 def attach(backing_file: Path, *, read_only: bool = False) -> str:
     """Attach ``backing_file``: writable devices are shared (one per file, reused if
-    attached), each read-only attachment gets a device of its own."""
-    with _ATTACH:
-        if not read_only:
-            existing = devices_for(backing_file)
-            if existing:
-                return existing[0]
-        argv = ["losetup", "--find", "--show"]
-        if read_only:
-            argv.append("--read-only")
-        argv.append(str(backing_file))
-        return run(argv).stdout.strip()
+    attached), each read-only attachment gets a device of its own. Callers serialise
+    attaches (csi.volumes.loop): concurrent `losetup --find` calls collide."""
+    if not read_only:
+        existing = devices_for(backing_file)
+        if existing:
+            return existing[0]
+    argv = ["losetup", "--find", "--show"]
+    if read_only:
+        argv.append("--read-only")
+    argv.append(str(backing_file))
+    return run(argv).stdout.strip()
 
 
 def detach(device: str) -> None:

@@ -94,6 +94,15 @@ def mounts_under(path: Path | str, mounts: Sequence[MountEntry] | None = None) -
     return [m for m in table if m.mount_point == base or m.mount_point.startswith(base + "/")]
 
 
+def mounts_of_device(device: str, mounts: Sequence[MountEntry] | None = None) -> list[MountEntry]:
+    """Mounts of a block device: its filesystem, or binds of the device node itself."""
+    name = device.removeprefix("/dev/")
+    table = read_mounts() if mounts is None else mounts
+    return [
+        m for m in table if m.source == device or (m.fs_type == "devtmpfs" and m.root == f"/{name}")
+    ]
+
+
 def mount(
     source: str,
     target: Path | str,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +103,8 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
         self._snapshots = snapshots
         self._store = volumes.store
         self._locks = locks
+        self._reserving = threading.Lock()  # short: guards only the check and the table
+        self._reserved: dict[str, int] = {}
 
     # -- helpers -------------------------------------------------------------------
     def _topology(self) -> csi_pb2.Topology:
@@ -180,11 +183,11 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
                     )
                 required = max(required, source.size)
             size = sizing.choose_size(required, limit, spec, self._config)
-            self._check_room(size)
-            if source is None:
-                record = self._volumes.create(name, spec, size, secret=secret)
-            else:
-                with contextlib.ExitStack() as stack:
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(self._reserve(volume_id, size))
+                if source is None:
+                    record = self._volumes.create(name, spec, size, secret=secret)
+                else:
                     if source.lock_key:
                         stack.enter_context(self._locks.hold(source.lock_key))
                     path, freeze = source.resolve()
@@ -239,13 +242,25 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
                 f"a volume with this name exists with capacity {existing.capacity_bytes} bytes"
             )
 
-    def _check_room(self, size: int) -> None:
-        limit = self._config.max_volumes_per_node
-        if limit and self._store.count() >= limit:
-            raise ResourceExhausted(f"this node already holds its maximum of {limit} volumes")
-        free = sizing.available_capacity(self._config, self._store.all())
-        if size > free:
-            raise ResourceExhausted(f"{size} bytes requested, only {free} bytes available")
+    @contextlib.contextmanager
+    def _reserve(self, volume_id: str, size: int) -> Iterator[None]:
+        """Check the node has room and hold it while the volume is made, so concurrent
+        creates of other names cannot together pass the volume or space limits."""
+        with self._reserving:
+            pending = {i: s for i, s in self._reserved.items() if self._store.get(i) is None}
+            limit = self._config.max_volumes_per_node
+            if limit and self._store.count() + len(pending) >= limit:
+                raise ResourceExhausted(f"this node already holds its maximum of {limit} volumes")
+            free = sizing.available_capacity(self._config, self._store.all())
+            free -= sum(pending.values())
+            if size > free:
+                raise ResourceExhausted(f"{size} bytes requested, only {free} bytes available")
+            self._reserved[volume_id] = size
+        try:
+            yield
+        finally:
+            with self._reserving:
+                self._reserved.pop(volume_id, None)
 
     def DeleteVolume(
         self, request: csi_pb2.DeleteVolumeRequest, context: grpc.ServicerContext

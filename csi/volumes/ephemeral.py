@@ -30,7 +30,7 @@ class EphemeralVolumes:
         self._volumes = volumes
 
     def staging_path(self, volume_id: str) -> Path:
-        return self._volumes.layout.root / "ephemeral" / volume_id
+        return self._volumes.layout.ephemeral_staging(volume_id)
 
     def publish(
         self,

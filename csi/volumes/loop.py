@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from pathlib import Path
 
 from csi.errors import FailedPrecondition
@@ -11,7 +12,7 @@ from csi.faults import crash_point
 from csi.host import loopdev, mkfs, mount, resize
 from csi.host.copy import clone_or_copy
 from csi.host.fs import create_sparse_file, durable_rename
-from csi.layout import Layout
+from csi.layout import Layout, check_id
 from csi.state.records import AccessType, VolumeRecord
 from csi.volumes import encryption
 from csi.volumes.params import is_encrypted, root_mode
@@ -20,6 +21,13 @@ from csi.volumes.params import is_encrypted, root_mode
 class LoopVolumes:
     def __init__(self, layout: Layout) -> None:
         self._layout = layout
+        # Two `losetup --find` at once pick the same free device and the loser backs off for
+        # 200 ms; attaching takes about a millisecond, so this driver attaches one at a time.
+        self._attaching = threading.Lock()
+
+    def _attach(self, image: Path, *, read_only: bool = False) -> str:
+        with self._attaching:
+            return loopdev.attach(image, read_only=read_only)
 
     def path(self, record: VolumeRecord) -> Path:
         return self._layout.image_path(record.volume_id)
@@ -73,9 +81,9 @@ class LoopVolumes:
         encrypted = is_encrypted(record.parameters)
         if mode is None and not encrypted:
             return
-        mount_point = self._layout.setup_dir / record.volume_id
+        mount_point = self._layout.setup_dir / check_id(record.volume_id)
         mount_point.mkdir(parents=True, exist_ok=True)
-        device = loopdev.attach(image)
+        device = self._attach(image)
         try:
             mount.mount(device, mount_point, fs_type=record.fs_type)
             try:
@@ -94,7 +102,7 @@ class LoopVolumes:
     def delete(self, record: VolumeRecord) -> None:
         final = self.path(record)
         for device in loopdev.devices_for(final, read_only=None):
-            if self._device_mounts(device):
+            if mount.mounts_of_device(device):
                 raise FailedPrecondition(f"volume is still mounted through {device}")
             loopdev.detach(device)
         final.unlink(missing_ok=True)
@@ -119,7 +127,7 @@ class LoopVolumes:
         if not image.is_file():
             raise FailedPrecondition("the volume's image file is missing on this node")
         attached_here = self.device(record) is None
-        device = loopdev.attach(image)
+        device = self._attach(image)
         crash_point("stage:attached")
         if record.access_type is AccessType.BLOCK:
             return
@@ -174,7 +182,7 @@ class LoopVolumes:
         mount.unmount(staging)
         crash_point("unstage:unmounted")
         for device in loopdev.devices_for(self.path(record), read_only=None):
-            if not self._device_mounts(device):
+            if not mount.mounts_of_device(device):
                 loopdev.detach(device)
 
     def expand(self, record: VolumeRecord, size: int) -> None:
@@ -213,23 +221,13 @@ class LoopVolumes:
     def attach_read_only(self, record: VolumeRecord) -> str:
         """A read-only loop device of its own, for a read-only block publish: a read-only
         bind mount cannot stop writes through a device node, a read-only device can."""
-        return loopdev.attach(self.path(record), read_only=True)
+        return self._attach(self.path(record), read_only=True)
 
     def release_read_only(self, record: VolumeRecord, device: str) -> None:
         """Detach a read-only device once nothing binds it any more."""
         mine = device in loopdev.devices_for(self.path(record), read_only=True)
-        if mine and not self._device_mounts(device):
+        if mine and not mount.mounts_of_device(device):
             loopdev.detach(device)
-
-    @staticmethod
-    def _device_mounts(device: str) -> list[mount.MountEntry]:
-        """Mounts whose source is ``device`` or that bind the device node itself."""
-        name = device.removeprefix("/dev/")
-        return [
-            m
-            for m in mount.read_mounts()
-            if m.source == device or (m.fs_type == "devtmpfs" and m.root == f"/{name}")
-        ]
 
     @staticmethod
     def _mounted_at(device: str, staging: Path) -> bool:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 from csi.config import MIB, Config
 from csi.errors import InvalidArgument, OutOfRange, ResourceExhausted
 from csi.host import fs
 from csi.host.mkfs import MIN_FS_SIZE
+from csi.layout import Layout
 from csi.state.records import Phase, VolumeKind, VolumeRecord
 from csi.volumes.params import VolumeSpec
 
@@ -78,9 +80,29 @@ def fits(record: VolumeRecord, required: int, limit: int) -> bool:
     return not (limit and record.capacity_bytes > limit)
 
 
+def promised_bytes(records: Iterable[VolumeRecord], layout: Layout) -> int:
+    """Space the sparse loop images may still claim: their size minus what they hold."""
+    total = 0
+    for record in records:
+        if record.kind is not VolumeKind.LOOP or record.phase is Phase.DELETING:
+            continue
+        try:
+            allocated = os.stat(layout.image_path(record.volume_id)).st_blocks * 512
+        except FileNotFoundError:
+            allocated = 0
+        total += max(0, record.capacity_bytes - allocated)
+    return total
+
+
 def available_capacity(config: Config, records: Iterable[VolumeRecord]) -> int:
-    """Free bytes for new volumes: the data root's free space, capped by --capacity-limit."""
+    """Free bytes for new volumes: the data root's free space less what existing loop images
+    may still fill (unless --overcommit), capped by --capacity-limit."""
+    records = list(records)
     free = fs.available_bytes(config.data_dir)
+    if not config.overcommit:
+        # A sparse image that cannot grow into its size fails writes inside the pod's
+        # filesystem (ext4 aborts its journal): promise only what the disk can keep.
+        free = max(0, free - promised_bytes(records, Layout(config.data_dir)))
     if config.capacity_limit:
         provisioned = sum(r.capacity_bytes for r in records if r.phase is not Phase.DELETING)
         free = min(free, max(0, config.capacity_limit - provisioned))
