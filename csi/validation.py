@@ -163,6 +163,15 @@ def parse_capability(cap: csi_pb2.VolumeCapability) -> Capability:
     )
 
 
+def mismatch(cap: Capability, access_type: AccessType, fs_type: str) -> str | None:
+    """Why ``cap`` does not fit a volume made for ``access_type``/``fs_type``, or None."""
+    if cap.access_type is not access_type:
+        return f"volume was created for {access_type.value} access"
+    if cap.fs_type and fs_type and cap.fs_type != fs_type:
+        return f"volume holds {fs_type}, not {cap.fs_type}"
+    return None
+
+
 def parse_capabilities(caps: Iterable[csi_pb2.VolumeCapability]) -> list[Capability]:
     parsed = [parse_capability(cap) for cap in caps]
     if not parsed:

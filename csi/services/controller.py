@@ -28,6 +28,7 @@ from csi.state.records import AccessType, Phase, VolumeKind, VolumeRecord
 from csi.validation import (
     check_map,
     check_name,
+    mismatch,
     parse_capabilities,
     parse_capability,
     unsupported_reason,
@@ -284,11 +285,8 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
         record = self._ready_record(volume_id)
         for cap in request.volume_capabilities:
             reason = unsupported_reason(cap)
-            if reason is None and cap.WhichOneof("access_type") != record.access_type.value:
-                reason = f"volume was created for {record.access_type.value} access"
-            fs_type = cap.mount.fs_type
-            if reason is None and fs_type and record.fs_type and fs_type != record.fs_type:
-                reason = f"volume holds {record.fs_type}, not {fs_type}"
+            if reason is None:
+                reason = mismatch(parse_capability(cap), record.access_type, record.fs_type)
             if reason is not None:
                 return csi_pb2.ValidateVolumeCapabilitiesResponse(message=reason)
         if request.parameters:
@@ -361,10 +359,9 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
             record = self._ready_record(volume_id)
             if request.HasField("volume_capability"):
                 cap = parse_capability(request.volume_capability)
-                if cap.access_type is not record.access_type:
-                    raise InvalidArgument(
-                        f"volume was created for {record.access_type.value} access"
-                    )
+                reason = mismatch(cap, record.access_type, record.fs_type)
+                if reason is not None:
+                    raise InvalidArgument(reason)
             size = sizing.expansion_size(record, required, limit, self._config, self._store.all())
             record = self._volumes.expand(record, size)
         node_step = record.kind is VolumeKind.LOOP and record.access_type is AccessType.MOUNT

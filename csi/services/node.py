@@ -18,6 +18,7 @@ from csi.validation import (
     Capability,
     check_host_path,
     check_volume_path,
+    mismatch,
     parse_capability,
     required_capability,
 )
@@ -52,10 +53,9 @@ class NodeService(csi_pb2_grpc.NodeServicer):
 
     @staticmethod
     def _check_access(record: VolumeRecord, cap: Capability) -> None:
-        if cap.access_type is not record.access_type:
-            raise InvalidArgument(f"volume was created for {record.access_type.value} access")
-        if cap.fs_type and record.fs_type and cap.fs_type != record.fs_type:
-            raise InvalidArgument(f"volume holds {record.fs_type}, not {cap.fs_type}")
+        reason = mismatch(cap, record.access_type, record.fs_type)
+        if reason is not None:
+            raise InvalidArgument(reason)
 
     def NodeStageVolume(
         self, request: csi_pb2.NodeStageVolumeRequest, context: grpc.ServicerContext
