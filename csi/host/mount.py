@@ -122,10 +122,25 @@ def mount(
 
 
 def bind_mount(
-    source: Path | str, target: Path | str, *, read_only: bool, flags: Sequence[str] = ()
+    source: Path | str,
+    target: Path | str,
+    *,
+    read_only: bool,
+    flags: Sequence[str] = (),
+    target_fd: int | None = None,
 ) -> None:
-    """Bind ``source`` onto ``target``; then apply ro and per-mount flags by a remount."""
-    run(["mount", "--bind", "--", str(source), str(target)])
+    """Bind ``source`` onto ``target``; then apply ro and per-mount flags by a remount.
+
+    With ``target_fd`` (an O_PATH descriptor of the target) the bind goes through
+    /proc/self/fd, which the kernel resolves to that exact file: no path walk to race with.
+    Once mounted, the target is a mount point and cannot be renamed away.
+    """
+    if target_fd is None:
+        run(["mount", "--bind", "--", str(source), str(target)])
+    else:
+        through = f"/proc/self/fd/{target_fd}"
+        argv = ["mount", "--bind", "--no-canonicalize", "--", str(source), through]
+        run(argv, pass_fds=(target_fd,))
     extra = [f for f in flags if f not in ("bind", "rw", "ro")]
     if read_only or extra:
         options = ["remount", "bind", "ro" if read_only else "rw", *extra]

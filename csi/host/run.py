@@ -39,6 +39,7 @@ def run(
     sensitive: Iterable[str] = (),
     timeout: float = DEFAULT_TIMEOUT,
     ok_codes: tuple[int, ...] = (0,),
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Run ``argv``; raise HostCommandError unless it exits with one of ``ok_codes``.
 
@@ -56,6 +57,7 @@ def run(
             timeout=timeout,
             check=False,
             stdin=subprocess.DEVNULL,
+            pass_fds=tuple(pass_fds),
         )
     except FileNotFoundError:
         raise HostCommandError(f"{tool} is not installed on this node") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from pathlib import Path
 
 from csi.errors import FailedPrecondition
@@ -27,7 +28,7 @@ def publish_mount(
         return
     created = _make_target(target, directory=True)
     try:
-        mount.bind_mount(source or staging, target, read_only=read_only, flags=flags)
+        _bind_onto(source or staging, target, directory=True, read_only=read_only, flags=flags)
     except BaseException:
         if created:
             _remove_target(target)
@@ -42,11 +43,27 @@ def publish_block(device: str | None, target: Path, *, read_only: bool) -> None:
         return
     created = _make_target(target, directory=False)
     try:
-        mount.bind_mount(device, target, read_only=read_only)
+        _bind_onto(device, target, directory=False, read_only=read_only, flags=[])
     except BaseException:
         if created:
             _remove_target(target)
         raise
+
+
+def _bind_onto(
+    source: Path | str, target: Path, *, directory: bool, read_only: bool, flags: list[str]
+) -> None:
+    """Bind ``source`` onto the very file or directory the target path names now: opened
+    without following a symlink, checked, and mounted through its descriptor, so a symlink
+    swapped in after validation cannot redirect the mount elsewhere on the host."""
+    fd = os.open(target, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISDIR(mode) if directory else stat.S_ISREG(mode)):
+            raise FailedPrecondition(f"target path {target} changed type (a symlink?)")
+        mount.bind_mount(source, target, read_only=read_only, flags=flags, target_fd=fd)
+    finally:
+        os.close(fd)
 
 
 def give_to_group(root: Path, gid: int) -> None:
