@@ -43,17 +43,23 @@ ensure_venv() {
     export PATH="$VENV/bin:$PATH"
 }
 
-ensure_csi_sanity() {
-    if [ -x "$GOBIN/csi-sanity" ] && [ "$(cat "$GOBIN/.csi-sanity-version" 2>/dev/null)" = "$CSI_SANITY_VERSION" ]; then
-        export CSI_SANITY="$GOBIN/csi-sanity"
-        return 0
+# go_tool NAME PACKAGE VERSION: build NAME once per version into $GOBIN; prints its path
+# (nothing when Go is missing: the tests that need the tool then fail under CI=true).
+go_tool() {
+    local name="$1" package="$2" version="$3"
+    if [ ! -x "$GOBIN/$name" ] || [ "$(cat "$GOBIN/.$name-version" 2>/dev/null)" != "$version" ]; then
+        command -v go >/dev/null || { log "go is not installed; $name cannot be built"; return 0; }
+        log "building $name $version into $GOBIN"
+        mkdir -p "$GOBIN"
+        go install "$package@$version" >&2
+        echo "$version" > "$GOBIN/.$name-version"
     fi
-    command -v go >/dev/null || { log "go is not installed; csi-sanity cannot be built"; return 0; }
-    log "building csi-sanity $CSI_SANITY_VERSION into $GOBIN"
-    mkdir -p "$GOBIN"
-    go install "github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@$CSI_SANITY_VERSION"
-    echo "$CSI_SANITY_VERSION" > "$GOBIN/.csi-sanity-version"
-    export CSI_SANITY="$GOBIN/csi-sanity"
+    echo "$GOBIN/$name"
+}
+
+ensure_csi_sanity() {
+    CSI_SANITY="$(go_tool csi-sanity github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity "$CSI_SANITY_VERSION")"
+    export CSI_SANITY
 }
 
 # --- Kubernetes tooling -------------------------------------------------------------------
@@ -82,16 +88,8 @@ need_kubectl() {
 }
 
 ensure_kustomize() {
-    if [ -x "$GOBIN/kustomize" ] && [ "$(cat "$GOBIN/.kustomize-version" 2>/dev/null)" = "$KUSTOMIZE_VERSION" ]; then
-        export KUSTOMIZE="$GOBIN/kustomize"
-        return 0
-    fi
-    command -v go >/dev/null || { log "go is not installed; kustomize cannot be built"; return 0; }
-    log "building kustomize $KUSTOMIZE_VERSION into $GOBIN"
-    mkdir -p "$GOBIN"
-    go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
-    echo "$KUSTOMIZE_VERSION" > "$GOBIN/.kustomize-version"
-    export KUSTOMIZE="$GOBIN/kustomize"
+    KUSTOMIZE="$(go_tool kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION")"
+    export KUSTOMIZE
 }
 
 # The snapshot CRDs are upstream's API definitions: fetched from the Go module proxy at

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -116,3 +119,55 @@ def status_of(call: object) -> grpc.StatusCode:
     except grpc.RpcError as exc:
         return exc.code()  # type: ignore[no-any-return]
     return grpc.StatusCode.OK
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def driver_subprocess(
+    data: Path,
+    log: Path,
+    *extra_args: str,
+    node_id: str = "test-node",
+    path_first: Path | None = None,
+) -> Iterator[Client]:
+    """``python -m csi`` at debug level on ``data`` (output in ``log``), ready before it is
+    yielded and stopped after; ``path_first`` goes first on its PATH (a tool shim)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    if path_first is not None:
+        env["PATH"] = f"{path_first}{os.pathsep}{env['PATH']}"
+    env.pop("CSI_FAULT_POINT", None)
+    argv = [sys.executable, "-m", "csi", "--data-dir", str(data), "--node-id", node_id]
+    argv += ["--log-level", "debug", "--shutdown-grace", "2", *extra_args]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
+        )
+    channel = grpc.insecure_channel(f"unix://{data / 'csi.sock'}")
+    identity = csi_pb2_grpc.IdentityStub(channel)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, f"driver exited: {log.read_text(errors='replace')}"
+            assert time.monotonic() < deadline, "driver not ready in 20 s"
+            try:
+                if identity.Probe(csi_pb2.ProbeRequest(), timeout=2).ready.value:
+                    break
+            except grpc.RpcError:
+                pass
+            time.sleep(0.05)
+        yield Client(
+            identity=identity,
+            controller=csi_pb2_grpc.ControllerStub(channel),
+            node=csi_pb2_grpc.NodeStub(channel),
+            channel=channel,
+        )
+    finally:
+        channel.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -71,24 +71,19 @@ def copy_tree(src: Path, dst: Path) -> None:
     """
     os.mkdir(dst, 0o700)
     directories: list[tuple[Path, os.stat_result]] = [(dst, os.stat(src))]
-    try:
-        for dirpath, dirnames, filenames, dirfd in os.fwalk(src, follow_symlinks=False):
-            here = dst / os.path.relpath(dirpath, src)
-            for name in (*dirnames, *filenames):
-                st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
-                target = here / name
-                if stat.S_ISDIR(st.st_mode):
-                    os.mkdir(target, 0o700)
-                    directories.append((target, st))
-                elif stat.S_ISLNK(st.st_mode):
-                    os.symlink(os.readlink(name, dir_fd=dirfd), target)
-                    os.chown(target, st.st_uid, st.st_gid, follow_symlinks=False)
-                elif stat.S_ISREG(st.st_mode):
-                    _copy_file_at(dirfd, name, st, target)
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise OSError(errno.ENOSPC, "No space left on device", str(dst)) from None
-        raise
+    for dirpath, dirnames, filenames, dirfd in os.fwalk(src, follow_symlinks=False):
+        here = dst / os.path.relpath(dirpath, src)
+        for name in (*dirnames, *filenames):
+            st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+            target = here / name
+            if stat.S_ISDIR(st.st_mode):
+                os.mkdir(target, 0o700)
+                directories.append((target, st))
+            elif stat.S_ISLNK(st.st_mode):
+                os.symlink(os.readlink(name, dir_fd=dirfd), target)
+                os.chown(target, st.st_uid, st.st_gid, follow_symlinks=False)
+            elif stat.S_ISREG(st.st_mode):
+                _copy_file_at(dirfd, name, st, target)
     for directory, st in reversed(directories):  # deepest first, so times stay put
         os.chown(directory, st.st_uid, st.st_gid)
         os.chmod(directory, stat.S_IMODE(st.st_mode))

@@ -75,13 +75,8 @@ def devices_for(backing_file: Path, *, read_only: bool | None = False) -> list[s
 
 
 def attach(backing_file: Path, *, read_only: bool = False) -> str:
-    """Attach ``backing_file``: writable devices are shared (one per file, reused if
-    attached), each read-only attachment gets a device of its own. Callers serialise
-    attaches (csi.volumes.loop): concurrent `losetup --find` calls collide."""
-    if not read_only:
-        existing = devices_for(backing_file)
-        if existing:
-            return existing[0]
+    """Attach ``backing_file`` to a free loop device. Reuse is the caller's policy
+    (csi.volumes.loop), and so is serialising: concurrent `losetup --find` calls collide."""
     argv = ["losetup", "--find", "--show"]
     if read_only:
         argv.append("--read-only")

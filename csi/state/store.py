@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from csi.errors import FailedPrecondition, NotFound
-from csi.host.fs import fsync_dir
+from csi.host.fs import fsync_dir, write_atomically
 from csi.layout import Layout, check_id, is_valid_id
 from csi.state.records import GroupSnapshotRecord, Phase, SnapshotRecord, VolumeRecord
 
@@ -54,7 +54,6 @@ class RecordStore(Generic[R]):
         self._decode = decode
         self._lock = threading.Lock()
         self._by_id: dict[str, R] = {}
-        self._by_name: dict[str, str] = {}
         self._quarantined: set[str] = set()
 
     def path(self, record_id: str) -> Path:
@@ -85,7 +84,6 @@ class RecordStore(Generic[R]):
             by_id[record.record_id] = record
         with self._lock:
             self._by_id = by_id
-            self._by_name = {r.name: r.record_id for r in by_id.values()}
             self._quarantined = {
                 d.path.stem
                 for d in damaged
@@ -117,10 +115,6 @@ class RecordStore(Generic[R]):
         with self._lock:
             self._quarantined.add(record_id)
 
-    def id_for_name(self, name: str) -> str | None:
-        with self._lock:
-            return self._by_name.get(name)
-
     def all(self) -> list[R]:
         with self._lock:
             return list(self._by_id.values())
@@ -135,38 +129,17 @@ class RecordStore(Generic[R]):
 
     # -- writes ------------------------------------------------------------------
     def put(self, record: R) -> None:
-        path = self.path(record.record_id)
-        tmp = path.with_name(path.name + ".tmp")
         data = json.dumps(record.to_json(), sort_keys=True, separators=(",", ":")).encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
-        os.close(fd)
-        try:
-            os.rename(tmp, path)
-            fsync_dir(path.parent)
-        except OSError:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_atomically(self.path(record.record_id), data)
         with self._lock:
             self._by_id[record.record_id] = record
-            self._by_name[record.name] = record.record_id
 
     def remove(self, record_id: str) -> None:
         path = self.path(record_id)
         path.unlink(missing_ok=True)
         fsync_dir(path.parent)
         with self._lock:
-            record = self._by_id.pop(record_id, None)
-            if record is not None and self._by_name.get(record.name) == record_id:
-                del self._by_name[record.name]
+            self._by_id.pop(record_id, None)
 
 
 class StateStore(RecordStore[VolumeRecord]):

@@ -25,9 +25,6 @@ class DirectoryVolumes:
     def path(self, record: VolumeRecord) -> Path:
         return self._layout.directory_path(record.volume_id)
 
-    def exists(self, record: VolumeRecord) -> bool:
-        return self.path(record).is_dir()
-
     def create(
         self, record: VolumeRecord, source: Path | None = None, secret: bytes | None = None
     ) -> None:

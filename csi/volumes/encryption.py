@@ -19,6 +19,7 @@ from pathlib import Path
 
 from csi.errors import FailedPrecondition, InvalidArgument
 from csi.host import fscrypt
+from csi.host.fs import write_atomically
 
 SECRET_KEY = "encryptionKey"  # noqa: S105 - the name of the key in the Secret, not a value
 MIN_SECRET_BYTES = 16
@@ -58,7 +59,7 @@ def data_dir(mount_point: Path) -> Path:
 def set_up(mount_point: Path, secret: bytes, mode: int | None) -> None:
     """On a new filesystem: write the salt, make ``data/`` encrypted with the secret's key,
     then remove the key again (CreateVolume; the volume is unlocked when staged)."""
-    _write_durably(mount_point / SALT_FILE, os.urandom(32).hex().encode())
+    write_atomically(mount_point / SALT_FILE, os.urandom(32).hex().encode(), mode=0o644)
     identifier = fscrypt.add_key(mount_point, derive_key(secret, _salt(mount_point)))
     try:
         data = data_dir(mount_point)
@@ -106,14 +107,3 @@ def lock(mount_point: Path) -> None:
     identifier = fscrypt.policy_identifier(data)
     if identifier is not None:
         fscrypt.remove_key(mount_point, identifier)
-
-
-def _write_durably(path: Path, content: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, content)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)

@@ -25,15 +25,18 @@ class LoopVolumes:
         # 200 ms; attaching takes about a millisecond, so this driver attaches one at a time.
         self._attaching = threading.Lock()
 
-    def _attach(self, image: Path, *, read_only: bool = False) -> str:
+    def _attach(self, image: Path, *, read_only: bool = False) -> tuple[str, bool]:
+        """The image's loop device and whether this call attached it: a writable device is
+        shared (one per image, reused when attached), a read-only one is always new."""
         with self._attaching:
-            return loopdev.attach(image, read_only=read_only)
+            if not read_only:
+                existing = loopdev.devices_for(image)
+                if existing:
+                    return existing[0], False
+            return loopdev.attach(image, read_only=read_only), True
 
     def path(self, record: VolumeRecord) -> Path:
         return self._layout.image_path(record.volume_id)
-
-    def exists(self, record: VolumeRecord) -> bool:
-        return self.path(record).is_file()
 
     def create(
         self, record: VolumeRecord, source: Path | None = None, secret: bytes | None = None
@@ -83,7 +86,7 @@ class LoopVolumes:
             return
         mount_point = self._layout.setup_dir / check_id(record.volume_id)
         mount_point.mkdir(parents=True, exist_ok=True)
-        device = self._attach(image)
+        device, _ = self._attach(image)
         try:
             mount.mount(device, mount_point, fs_type=record.fs_type)
             try:
@@ -126,8 +129,7 @@ class LoopVolumes:
         image = self.path(record)
         if not image.is_file():
             raise FailedPrecondition("the volume's image file is missing on this node")
-        attached_here = self.device(record) is None
-        device = self._attach(image)
+        device, attached_here = self._attach(image)
         crash_point("stage:attached")
         if record.access_type is AccessType.BLOCK:
             return
@@ -221,7 +223,8 @@ class LoopVolumes:
     def attach_read_only(self, record: VolumeRecord) -> str:
         """A read-only loop device of its own, for a read-only block publish: a read-only
         bind mount cannot stop writes through a device node, a read-only device can."""
-        return self._attach(self.path(record), read_only=True)
+        device, _ = self._attach(self.path(record), read_only=True)
+        return device
 
     def release_read_only(self, record: VolumeRecord, device: str) -> None:
         """Detach a read-only device once nothing binds it any more."""

@@ -237,9 +237,10 @@ class Volumes:
         wanted = PublishedTarget(read_only=read_only, exclusive=cap.exclusive)
         key = str(target)
         current = record.targets.get(key)
-        if current is not None and current != wanted and mount.is_mount_point(target):
+        table = mount.read_mounts()  # one reading for every target of the volume
+        if current is not None and current != wanted and mount.mounts_at(target, table):
             raise AlreadyExists("target is already published with different options")
-        others = [p for p in record.targets if p != key and mount.is_mount_point(p)]
+        others = [p for p in record.targets if p != key and mount.mounts_at(p, table)]
         if others and (wanted.exclusive or any(record.targets[p].exclusive for p in others)):
             raise FailedPrecondition("volume is published for a single writer elsewhere")
         if record.staging_path != str(staging):

@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-import grpc
 import pytest
 
-from csi.pb import csi_pb2, csi_pb2_grpc
+from csi.pb import csi_pb2
+from tests import helpers
 from tests.helpers import Client
 from tests.integration.snapshot_support import Session
 from tests.integration.support import MIB, MULTI_WRITER, Flavour, loops_for, mounts_at, sh
@@ -226,41 +224,6 @@ class PsSampler:
         self._thread.join(timeout=10)
 
 
-@contextmanager
-def driver_subprocess(data: Path, log: Path) -> Iterator[Client]:
+def driver_subprocess(data: Path, log: Path) -> AbstractContextManager[Client]:
     """``python -m csi`` at debug level on ``data``, serving until the block ends."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    env.pop("CSI_FAULT_POINT", None)
-    argv = [sys.executable, "-m", "csi", "--data-dir", str(data), "--node-id", "enc-node"]
-    argv += ["--log-level", "debug", "--shutdown-grace", "2"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
-        )
-    channel = grpc.insecure_channel(f"unix://{data / 'csi.sock'}")
-    identity = csi_pb2_grpc.IdentityStub(channel)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, f"driver exited: {log.read_text(errors='replace')}"
-            assert time.monotonic() < deadline, "driver not ready in 20 s"
-            try:
-                if identity.Probe(csi_pb2.ProbeRequest(), timeout=2).ready.value:
-                    break
-            except grpc.RpcError:
-                pass
-            time.sleep(0.05)
-        yield Client(
-            identity=identity,
-            controller=csi_pb2_grpc.ControllerStub(channel),
-            node=csi_pb2_grpc.NodeStub(channel),
-            channel=channel,
-        )
-    finally:
-        channel.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return helpers.driver_subprocess(data, log, node_id="enc-node")

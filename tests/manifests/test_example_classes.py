@@ -47,8 +47,9 @@ def test_example_class_is_accepted_by_the_driver(entry: tuple[Path, Obj]) -> Non
 
 
 def test_provisioner_may_read_the_secrets_classes_name() -> None:
-    if not any(f"{PREFIX}provisioner-secret-name" in sc.get("parameters", {}) for _, sc in CLASSES):
-        pytest.skip("no class names a provisioner secret")
+    assert any(
+        f"{PREFIX}provisioner-secret-name" in sc.get("parameters", {}) for _, sc in CLASSES
+    ), "the encrypted example's class names no provisioner secret"
     role = next(
         o
         for o in build("deploy/overlays/kind")

@@ -10,11 +10,8 @@ not UTF-8 (an unexpected-exception path in the driver).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +21,7 @@ import grpc
 from google.protobuf.message import Message
 
 from csi.pb import csi_pb2
-from tests.helpers import mount_capability
+from tests.helpers import driver_subprocess, mount_capability
 from tests.reliability.hostile import methods, rpc
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,36 +101,10 @@ class Shim:
 @contextmanager
 def driver_process(data: Path, log: Path, shim: Shim, log_format: str) -> Iterator[grpc.Channel]:
     """The driver as ``python -m csi`` at debug level, the shim first on its PATH."""
-    env = dict(os.environ, PATH=f"{shim.directory}{os.pathsep}{os.environ['PATH']}")
-    env["PYTHONPATH"] = str(REPO)
-    env.pop("CSI_FAULT_POINT", None)
-    argv = [sys.executable, "-m", "csi", "--data-dir", str(data), "--node-id", "secret-node"]
-    argv += ["--log-level", "debug", "--log-format", log_format, "--shutdown-grace", "2"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=out)  # fmt: skip
-    channel = grpc.insecure_channel(f"unix://{data / 'csi.sock'}")
-    try:
-        probe = rpc(channel, next(m for m in methods("Identity") if m.name == "Probe"))
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, f"driver exited: {log.read_text(errors='replace')}"
-            assert time.monotonic() < deadline, "driver not ready in 20 s"
-            try:
-                if probe(csi_pb2.ProbeRequest(), timeout=2).ready.value:
-                    break
-            except grpc.RpcError:
-                pass
-            time.sleep(0.05)
-        yield channel
-    finally:
-        channel.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with driver_subprocess(
+        data, log, "--log-format", log_format, node_id="secret-node", path_first=shim.directory
+    ) as client:
+        yield client.channel
 
 
 class Recorder:

@@ -18,6 +18,7 @@ import subprocess
 import pytest
 
 from csi.faults import POINTS
+from tests.helpers import need
 from tests.integration.support import Flavour
 from tests.reliability.driver_process import DriverProcess, crash_during
 from tests.reliability.host_checks import assert_consistent
@@ -91,8 +92,8 @@ SYS_TGKILL = {"x86_64": 234, "aarch64": 131}
 
 def test_sigterm_to_any_thread_stops_the_driver(driver_process: DriverProcess) -> None:
     tgkill = SYS_TGKILL.get(os.uname().machine)
-    if tgkill is None:
-        pytest.skip("tgkill syscall number unknown on this architecture")
+    need(tgkill is not None, f"tgkill syscall number unknown on {os.uname().machine}")
+    assert tgkill is not None
     driver_process.start()
     assert driver_process.proc is not None
     pid, tid = driver_process.proc.pid, driver_process.thread_ids()[-1]

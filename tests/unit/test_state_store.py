@@ -67,7 +67,7 @@ def test_put_get_remove_survive_reload(layout: Layout) -> None:
     reloaded = fresh(layout)
     assert reloaded.get(first.volume_id) == first
     assert reloaded.get(second.volume_id) == second
-    assert reloaded.id_for_name("pvc-2") == second.volume_id
+    assert reloaded.get(volume_id_for_name("pvc-2")) == second
     assert reloaded.sorted_ids() == sorted([first.volume_id, second.volume_id])
     assert reloaded.count() == 2
 
@@ -79,7 +79,7 @@ def test_put_get_remove_survive_reload(layout: Layout) -> None:
     again = fresh(layout)
     assert again.get(first.volume_id) == updated
     assert again.get(second.volume_id) is None
-    assert again.id_for_name("pvc-2") is None
+    assert again.get(volume_id_for_name("pvc-2")) is None
     assert not layout.record_path(second.volume_id).exists()
 
 
