@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from csi import __version__, logs, units
-from csi.config import DEFAULT_DRIVER_NAME, GIB, TIB, Config
+from csi.config import DEFAULT_DRIVER_NAME, GIB, TIB, Config, HostPort
+from csi.endpoints import grpc_address
 
 DEFAULT_DATA_DIR = "/var/lib/localvol-csi"
+# The CSI spec's grammar for a plugin name; it also names the registration socket.
+DRIVER_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,61}[A-Za-z0-9])?")
 
 
 def parse_size(text: str) -> int:
@@ -20,6 +24,18 @@ def parse_size(text: str) -> int:
         return units.parse_size(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_host_port(text: str) -> HostPort:
+    """``:9808``, ``host:9808`` or ``[::1]:9808``; an empty host is every interface."""
+    host, colon, port = text.strip().rpartition(":")
+    if not colon or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected [host]:port, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise argparse.ArgumentTypeError(f"an IPv6 host needs brackets: {text!r}")
+    return HostPort(host, int(port))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,6 +127,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="concurrent RPCs served [CSI_WORKERS] (default: %(default)s)",
     )
     parser.add_argument(
+        "--plugin-registration-dir",
+        default=env("CSI_PLUGIN_REGISTRATION_DIR") or None,
+        help="register with the kubelet: serve its plugin-registration API on "
+        "<dir>/<driver-name>-reg.sock, e.g. /var/lib/kubelet/plugins_registry "
+        "[CSI_PLUGIN_REGISTRATION_DIR] (default: off)",
+    )
+    parser.add_argument(
+        "--kubelet-registration-path",
+        default=env("CSI_KUBELET_REGISTRATION_PATH") or None,
+        help="the CSI socket's path as the kubelet on the host sees it "
+        "[CSI_KUBELET_REGISTRATION_PATH] (default: the --endpoint socket's path)",
+    )
+    parser.add_argument(
+        "--health-address",
+        type=parse_host_port,
+        default=env("CSI_HEALTH_ADDRESS") or None,
+        help="serve HTTP /healthz on [host]:port, e.g. :9808: 200 once ready (and, with "
+        "registration on, registered) [CSI_HEALTH_ADDRESS] (default: off)",
+    )
+    parser.add_argument(
         "--shutdown-grace",
         type=float,
         default=float(env("CSI_SHUTDOWN_GRACE", "30")),
@@ -131,11 +167,13 @@ def config_from_args(argv: Sequence[str] | None = None) -> Config:
         parser.error("--node-id must be 1 to 192 bytes")
     if args.max_volume_size <= 0:
         args.max_volume_size = 16 * TIB
+    endpoint = args.endpoint or f"unix://{data_dir / 'csi.sock'}"
+    registration_dir, kubelet_path = _registration(parser, args, endpoint)
     return Config(
         driver_name=args.driver_name,
         node_id=args.node_id,
         data_dir=data_dir,
-        endpoint=args.endpoint or f"unix://{data_dir / 'csi.sock'}",
+        endpoint=endpoint,
         max_volumes_per_node=args.max_volumes_per_node,
         default_volume_size=args.default_volume_size or GIB,
         max_volume_size=args.max_volume_size,
@@ -146,7 +184,34 @@ def config_from_args(argv: Sequence[str] | None = None) -> Config:
         controller_expansion=args.controller_expansion,
         overcommit=args.overcommit,
         shutdown_grace=args.shutdown_grace,
+        plugin_registration_dir=registration_dir,
+        kubelet_registration_path=kubelet_path,
+        health_address=args.health_address,
     )
+
+
+def _registration(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, endpoint: str
+) -> tuple[Path | None, Path | None]:
+    """The registration directory and the kubelet's path of the CSI socket, both or neither."""
+    if args.plugin_registration_dir is None:
+        if args.kubelet_registration_path is not None:
+            parser.error("--kubelet-registration-path needs --plugin-registration-dir")
+        return None, None
+    if not DRIVER_NAME.fullmatch(args.driver_name):
+        parser.error("--driver-name must be 1-63 letters, digits, '.' or '-' to register")
+    kubelet_path = args.kubelet_registration_path
+    if kubelet_path is None:
+        try:
+            _, socket_path = grpc_address(endpoint)
+        except ValueError as exc:
+            parser.error(str(exc))
+        if socket_path is None:
+            parser.error("a tcp:// endpoint needs --kubelet-registration-path")
+        kubelet_path = str(socket_path)
+    if not Path(kubelet_path).is_absolute():
+        parser.error("--kubelet-registration-path must be an absolute path")
+    return Path(args.plugin_registration_dir).absolute(), Path(kubelet_path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,6 +13,18 @@ DEFAULT_DRIVER_NAME = "localvol.csi.dev"
 
 
 @dataclass(frozen=True)
+class HostPort:
+    """A TCP listening address; an empty host means every interface."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
 class Config:
     driver_name: str
     node_id: str
@@ -31,8 +43,21 @@ class Config:
     # Thin provisioning: promise loop volumes more space than the disk has free.
     overcommit: bool = False
     shutdown_grace: float = 30.0
+    # Kubelet plugin registration (csi/registration.py), on when the directory is set: the
+    # kubelet's plugin registry, and the CSI socket's path as the kubelet sees it.
+    plugin_registration_dir: Path | None = None
+    kubelet_registration_path: Path | None = None
+    # HTTP /healthz (csi/health.py), off when None.
+    health_address: HostPort | None = None
 
     @property
     def topology_key(self) -> str:
         """The topology segment key that pins a volume to this node."""
         return f"topology.{self.driver_name}/node"
+
+    @property
+    def registration_socket(self) -> Path | None:
+        """Where the kubelet finds the driver's registration service, if registration is on."""
+        if self.plugin_registration_dir is None:
+            return None
+        return self.plugin_registration_dir / f"{self.driver_name}-reg.sock"

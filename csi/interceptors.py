@@ -17,7 +17,9 @@ from csi.redact import safe_text
 
 log = logging.getLogger("csi.rpc")
 
-UNGATED_SERVICES = ("/csi.v1.Identity/",)
+# Answered while the driver reconciles: who it is, whether it is ready, and the kubelet's
+# registration (which must not wait for reconciliation).
+UNGATED_SERVICES = ("/csi.v1.Identity/", "/pluginregistration.Registration/")
 # Polled often by sidecars; logged at debug level when they succeed.
 QUIET_METHODS = frozenset(
     {

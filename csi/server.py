@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import stat
 import threading
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +15,15 @@ import grpc
 
 from csi import __version__
 from csi.config import Config
+from csi.endpoints import clear_stale_socket, grpc_address
+from csi.health import HealthRule, HealthServer
 from csi.interceptors import RpcInterceptor
 from csi.layout import Layout
 from csi.locks import KeyedLocks
 from csi.pb import csi_pb2_grpc
 from csi.readiness import Readiness
 from csi.reconcile import reconcile
+from csi.registration import Registration
 from csi.services.controller import ControllerService
 from csi.services.group_controller import GroupControllerService
 from csi.services.identity import IdentityService
@@ -34,31 +36,6 @@ from csi.volumes.snapshots import Snapshots
 log = logging.getLogger(__name__)
 
 
-def grpc_address(endpoint: str) -> tuple[str, Path | None]:
-    """Translate ``unix:///path`` or ``tcp://host:port`` into a gRPC address."""
-    if endpoint.startswith("unix://"):
-        path = Path(endpoint.removeprefix("unix://"))
-        if not path.is_absolute():
-            raise ValueError(f"unix endpoint needs an absolute path: {endpoint}")
-        return f"unix://{path}", path
-    if endpoint.startswith("unix:"):
-        path = Path(endpoint.removeprefix("unix:"))
-        return f"unix://{path}", path
-    if endpoint.startswith("tcp://"):
-        return endpoint.removeprefix("tcp://"), None
-    raise ValueError(f"endpoint must start with unix:// or tcp://, got {endpoint!r}")
-
-
-def _clear_stale_socket(path: Path) -> None:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise ValueError(f"{path} exists and is not a socket; refusing to replace it")
-    path.unlink()
-
-
 @dataclass
 class Driver:
     config: Config
@@ -68,6 +45,24 @@ class Driver:
     snapshots: Snapshots
     groups: GroupSnapshots
     socket_path: Path | None
+    registration: Registration | None = None
+    health: HealthServer | None = None
+
+    def start(self) -> None:
+        """Serve /healthz, then the CSI socket, then (the CSI socket serving) registration."""
+        started: list[Callable[[], object]] = []
+        try:
+            if self.health is not None:
+                self.health.start()
+                started.append(self.health.stop)
+            self.server.start()
+            started.append(lambda: self._stop_csi(0))
+            if self.registration is not None:
+                self.registration.start()
+        except BaseException:
+            for undo in reversed(started):
+                undo()
+            raise
 
     def reconcile_then_ready(self) -> None:
         try:
@@ -81,10 +76,18 @@ class Driver:
 
     def stop(self, grace: float | None = None) -> None:
         grace = self.config.shutdown_grace if grace is None else grace
+        # Deregister first: the kubelet stops sending new calls before the CSI socket goes.
+        if self.registration is not None:
+            self.registration.stop()
+        self._stop_csi(grace)
+        if self.health is not None:
+            self.health.stop()
+        log.info("event=stopped")
+
+    def _stop_csi(self, grace: float) -> None:
         self.server.stop(grace).wait()
         if self.socket_path is not None:
             self.socket_path.unlink(missing_ok=True)
-        log.info("event=stopped")
 
 
 def build(config: Config) -> Driver:
@@ -94,9 +97,10 @@ def build(config: Config) -> Driver:
     volumes = Volumes(layout, store)
     readiness = Readiness()
     locks = KeyedLocks()
+    interceptor = RpcInterceptor(readiness)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"),
-        interceptors=[RpcInterceptor(readiness)],
+        interceptors=[interceptor],
     )
     csi_pb2_grpc.add_IdentityServicer_to_server(IdentityService(config, readiness), server)
     snapshots = Snapshots(volumes, SnapshotStore(layout))
@@ -110,14 +114,39 @@ def build(config: Config) -> Driver:
     address, socket_path = grpc_address(config.endpoint)
     if socket_path is not None:
         socket_path.parent.mkdir(parents=True, exist_ok=True)
-        _clear_stale_socket(socket_path)
+        clear_stale_socket(socket_path)
     server.add_insecure_port(address)
-    return Driver(config, server, readiness, volumes, snapshots, groups, socket_path)
+    registration = _registration(config, interceptor)
+    health = None
+    if config.health_address is not None:
+        state = registration.state if registration is not None else None
+        health = HealthServer(config.health_address, HealthRule(readiness, config.data_dir, state))
+    return Driver(
+        config,
+        server,
+        readiness,
+        volumes,
+        snapshots,
+        groups,
+        socket_path,
+        registration=registration,
+        health=health,
+    )
+
+
+def _registration(config: Config, interceptor: RpcInterceptor) -> Registration | None:
+    socket_path = config.registration_socket
+    if socket_path is None:
+        return None
+    kubelet_path = config.kubelet_registration_path
+    if kubelet_path is None:
+        raise ValueError("kubelet registration needs the CSI socket's path as the kubelet sees it")
+    return Registration(socket_path, config.driver_name, kubelet_path, [interceptor])
 
 
 def serve(config: Config) -> int:
     driver = build(config)
-    driver.server.start()
+    driver.start()
     log.info(
         "event=serving version=%s driver=%s node=%s endpoint=%s data_dir=%s",
         __version__,

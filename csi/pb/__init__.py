@@ -1,1 +1,2 @@
-"""Python stubs generated from proto/csi.proto by grpcio-tools (see hack/gen-proto)."""
+"""Python stubs generated from proto/csi.proto and proto/pluginregistration.proto by
+grpcio-tools (see hack/gen-proto)."""

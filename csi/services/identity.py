@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
-
 import grpc
 from google.protobuf import wrappers_pb2
 
 from csi import __version__
 from csi.config import Config
 from csi.errors import FailedPrecondition
-from csi.host.run import missing_tools
-from csi.host.tools import ESSENTIAL_TOOLS
 from csi.pb import csi_pb2, csi_pb2_grpc
-from csi.readiness import Readiness
+from csi.readiness import Readiness, fault
 
 Service = csi_pb2.PluginCapability.Service
 Expansion = csi_pb2.PluginCapability.VolumeExpansion
@@ -48,12 +44,7 @@ class IdentityService(csi_pb2_grpc.IdentityServicer):
     def Probe(
         self, request: csi_pb2.ProbeRequest, context: grpc.ServicerContext
     ) -> csi_pb2.ProbeResponse:
-        if self._readiness.failure:
-            raise FailedPrecondition(f"start-up failed: {self._readiness.failure}")
-        data_dir = self._config.data_dir
-        if not os.access(data_dir, os.W_OK | os.X_OK):
-            raise FailedPrecondition(f"data directory {data_dir} is not writable")
-        missing = missing_tools(ESSENTIAL_TOOLS)
-        if missing:
-            raise FailedPrecondition(f"host tools missing: {', '.join(missing)}")
+        problem = fault(self._readiness, self._config.data_dir)
+        if problem:
+            raise FailedPrecondition(problem)
         return csi_pb2.ProbeResponse(ready=wrappers_pb2.BoolValue(value=self._readiness.ready))

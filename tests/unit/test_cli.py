@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from csi.cli import DEFAULT_DATA_DIR, config_from_args, parse_size
-from csi.config import GIB, MIB, TIB
+from csi.cli import DEFAULT_DATA_DIR, config_from_args, parse_host_port, parse_size
+from csi.config import GIB, MIB, TIB, HostPort
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,6 +31,9 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "CSI_LOG_FORMAT",
         "CSI_WORKERS",
         "CSI_SHUTDOWN_GRACE",
+        "CSI_PLUGIN_REGISTRATION_DIR",
+        "CSI_KUBELET_REGISTRATION_PATH",
+        "CSI_HEALTH_ADDRESS",
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -71,6 +74,10 @@ def test_defaults() -> None:
     assert config.max_volume_size == 16 * TIB
     assert config.capacity_limit == 0
     assert (config.log_level, config.log_format) == ("info", "text")
+    assert config.plugin_registration_dir is None
+    assert config.kubelet_registration_path is None
+    assert config.registration_socket is None
+    assert config.health_address is None
 
 
 def test_endpoint_follows_data_dir(tmp_path: Path) -> None:
@@ -115,6 +122,14 @@ def test_options_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ["--node-id", "x" * 193],
         ["--default-volume-size", "lots"],
         ["--log-level", "chatty"],
+        ["--kubelet-registration-path", "/var/lib/kubelet/plugins/x/csi.sock"],
+        ["--plugin-registration-dir", "/r", "--endpoint", "tcp://127.0.0.1:1"],
+        ["--plugin-registration-dir", "/r", "--kubelet-registration-path", "relative.sock"],
+        ["--plugin-registration-dir", "/r", "--driver-name", "../escape"],
+        ["--health-address", "9808"],
+        ["--health-address", ":http"],
+        ["--health-address", ":65536"],
+        ["--health-address", "::1:9808"],
     ],
 )
 def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -142,5 +157,64 @@ def test_help_lists_options() -> None:
         "--log-level",
         "--log-format",
         "--max-volumes-per-node",
+        "--plugin-registration-dir",
+        "--kubelet-registration-path",
+        "--health-address",
     ):
         assert option in proc.stdout
+
+
+def test_registration_flags() -> None:
+    config = config_from_args(
+        [
+            "--endpoint=unix:///csi/csi.sock",
+            "--plugin-registration-dir=/var/lib/kubelet/plugins_registry",
+            "--kubelet-registration-path=/var/lib/kubelet/plugins/localvol.csi.dev/csi.sock",
+        ]
+    )
+    assert config.plugin_registration_dir == Path("/var/lib/kubelet/plugins_registry")
+    assert config.kubelet_registration_path == Path(
+        "/var/lib/kubelet/plugins/localvol.csi.dev/csi.sock"
+    )
+    assert config.registration_socket == Path(
+        "/var/lib/kubelet/plugins_registry/localvol.csi.dev-reg.sock"
+    )
+
+
+def test_kubelet_path_defaults_to_the_endpoint_socket(tmp_path: Path) -> None:
+    """A driver on the host itself: the kubelet sees the socket where the driver made it."""
+    config = config_from_args(["--data-dir", str(tmp_path), "--plugin-registration-dir", "/r"])
+    assert config.kubelet_registration_path == tmp_path / "csi.sock"
+
+
+def test_registration_and_health_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CSI_PLUGIN_REGISTRATION_DIR", "/reg")
+    monkeypatch.setenv("CSI_KUBELET_REGISTRATION_PATH", "/host/csi.sock")
+    monkeypatch.setenv("CSI_HEALTH_ADDRESS", ":9808")
+    monkeypatch.setenv("CSI_DRIVER_NAME", "other.example.com")
+    config = config_from_args([])
+    assert config.registration_socket == Path("/reg/other.example.com-reg.sock")
+    assert config.kubelet_registration_path == Path("/host/csi.sock")
+    assert config.health_address == HostPort("", 9808)
+    assert config_from_args(["--health-address", "127.0.0.1:1"]).health_address == HostPort(
+        "127.0.0.1", 1
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (":9808", HostPort("", 9808)),
+        ("0.0.0.0:9808", HostPort("0.0.0.0", 9808)),
+        ("localhost:80", HostPort("localhost", 80)),
+        ("[::]:9808", HostPort("::", 9808)),
+        ("[::1]:0", HostPort("::1", 0)),
+    ],
+)
+def test_parse_host_port(text: str, expected: HostPort) -> None:
+    assert parse_host_port(text) == expected
+
+
+def test_host_port_text() -> None:
+    assert str(HostPort("", 9808)) == ":9808"
+    assert str(HostPort("::1", 9808)) == "[::1]:9808"
