@@ -588,3 +588,25 @@ cluster_deploy() {
     wait_for "the driver on $NODE_NAME's CSINode" 120 \
         bash -c "'$K8S_BIN/kubectl' --kubeconfig '$KUBECONFIG_ADMIN' get csinode '$NODE_NAME' -o jsonpath='{.spec.drivers[*].name}' | grep -qw localvol.csi.dev"
 }
+
+# What a power cut does to the node, then its boot: every pod and container gone, every
+# mount and loop device gone, the kubelet's namespace made afresh; then containerd and
+# the kubelet start again and bring back the pods the API still assigns to the node.
+# The control plane (etcd, apiserver, controllers) runs on, as if elsewhere.
+node_reboot() {
+    need_root
+    log "node reboot: stopping the kubelet and every pod"
+    stop_proc kubelet
+    crictl_ rmp --all --force >/dev/null 2>&1 || true
+    stop_proc containerd
+    kill_shims
+    local host=("$ROOT/hack/cluster-host")
+    python3 "${host[@]}" umount-under /var/lib/kubelet "$CLUSTER_DIR" "$CLUSTER_RUN"
+    python3 "${host[@]}" detach-loops "$CLUSTER_DIR"
+    rm -rf --one-file-system "$CLUSTER_RUN/containerd" "$CLUSTER_RUN/ns" "$CLUSTER_RUN/sysctl"
+    log "node reboot: booting"
+    share_dirs
+    setup_kubelet_namespace
+    start_containerd
+    start_kubelet
+}

@@ -1,0 +1,236 @@
+"""The test cluster of hack/cluster-up, as the e2e tests use it: the Kubernetes API through
+the ``kubernetes`` client, ``kubectl`` for what a user types (apply, exec), and the host
+paths the cluster keeps its node's state in."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client, config
+
+REPO = Path(__file__).resolve().parents[2]
+# hack/cluster-lib.sh's defaults; both read the same environment variables.
+CLUSTER_DIR = Path(os.environ.get("CLUSTER_DIR", "/var/lib/localvol-cluster"))
+CLUSTER_RUN = Path(os.environ.get("CLUSTER_RUN", "/run/localvol-cluster"))
+CLUSTER_CACHE = Path(os.environ.get("CLUSTER_CACHE", "/var/cache/localvol-csi"))
+K8S_VERSION = os.environ.get("K8S_VERSION", "v1.37.2")
+KUBECTL = CLUSTER_CACHE / f"k8s-{K8S_VERSION}" / "bin" / "kubectl"
+KUBECONFIG = CLUSTER_DIR / "kubeconfig"
+# The node's data root (deploy/overlays/cluster/patches/data-dir.yaml).
+NODE_DATA = CLUSTER_DIR / "data"
+DRIVER_NAMESPACE = "localvol-csi"
+TIMEOUT = 180.0
+
+
+class ClusterError(AssertionError):
+    pass
+
+
+def wait_until(
+    what: str, check: Callable[[], Any], timeout: float = TIMEOUT, poll: float = 0.25
+) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(poll)
+    raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class Cluster:
+    core: client.CoreV1Api = field(init=False)
+    apps: client.AppsV1Api = field(init=False)
+    custom: client.CustomObjectsApi = field(init=False)
+
+    def __post_init__(self) -> None:
+        api = config.new_client_from_config(config_file=str(KUBECONFIG))
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment a user of this cluster has: its kubectl first, its kubeconfig."""
+        return dict(
+            os.environ, KUBECONFIG=str(KUBECONFIG), PATH=f"{KUBECTL.parent}:{os.environ['PATH']}"
+        )
+
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
+        proc = subprocess.run(
+            [str(KUBECTL), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=TIMEOUT,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise ClusterError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def apply(self, namespace: str, *documents: dict[str, Any] | str) -> None:
+        text = "\n---\n".join(d if isinstance(d, str) else yaml.safe_dump(d) for d in documents)
+        self.kubectl("apply", "-n", namespace, "-f", "-", stdin=text)
+
+    def delete(self, namespace: str, kind: str, name: str) -> None:
+        self.kubectl("delete", "-n", namespace, kind, name, "--ignore-not-found", "--wait=true")
+
+    def exec(self, namespace: str, pod: str, script: str, check: bool = True) -> str:
+        return self.kubectl("exec", "-n", namespace, pod, "--", "sh", "-c", script, check=check)
+
+    def pod_ready(self, namespace: str, name: str) -> bool:
+        pod = self.core.read_namespaced_pod(name, namespace)
+        if pod.status.phase == "Failed":
+            raise ClusterError(f"pod {namespace}/{name} failed: {pod.status}")
+        conditions = pod.status.conditions or []
+        return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+    def wait_ready(self, namespace: str, *names: str, timeout: float = TIMEOUT) -> None:
+        for name in names:
+            wait_until(
+                f"pod {namespace}/{name} Ready",
+                lambda name=name: self._ready_or_none(namespace, name),
+                timeout,
+            )
+
+    def _ready_or_none(self, namespace: str, name: str) -> bool:
+        try:
+            return self.pod_ready(namespace, name)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    def wait_started_since(
+        self, namespace: str, names: tuple[str, ...], since: datetime, timeout: float = TIMEOUT
+    ) -> None:
+        """Wait until each pod is Ready with containers started at or after ``since`` (a
+        pod the API still shows Ready from before a node reboot does not count)."""
+
+        def restarted(name: str) -> bool:
+            if not self._ready_or_none(namespace, name):
+                return False
+            statuses = self.core.read_namespaced_pod(name, namespace).status.container_statuses
+            started = [s.state.running.started_at for s in statuses or [] if s.state.running]
+            floor = since.replace(microsecond=0)
+            return bool(started) and all(t >= floor for t in started)
+
+        for name in names:
+            wait_until(
+                f"pod {namespace}/{name} started again", lambda n=name: restarted(n), timeout
+            )
+
+    def wait_gone(self, namespace: str, name: str, timeout: float = TIMEOUT) -> None:
+        def gone() -> bool:
+            try:
+                self.core.read_namespaced_pod(name, namespace)
+            except client.ApiException as exc:
+                return exc.status == 404
+            return False
+
+        wait_until(f"pod {namespace}/{name} deleted", gone, timeout)
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+        self.wait_gone(namespace, name)
+
+    def claim(self, namespace: str, name: str) -> Any:
+        return self.core.read_namespaced_persistent_volume_claim(name, namespace)
+
+    def volume_handle(self, namespace: str, claim: str) -> str:
+        pv = self.core.read_persistent_volume(self.claim(namespace, claim).spec.volume_name)
+        return str(pv.spec.csi.volume_handle)
+
+    def driver_pod(self) -> str:
+        pods = self.core.list_namespaced_pod(
+            DRIVER_NAMESPACE, label_selector="app.kubernetes.io/name=localvol-csi-node"
+        ).items
+        running = [p for p in pods if p.metadata.deletion_timestamp is None]
+        if len(running) != 1:
+            raise ClusterError(f"expected one driver pod, found {[p.metadata.name for p in pods]}")
+        return str(running[0].metadata.name)
+
+    def wait_driver_ready(self) -> str:
+        def ready() -> str:
+            try:
+                name = self.driver_pod()
+            except ClusterError:
+                return ""
+            return name if self.pod_ready(DRIVER_NAMESPACE, name) else ""
+
+        name: str = wait_until("the driver pod Ready", ready)
+        return name
+
+
+# --- objects, written as a user writes them ------------------------------------------------
+
+
+def claim(name: str, storage_class: str, size: str = "1Gi", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name},
+        "spec": {
+            "storageClassName": storage_class,
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": size}},
+            **spec,
+        },
+    }
+
+
+def pod(
+    name: str,
+    script: str = "exec sleep 2147483647",
+    claims: dict[str, str] | None = None,
+    read_only: tuple[str, ...] = (),
+    devices: dict[str, str] | None = None,
+    volumes: list[dict[str, Any]] | None = None,
+    mounts: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A busybox pod; ``claims`` maps mount paths to claim names, ``devices`` maps device
+    paths to claim names (raw block)."""
+    claims = claims or {}
+    devices = devices or {}
+    all_volumes = list(volumes or [])
+    volume_mounts = list(mounts or [])
+    volume_devices = []
+    for index, (path, claim_name) in enumerate({**claims, **devices}.items()):
+        volume = f"v{index}"
+        source = {"claimName": claim_name, "readOnly": path in read_only}
+        all_volumes.append({"name": volume, "persistentVolumeClaim": source})
+        if path in devices:
+            volume_devices.append({"name": volume, "devicePath": path})
+        else:
+            volume_mounts.append({"name": volume, "mountPath": path, "readOnly": path in read_only})
+    container: dict[str, Any] = {
+        "name": "app",
+        "image": "busybox:1.36",
+        "command": ["sh", "-c", script],
+        "volumeMounts": volume_mounts,
+    }
+    if volume_devices:
+        container["volumeDevices"] = volume_devices
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [container],
+            "volumes": all_volumes,
+        },
+    }
