@@ -72,11 +72,11 @@ ensure_cluster_packages() {
 # k8s.io/kubernetes and pins each staging module (the main module's own replace lines point
 # into its source tree, so a plain `go install` of it is refused).
 build_kubernetes() {
-    local stamp="$K8S_BIN/.built" wrapper="$CLUSTER_CACHE/k8s-$K8S_VERSION"
+    local stamp="$K8S_BIN/.built-2" wrapper="$CLUSTER_CACHE/k8s-$K8S_VERSION"
     [ -f "$stamp" ] && return 0
     command -v go >/dev/null || die "go is needed to build Kubernetes $K8S_VERSION"
     log "building Kubernetes $K8S_VERSION (about 6 minutes with empty Go caches)"
-    mkdir -p "$wrapper" "$K8S_BIN"
+    mkdir -p "$wrapper"
     local dir
     dir="$(go_module_dir "k8s.io/kubernetes@$K8S_VERSION")"
     {
@@ -99,12 +99,22 @@ import (
 	_ "k8s.io/kubernetes/cmd/kubelet"
 )
 EOF
+    # The version every component reports (a module build has no git tree to stamp it).
+    local minor="${K8S_VERSION#v1.}" ldflags=""
+    minor="${minor%%.*}"
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+        ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+    done
     (cd "$wrapper" && go mod tidy -e >/dev/null 2>&1 &&
-        CGO_ENABLED=0 go build -trimpath -o "$K8S_BIN/" \
+        rm -rf "$K8S_BIN.new" && mkdir -p "$K8S_BIN.new" &&
+        CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$K8S_BIN.new/" \
             k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
             k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet \
             k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kubectl) ||
         die "building Kubernetes failed"
+    # Replaced as a whole: running components keep the files they started from.
+    rm -rf "$K8S_BIN" && mv "$K8S_BIN.new" "$K8S_BIN"
     touch "$stamp"
 }
 

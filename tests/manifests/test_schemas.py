@@ -9,7 +9,12 @@ import pytest
 
 from tests.manifests.support import DEPLOY, build, describe, load_file, validate
 
-BUILDS = ["deploy/overlays/kind", "deploy/overlays/multinode", "deploy/snapshot"]
+BUILDS = [
+    "deploy/overlays/kind",
+    "deploy/overlays/multinode",
+    "deploy/overlays/cluster",
+    "deploy/snapshot",
+]
 EXAMPLES = sorted(
     p for p in (DEPLOY / "examples").rglob("*.yaml") if p.name != "kustomization.yaml"
 )
