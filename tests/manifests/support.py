@@ -22,6 +22,8 @@ DEPLOY = ROOT / "deploy"
 # The Kubernetes version kind v0.33.0 runs (hack/lib.sh pins kind).
 K8S_VERSION = "1.37.0"
 SNAPSHOT_GROUPS = ("snapshot.storage.k8s.io", "groupsnapshot.storage.k8s.io")
+# An overlay with deploy/components/upstream-sidecars, written as that component says.
+UPSTREAM_SIDECARS = "tests/manifests/upstream-sidecars"
 Obj = dict[str, Any]
 
 

@@ -13,9 +13,9 @@ from csi.state.records import AccessType
 from csi.units import parse_size
 from csi.volumes.ephemeral import SIZE_KEY
 from csi.volumes.params import parse_spec
-from tests.manifests.support import DEPLOY, build, lib_setting, load_file
+from tests.manifests.support import DEPLOY, UPSTREAM_SIDECARS, build, lib_setting, load_file
 
-BUILDS = ["deploy/overlays/kind", "deploy/overlays/multinode", "deploy/snapshot"]
+BUILDS = ["deploy/overlays/kind", "deploy/overlays/multinode", "deploy/snapshot", UPSTREAM_SIDECARS]
 
 
 def every_object() -> Iterator[dict[str, Any]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.manifests.support import build, module_dir
+from tests.manifests.support import UPSTREAM_SIDECARS, build, module_dir
 
 # Image -> (Go module, command directory). The module version is the image's tag.
 FETCHED = {
@@ -66,7 +66,9 @@ def flags_of(image: str, tag: str) -> set[str]:
 
 def sidecar_containers() -> list[tuple[str, str, dict[str, object]]]:
     found = []
-    for directory in ("deploy/overlays/kind", "deploy/overlays/multinode", "deploy/snapshot"):
+    # The registrar and livenessprobe run only with the upstream-sidecars component.
+    builds = ("deploy/overlays/kind", "deploy/overlays/multinode", "deploy/snapshot")
+    for directory in (*builds, UPSTREAM_SIDECARS):
         for obj in build(directory):
             pod = obj.get("spec", {}).get("template", {}).get("spec", {})
             for container in pod.get("containers", []):
