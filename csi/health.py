@@ -8,8 +8,10 @@ and each check is bounded: a check still running when the timeout is up answers 
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
+import socketserver
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -121,13 +123,23 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: HostPort, check: BoundedCheck) -> None:
-        if ":" in address.host:
-            self.address_family = socket.AF_INET6
+    def __init__(
+        self, address: HostPort, check: BoundedCheck, family: socket.AddressFamily
+    ) -> None:
+        self.address_family = family
         self._check = check
         self._lock = threading.Lock()
         self._last: str | None = ""  # "" until the first answer
-        super().__init__((address.host, address.port), _Handler)
+        host = "::" if family == socket.AF_INET6 and not address.host else address.host
+        super().__init__((host, address.port), _Handler)
+
+    def server_bind(self) -> None:
+        if self.address_family == socket.AF_INET6 and self.server_address[0] == "::":
+            # Every interface means IPv4 and IPv6 alike, as a Go sidecar's ":9808" would.
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        # Not HTTPServer.server_bind: its reverse lookup of the host can hang without DNS.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
 
     def probe(self) -> str | None:
         problem = self._check()
@@ -158,7 +170,7 @@ class HealthServer:
 
     def start(self) -> None:
         assert self._server is None, "health server already started"
-        server = _Server(self._address, self._check)
+        server = self._bind()
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="health", daemon=True
@@ -167,6 +179,19 @@ class HealthServer:
         log.info(
             "event=health_serving address=%s path=%s", HostPort(self._address.host, self.port), PATH
         )
+
+    def _bind(self) -> _Server:
+        host = self._address.host
+        if ":" in host:
+            return _Server(self._address, self._check, socket.AF_INET6)
+        if host:
+            return _Server(self._address, self._check, socket.AF_INET)
+        try:  # every interface: dual-stack where the node has IPv6, IPv4 otherwise
+            return _Server(self._address, self._check, socket.AF_INET6)
+        except OSError as exc:
+            if exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+                raise
+            return _Server(self._address, self._check, socket.AF_INET)
 
     def stop(self) -> None:
         server, self._server = self._server, None

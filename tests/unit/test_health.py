@@ -223,3 +223,37 @@ def test_driver_serves_health_from_start_to_stop(tmp_path: Path) -> None:
         driver.stop(grace=0)
     with pytest.raises(urllib.error.URLError, match="refused"):
         get(port, timeout=1)
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def test_every_interface_means_ipv4_and_ipv6() -> None:
+    """``:9808`` is reached on the pod's IPv4 and, where the node has it, IPv6 address."""
+    server = HealthServer(HostPort("", 0), lambda: None)
+    server.start()
+    try:
+        assert get(server.port) == (200, "ok\n")
+        if ipv6_loopback():
+            with urllib.request.urlopen(f"http://[::1]:{server.port}/healthz", timeout=5) as r:
+                assert r.status == 200
+    finally:
+        server.stop()
+
+
+def test_an_ipv6_host() -> None:
+    if not ipv6_loopback():
+        pytest.skip("no IPv6 loopback on this machine")
+    server = HealthServer(HostPort("::1", 0), lambda: None)
+    server.start()
+    try:
+        with urllib.request.urlopen(f"http://[::1]:{server.port}/healthz", timeout=5) as reply:
+            assert reply.read() == b"ok\n"
+    finally:
+        server.stop()
