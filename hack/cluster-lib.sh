@@ -571,20 +571,22 @@ SIDECAR_IMAGES=(
     "registry.k8s.io/sig-storage/csi-resizer:$RESIZER_VERSION|csi-resizer"
 )
 
-build_cluster_images() {
-    "$ROOT/hack/images" build >/dev/null
-    local entry
+# Every image the cluster runs, as archives (hack/images keeps them current).
+cluster_image_archives() {
+    "$ROOT/hack/images" build
+    local entry name
     for entry in "${SIDECAR_IMAGES[@]}"; do
-        image_from_binary "${entry%%|*}" "$SIDECAR_BIN/${entry#*|}" "/${entry#*|}" >/dev/null
+        name="${entry#*|}"
+        "$ROOT/hack/images" binary "${entry%%|*}" "$SIDECAR_BIN/$name" "/$name"
     done
 }
 
+build_cluster_images() { cluster_image_archives >/dev/null; }
+
 import_cluster_images() {
-    "$ROOT/hack/images" import --address "$CONTAINERD_SOCK"
-    local entry
-    for entry in "${SIDECAR_IMAGES[@]}"; do
-        import_archive "$CONTAINERD_SOCK" "$(image_from_binary "${entry%%|*}" "$SIDECAR_BIN/${entry#*|}" "/${entry#*|}")"
-    done
+    local archives
+    mapfile -t archives < <(cluster_image_archives)
+    "$ROOT/hack/images" import --address "$CONTAINERD_SOCK" "${archives[@]}" >/dev/null
 }
 
 # deploy/ as it is, through the cluster overlay; waits until the driver serves.
