@@ -18,7 +18,7 @@ from typing import Any
 
 from csi.host import freeze, loopdev, mount
 from csi.layout import PARTIAL_SUFFIX, Layout, is_valid_id
-from csi.state.records import AccessType, Phase, VolumeRecord
+from csi.state.records import AccessType, Phase, VolumeKind, VolumeRecord
 from csi.state.store import RecordStore
 from csi.volumes.directory import DELETING_SUFFIX
 from csi.volumes.groups import GroupSnapshots
@@ -169,11 +169,13 @@ def _undo_setup_mounts(layout: Layout) -> None:
         for entry in os.scandir(layout.setup_dir):
             mount.unmount(entry.path)
             os.rmdir(entry.path)
-    images = os.path.realpath(layout.images_dir)
-    for device in loopdev.all_devices():
-        backing = device.backing_file.removesuffix(loopdev.DELETED_SUFFIX)
-        if os.path.dirname(backing) == images and backing.endswith(PARTIAL_SUFFIX):
-            loopdev.detach(device.path)
+    partials = [e.path for e in os.scandir(layout.images_dir) if e.name.endswith(PARTIAL_SUFFIX)]
+    if not partials:
+        return
+    table = loopdev.LoopTable.read()
+    for partial in partials:
+        for device in table.devices_of(partial, read_only=None):
+            loopdev.detach(device)
 
 
 def _remove_scratch(layout: Layout) -> None:
@@ -188,21 +190,25 @@ def _remove_scratch(layout: Layout) -> None:
 
 
 def _detach_unused_loops(volumes: Volumes) -> list[str]:
-    images = os.path.realpath(volumes.layout.images_dir)
-    detached: list[str] = []
+    """Detach the loop devices of recorded images that nothing uses, found by the image's
+    identity (a device attached by an earlier driver shows its image under another name).
+    Devices of files no record accounts for are not ours to judge: they stay attached."""
+    images = [
+        volumes.layout.image_path(r.volume_id)
+        for r in volumes.store.all()
+        if r.kind is VolumeKind.LOOP
+        and not (r.access_type is AccessType.BLOCK and r.staging_path)  # its device is its use
+    ]
+    if not images:
+        return []
+    loops = loopdev.LoopTable.read()
     table = mount.read_mounts()
-    for device, backing in loopdev.attached().items():
-        if os.path.dirname(backing) != images:
-            continue
-        volume_id = os.path.basename(backing).removesuffix(".img")
-        record = volumes.store.get(volume_id)
-        if record is None:
-            continue  # not ours to judge: leave it attached, it is reported as unaccounted
-        used = bool(mount.mounts_of_device(device, table))
-        if used or (record.access_type is AccessType.BLOCK and record.staging_path):
-            continue
-        loopdev.detach(device)
-        detached.append(device)
+    detached: list[str] = []
+    for image in images:
+        for device in loops.devices_of(image, read_only=None):
+            if not mount.mounts_of_device(device, table):
+                loopdev.detach(device)
+                detached.append(device)
     return detached
 
 

@@ -1,26 +1,101 @@
-"""Loop devices: find by backing file (sysfs, no fork), attach and detach (losetup).
+"""Loop devices: found by their backing file's identity (ioctl, no fork), attached and
+detached with losetup.
 
-A device whose backing file was deleted (sysfs appends " (deleted)") or that was detached
-while busy (the kernel sets autoclear and frees it on last close) is never reused: it
-belongs to the past, not to the file now at that path.
+A loop device is never *identified* by its backing file's name. The kernel prints that
+name (sysfs ``loop/backing_file``, ``losetup --list``) relative to the mount it was
+attached through: a device attached by a driver that reached the data dir through its
+container's bind mount reads ``/images/vol-….img`` once that container is gone, and a
+lookup by path in the next driver missed it (an unstage that left it attached, a stage
+that attached a second device to the same image: two mounts of one filesystem). Instead
+the LOOP_GET_STATUS64 ioctl reports the backing file's device and inode number, the same
+through every bind mount of its filesystem (each container's hostPath), and a device is
+the image's when they equal the image's ``os.stat``.
+
+Only devices whose shown name *ends* with the image's file name are opened to ask: a path
+relative to some mount still ends with the file's own name (the kernel builds it from the
+file's dentry, and follows renames), so no device of the image is skipped unless someone
+attached it through another hard link or a bind mount of the file itself. Opening every
+loop device instead would make the driver an opener of devices that are not its own (snaps,
+other drivers): a ``losetup --detach`` of theirs would then wait for our close, and the
+ioctl would block on a backing file whose network filesystem hangs.
+
+A device whose backing file was deleted (sysfs appends " (deleted)", relative name or not)
+or that was detached while busy (the kernel sets autoclear and frees it on last close) is
+never reused or matched, and not even opened: it belongs to the past, not to the file now
+at that path. Inode numbers are unique among the live files of a filesystem and a device
+pins its file, so a new image cannot share the inode number of a deleted image a device
+still holds; refusing deleted backing files too keeps that true on filesystems whose inode
+numbers are not so stable (FUSE, some network filesystems), and keeps the rule readable
+without that proof.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from csi.errors import Internal
 from csi.host.run import run
 
 SYS_BLOCK = Path("/sys/block")
+DEV = Path("/dev")
 DELETED_SUFFIX = " (deleted)"
+
+LOOP_GET_STATUS64 = 0x4C05
+# struct loop_info64 (linux/loop.h): lo_device, lo_inode, lo_rdevice, lo_offset and
+# lo_sizelimit (__u64); lo_number, lo_encrypt_type, lo_encrypt_key_size and lo_flags (__u32);
+# lo_file_name[64], lo_crypt_name[64], lo_encrypt_key[32] (__u8); lo_init[2] (__u64).
+LOOP_INFO64 = struct.Struct("=5Q4I64s64s32s2Q")
+LO_FLAGS_READ_ONLY = 1
+LO_FLAGS_AUTOCLEAR = 4
+# The device is unbound, being torn down, or gone (removed, or no node for it in /dev).
+_GONE = (errno.ENXIO, errno.ENODEV, errno.ENOENT)
+
+
+class LoopDeviceUnreadable(Internal):
+    """An attached loop device whose backing file cannot be identified: the driver will
+    not guess whether it is a volume's, so the lookup fails instead."""
+
+
+@dataclass(frozen=True)
+class FileId:
+    """A file's identity on this host: the ``st_dev`` and ``st_ino`` of ``os.stat``."""
+
+    dev: int
+    ino: int
+
+    @classmethod
+    def of(cls, path: Path | str) -> FileId | None:
+        """The identity of the file at ``path`` (symlinks followed, as losetup does), or
+        None if there is none."""
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return cls(st.st_dev, st.st_ino)
+
+
+def decode_dev(encoded: int) -> int:
+    """``lo_device`` as an ``st_dev``: the kernel fills it with huge_encode_dev(), i.e.
+    new_encode_dev() (major in bits 8-19, minor in bits 0-7 and 20-31); decoded to
+    (major, minor) and rebuilt with os.makedev so it compares with any libc's st_dev.
+    (glibc's makedev agrees with new_encode_dev for every 12-bit major and 20-bit minor
+    the kernel makes, so on glibc this is the identity; it stays explicit, not assumed.)"""
+    encoded &= 0xFFFFFFFF
+    major = (encoded & 0xFFF00) >> 8
+    minor = (encoded & 0xFF) | ((encoded >> 12) & 0xFFF00)
+    return os.makedev(major, minor)
 
 
 @dataclass(frozen=True)
 class LoopDevice:
     path: str  # /dev/loopN
-    backing_file: str  # as sysfs shows it, " (deleted)" included
+    backing: FileId  # the backing file, from LOOP_GET_STATUS64
+    backing_file: str  # its name as sysfs shows it (relative to some mount), for messages
     read_only: bool
     dying: bool  # detach requested while busy: goes away on last close
 
@@ -36,42 +111,102 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def _device(name: str) -> LoopDevice | None:
-    base = SYS_BLOCK / name
-    backing = _read(base / "loop" / "backing_file")
-    if not backing:
+def _status(device: str) -> tuple[FileId, int]:
+    """(backing file, lo_flags) of a bound device; OSError as the kernel reports it."""
+    fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        reply = fcntl.ioctl(fd, LOOP_GET_STATUS64, bytes(LOOP_INFO64.size))
+    finally:
+        os.close(fd)
+    fields = LOOP_INFO64.unpack(reply)
+    return FileId(decode_dev(fields[0]), fields[1]), fields[8]
+
+
+def _shown_names() -> dict[str, str]:
+    """Loop device name -> its backing file's name as sysfs shows it, for bound devices."""
+    try:
+        names = os.listdir(SYS_BLOCK)
+    except OSError:
+        return {}
+    loops = sorted(n for n in names if n.startswith("loop"))
+    shown = {n: _read(SYS_BLOCK / n / "loop" / "backing_file") for n in loops}
+    return {n: b for n, b in shown.items() if b}  # loop/ exists only while a file is bound
+
+
+def _identify(name: str, *, dying_too: bool = False) -> LoopDevice | None:
+    """The bound loop device ``name`` with its backing file's identity, or None if it has
+    none (unbound, being torn down, removed while we looked) or, unless ``dying_too``, if
+    its detach is pending (opening it would only delay its end)."""
+    loop = SYS_BLOCK / name / "loop"
+    if not dying_too and _read(loop / "autoclear") == "1":
+        return None
+    path = str(DEV / name)
+    try:
+        backing, flags = _status(path)
+    except OSError as exc:
+        if exc.errno in _GONE and not _read(loop / "backing_file"):
+            return None  # detached or removed between the two reads
+        raise LoopDeviceUnreadable(
+            f"cannot identify the backing file of {path}: {exc.strerror or exc}"
+        ) from None
+    shown = _read(loop / "backing_file")  # read again: the one that goes with the identity
+    if not shown:
         return None
     return LoopDevice(
-        path=f"/dev/{name}",
-        backing_file=backing,
-        read_only=_read(base / "ro") == "1",
-        dying=_read(base / "loop" / "autoclear") == "1",
+        path=path,
+        backing=backing,
+        backing_file=shown,
+        read_only=bool(flags & LO_FLAGS_READ_ONLY),
+        dying=bool(flags & LO_FLAGS_AUTOCLEAR),
     )
 
 
 def all_devices() -> list[LoopDevice]:
-    try:
-        names = os.listdir(SYS_BLOCK)
-    except OSError:
-        return []
-    found = (_device(n) for n in names if n.startswith("loop"))
+    """Every bound loop device with its backing file's identity, dying and deleted ones
+    included. Opens each one: for inspection (tests, tools); the driver's own lookups go
+    through LoopTable, which opens only candidates."""
+    found = (_identify(name, dying_too=True) for name in _shown_names())
     return [d for d in found if d is not None]
 
 
-def attached() -> dict[str, str]:
-    """Map of loop device path -> backing file (as sysfs shows it) for every loop device."""
-    return {d.path: d.backing_file for d in all_devices()}
+class LoopTable:
+    """One reading of which loop devices are bound (sysfs only); each candidate device is
+    opened at most once, when a lookup first needs it. Short-lived: one RPC or one pass."""
+
+    def __init__(self, shown: dict[str, str]) -> None:
+        self._shown = shown
+        self._identified: dict[str, LoopDevice | None] = {}
+
+    @classmethod
+    def read(cls) -> LoopTable:
+        return cls(_shown_names())
+
+    def devices_of(self, image: Path | str, *, read_only: bool | None = False) -> list[str]:
+        """Usable loop devices of the file at ``image``, by identity: writable ones by
+        default, read-only ones with ``read_only=True``, all with ``read_only=None``."""
+        wanted = FileId.of(image)
+        if wanted is None:
+            return []  # no file, no device of it: a deleted file's devices are not usable
+        suffix = "/" + os.path.basename(image)
+        found: list[str] = []
+        for name, shown in self._shown.items():
+            if not shown.endswith(suffix):
+                continue  # not this file under any mount's name for it (or deleted)
+            if name not in self._identified:
+                self._identified[name] = _identify(name)
+            device = self._identified[name]
+            if device is None or device.backing != wanted or not device.usable:
+                continue
+            if read_only is None or device.read_only == read_only:
+                found.append(device.path)
+        return sorted(found)
 
 
-def devices_for(backing_file: Path, *, read_only: bool | None = False) -> list[str]:
-    """Usable loop devices backed by ``backing_file``: writable ones by default,
-    read-only ones with ``read_only=True``, all with ``read_only=None``."""
-    wanted = os.path.realpath(backing_file)
-    return sorted(
-        d.path
-        for d in all_devices()
-        if d.backing_file == wanted and d.usable and (read_only is None or d.read_only == read_only)
-    )
+def devices_for(image: Path | str, *, read_only: bool | None = False) -> list[str]:
+    """Usable loop devices of the file at ``image``, from a fresh reading (see LoopTable)."""
+    if FileId.of(image) is None:
+        return []
+    return LoopTable.read().devices_of(image, read_only=read_only)
 
 
 def attach(backing_file: Path, *, read_only: bool = False) -> str:

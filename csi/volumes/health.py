@@ -22,22 +22,23 @@ class Condition:
 HEALTHY = Condition(False, "volume is healthy")
 
 
-@dataclass(frozen=True)
 class HostView:
-    """One reading of the mount table and loop devices, shared by many checks (ListVolumes)."""
+    """One reading of the mount table, and of the loop devices once a loop volume asks,
+    shared by many checks (a ListVolumes page)."""
 
-    mounts: list[mount.MountEntry]
-    loops: list[loopdev.LoopDevice]
+    def __init__(self, mounts: list[mount.MountEntry]) -> None:
+        self.mounts = mounts
+        self._loops: loopdev.LoopTable | None = None
 
     @classmethod
     def read(cls) -> HostView:
-        return cls(mount.read_mounts(), loopdev.all_devices())
+        return cls(mount.read_mounts())
 
-    def writable_device(self, backing_file: Path) -> str | None:
-        wanted = os.path.realpath(backing_file)
-        found = sorted(
-            d.path for d in self.loops if d.backing_file == wanted and d.usable and not d.read_only
-        )
+    def writable_device(self, image: Path) -> str | None:
+        """The image's writable loop device, found by the image's identity."""
+        if self._loops is None:
+            self._loops = loopdev.LoopTable.read()
+        found = self._loops.devices_of(image)
         return found[0] if found else None
 
 
@@ -58,7 +59,10 @@ def check(volumes: Volumes, record: VolumeRecord, host: HostView | None = None) 
         return HEALTHY  # nothing on the host to inspect
     host = host or HostView.read()
     table = host.mounts
-    device = host.writable_device(data) if record.kind is VolumeKind.LOOP else None
+    try:
+        device = host.writable_device(data) if record.kind is VolumeKind.LOOP else None
+    except loopdev.LoopDeviceUnreadable as exc:
+        return Condition(True, exc.message)
     if record.staging_path:
         if record.kind is VolumeKind.LOOP and device is None:
             return Condition(True, "the volume is staged but its loop device is detached")

@@ -1,14 +1,17 @@
 """Helpers for the integration tier: a kubelet-like caller and independent host probes.
 
-The host probes read /proc/self/mountinfo and /sys/block directly instead of going
-through ``csi.host``, so a bug in the driver's own parsing cannot hide a failure here.
+The host probes read /proc/self/mountinfo and /sys/block directly (and ask losetup for
+backing-file identities) instead of going through ``csi.host``, so a bug in the driver's
+own parsing cannot hide a failure here.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +103,58 @@ def loops_for(image: Path) -> list[str]:
 def loops_under(root: Path) -> list[str]:
     base = os.path.realpath(root) + "/"
     return sorted(dev for dev, backing in loop_devices().items() if backing.startswith(base))
+
+
+def file_id(path: Path | str) -> tuple[int, int]:
+    """(st_dev, st_ino): what a loop device's backing file is, whatever it is called."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def loop_backing_ids() -> dict[str, tuple[int, int, str]]:
+    """Attached loop device -> (st_dev, st_ino, name) of its backing file, as losetup reads
+    them (LOOP_GET_STATUS64); the name is the kernel's, relative to some mount or not."""
+    columns = "NAME,BACK-MAJ:MIN,BACK-INO,BACK-FILE"
+    done = sh("losetup", "--list", "--json", "--output", columns)
+    assert done.returncode == 0, done.stderr
+    if not done.stdout.strip():
+        return {}
+    found: dict[str, tuple[int, int, str]] = {}
+    for device in json.loads(done.stdout)["loopdevices"]:
+        major, minor = device["back-maj:min"].strip().split(":")
+        dev = os.makedev(int(major), int(minor))
+        found[device["name"]] = (dev, int(device["back-ino"]), device["back-file"])
+    return found
+
+
+def loops_backed_by(identity: tuple[int, int]) -> list[str]:
+    """Loop devices whose backing file is the file ``identity`` names (deleted or not)."""
+    return sorted(d for d, (dev, ino, _) in loop_backing_ids().items() if (dev, ino) == identity)
+
+
+def loop_backing_name(device: str) -> str:
+    """The backing file's name as sysfs shows it to this process."""
+    return (Path("/sys/block") / Path(device).name / "loop" / "backing_file").read_text().strip()
+
+
+def attach_in_a_vanished_namespace(data: Path, relative: str, view: Path) -> str:
+    """Attach ``data/relative`` the way a driver container did: from its own mount
+    namespace, through a private bind mount of ``data`` at ``view``. The namespace (and the
+    bind) end with the command; the device stays."""
+    view.mkdir(parents=True, exist_ok=True)
+    script = 'mount --bind -- "$1" "$2" && exec losetup --find --show -- "$2/$3"'
+    argv = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script]
+    done = sh(*argv, "sh", str(data), str(view), relative)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def wait_for_backing_name(device: str, wanted: str, timeout: float = 5.0) -> str:
+    """The namespace is torn down just after its last process exits; wait for its mounts."""
+    deadline = time.monotonic() + timeout
+    while (name := loop_backing_name(device)) != wanted and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return name
 
 
 def sh(*argv: str) -> subprocess.CompletedProcess[str]:

@@ -64,14 +64,21 @@ class DriverProcess:
         if path_prefix is not None:
             env["PATH"] = f"{path_prefix}{os.pathsep}{env.get('PATH', '')}"
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-        argv = [sys.executable, "-m", "csi", "--data-dir", str(self.data_dir)]
-        argv += ["--node-id", "n1", "--log-level", "debug", "--shutdown-grace", "2", *args]
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+                self.command(args),
+                cwd=REPO,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
             )
         self._wait_ready()
         return self.client
+
+    def command(self, args: Sequence[str]) -> list[str]:
+        """The driver's argv; a subclass may run it elsewhere (another mount namespace)."""
+        return driver_argv(self.data_dir, args)
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -180,6 +187,12 @@ class DriverProcess:
     def all_logs(self) -> str:
         paths = sorted(self.log_dir.glob("driver-*.log"), key=lambda p: p.stat().st_mtime)
         return "\n".join(p.read_text(errors="replace") for p in paths)
+
+
+def driver_argv(data_dir: Path, args: Sequence[str] = ()) -> list[str]:
+    """``python -m csi`` serving ``data_dir`` (a path as the driver's process sees it)."""
+    argv = [sys.executable, "-m", "csi", "--data-dir", str(data_dir)]
+    return [*argv, "--node-id", "n1", "--log-level", "debug", "--shutdown-grace", "2", *args]
 
 
 def error_of(call: Callable[[], object]) -> grpc.RpcError | None:

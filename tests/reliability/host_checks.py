@@ -15,7 +15,9 @@ from pathlib import Path
 
 from csi.state.records import AccessType, Phase, SnapshotRecord, VolumeKind, VolumeRecord
 from tests.integration.support import (
+    file_id,
     force_cleanup,
+    loop_backing_ids,
     loop_devices,
     loops_for,
     loops_under,
@@ -46,6 +48,16 @@ def snapshot_records(data_dir: Path) -> list[SnapshotRecord]:
 def record_of(data_dir: Path, volume_id: str) -> VolumeRecord | None:
     path = data_dir / "state" / "volumes" / f"{volume_id}.json"
     return VolumeRecord.from_json(json.loads(path.read_text())) if path.exists() else None
+
+
+def devices_of(image: Path, identities: dict[str, tuple[int, int, str]] | None = None) -> list[str]:
+    """The image's loop devices: those backed by its inode, whatever name the kernel shows
+    for it (one attached by a driver in another mount namespace reads ``/images/...``), and
+    those still named after its path (a deleted image's, which no other file can be)."""
+    identities = loop_backing_ids() if identities is None else identities
+    wanted = file_id(image) if image.exists() else None
+    by_id = {d for d, (dev, ino, _) in identities.items() if (dev, ino) == wanted}
+    return sorted(by_id | set(loops_for(image)))
 
 
 def scratch_files(data_dir: Path) -> list[str]:
@@ -147,11 +159,12 @@ def assert_consistent(
         assert set(on_host) <= expected, f"mounts {sorted(on_host)} beyond records {expected}"
 
     sources = {m.source for m in mounts()}
+    identities = loop_backing_ids()  # one reading: device -> its backing file's identity
     for record in records:
         if record.kind is not VolumeKind.LOOP:
             continue
         image = image_path(data_dir, record.volume_id)
-        devices = loops_for(image)
+        devices = devices_of(image, identities)
         allowed = 1 if record.staging_path else 0
         assert len(devices) <= allowed, f"{image}: loop devices {devices}, at most {allowed}"
         if record.access_type is AccessType.MOUNT:

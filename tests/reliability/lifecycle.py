@@ -21,7 +21,6 @@ from tests.integration.support import (
     MIB,
     Flavour,
     device_size,
-    loops_for,
     read_at,
     write_at,
 )
@@ -29,6 +28,7 @@ from tests.reliability.driver_process import DriverProcess, error_of
 from tests.reliability.host_checks import (
     assert_consistent,
     assert_nothing_of,
+    devices_of,
     image_path,
     is_frozen,
     read_ext4_file,
@@ -207,7 +207,7 @@ class Life:
         image = image_path(self.data_dir, self.volume_id)
         assert image.stat().st_size == self.size
         if self.staged:
-            (device,) = loops_for(image)
+            (device,) = devices_of(image)
             assert device_size(Path(device)) == self.size, "loop device kept its old size"
         if self.flavour.fs_type and self.published:
             error = error_of(lambda: self.do("node-expand"))
