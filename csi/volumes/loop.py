@@ -125,12 +125,21 @@ class LoopVolumes:
         secret: bytes | None = None,
     ) -> None:
         """Attach the image (reusing an attached device) and mount it for filesystem use;
-        an encrypted volume is unlocked with ``secret``."""
+        an encrypted volume is unlocked with ``secret``.
+
+        Growth the record asks for and the host lacks is finished first, image first: the
+        image is grown to the recorded size, the device told, and an ext4 grown before it
+        is mounted (offline growth needs no CAP_SYS_RESOURCE), so a restage after a
+        NodeExpandVolume that could not grow the mounted filesystem completes it.
+        """
         image = self.path(record)
         if not image.is_file():
             raise FailedPrecondition("the volume's image file is missing on this node")
+        size = _grow_image(image, record.capacity_bytes)
         device, attached_here = self._attach(image)
         crash_point("stage:attached")
+        if not attached_here and loopdev.device_size(device) < size:
+            loopdev.refresh_size(device)
         if record.access_type is AccessType.BLOCK:
             return
         if self._mounted_at(device, staging):
@@ -166,7 +175,7 @@ class LoopVolumes:
             mounted_here = True
             crash_point("stage:mounted")
             if not read_only:
-                self.grow_filesystem(record, staging)
+                self._fill_device(record, device, staging)
             if secret is not None:
                 encryption.unlock(staging, secret)
         except BaseException:
@@ -190,13 +199,7 @@ class LoopVolumes:
     def expand(self, record: VolumeRecord, size: int) -> None:
         """Grow the image file (sparse) and tell an attached loop device its new size."""
         image = self.path(record)
-        if image.stat().st_size < size:
-            os.truncate(image, size)
-            fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        size = _grow_image(image, size)
         for device in loopdev.devices_for(image, read_only=None):
             if loopdev.device_size(device) < size:
                 loopdev.refresh_size(device)
@@ -206,6 +209,10 @@ class LoopVolumes:
         device = self.device(record)
         if device is None:
             raise FailedPrecondition("volume is not staged: no loop device is attached")
+        return self._fill_device(record, device, mount_point)
+
+    @staticmethod
+    def _fill_device(record: VolumeRecord, device: str, mount_point: Path) -> int:
         device_bytes = loopdev.device_size(device)
         current = resize.filesystem_size(device, record.fs_type) or 0
         if current < device_bytes:
@@ -235,3 +242,20 @@ class LoopVolumes:
     @staticmethod
     def _mounted_at(device: str, staging: Path) -> bool:
         return any(m.source == device for m in mount.mounts_at(staging))
+
+
+def _grow_image(image: Path, size: int) -> int:
+    """Grow the image file (sparse, durably) to at least ``size``; returns its size.
+
+    Never shrinks, and a no-op once done: a retry after a crash finds the work done.
+    """
+    current = image.stat().st_size
+    if current >= size:
+        return current
+    os.truncate(image, size)
+    fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return size

@@ -157,6 +157,15 @@ def wait_for_backing_name(device: str, wanted: str, timeout: float = 5.0) -> str
     return name
 
 
+def record_growth_behind_the_driver(data_dir: Path, volume_id: str, size: int) -> None:
+    """What a growth recorded but never finished on the host leaves: a record whose size
+    the image lacks (the driver is stopped; it reads records at start-up)."""
+    path = data_dir / "state" / "volumes" / f"{volume_id}.json"
+    record = json.loads(path.read_text())
+    record["capacity_bytes"] = size
+    path.write_text(json.dumps(record))
+
+
 def sh(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(argv), capture_output=True, text=True, check=False)
 

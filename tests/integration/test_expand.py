@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import grpc
+import pytest
 
 from tests.helpers import need_tool, running_driver
 from tests.integration.snapshot_support import (
@@ -24,9 +25,13 @@ from tests.integration.support import (
     EXT4,
     MIB,
     XFS,
+    Flavour,
     Kubelet,
     device_size,
+    loops_for,
+    mounts_at,
     read_at,
+    record_growth_behind_the_driver,
     write_at,
     write_error,
 )
@@ -189,3 +194,50 @@ def test_controller_expansion_can_be_left_unadvertised(tmp_path: Path) -> None:
         rpc = csi_pb2.ControllerServiceCapability.RPC
         assert rpc.EXPAND_VOLUME not in offered
         assert rpc.CREATE_DELETE_SNAPSHOT in offered
+
+
+@pytest.mark.parametrize("flavour", [EXT4, XFS, BLOCK], ids=lambda f: f.id)
+def test_stage_finishes_the_growth_the_record_asks_for(tmp_path: Path, flavour: Flavour) -> None:
+    """Image first, then its device, then the filesystem (ext4 offline, before mounting)."""
+    if flavour.fs_type == "xfs":
+        need_tool("mkfs.xfs")
+    data_dir, kubelet_root = tmp_path / "data", tmp_path / "kubelet"
+    grown = 2 * flavour.size
+    with running_driver(data_dir) as first:
+        session = Session(Kubelet(first.client, kubelet_root, first.data_dir))
+        try:
+            volume = session.create("grow-at-stage", flavour)
+            target = session.mount(volume, flavour)
+            put(target, flavour, DATA)
+            session.unmount(volume, target)
+        except BaseException:
+            session.tidy()
+            raise
+    record_growth_behind_the_driver(data_dir, volume, grown)
+    image = data_dir / "images" / f"{volume}.img"
+    assert image.stat().st_size == flavour.size
+
+    with running_driver(data_dir) as second:
+        kubelet = Kubelet(second.client, kubelet_root, second.data_dir)
+        session = Session(kubelet)
+        session.later(lambda: kubelet.delete(volume))
+        try:
+            for pod in ("after-growth", "restaged"):  # a restage changes nothing more
+                target = session.mount(volume, flavour, pod=pod)
+                assert image.stat().st_size == grown
+                (device,) = loops_for(image)
+                assert device_size(Path(device)) == grown, "the loop device kept its old size"
+                if flavour.block:
+                    assert device_size(target) == grown
+                else:
+                    assert_fs_size(target, grown)
+                assert get(target, flavour, len(DATA)) == DATA
+                # The kubelet's retry of the same stage is a no-op.
+                kubelet.stage(volume, kubelet.staging(volume), flavour.cap())
+                assert loops_for(image) == [device]
+                if not flavour.block:
+                    assert [m.source for m in mounts_at(kubelet.staging(volume))] == [device]
+                assert not session.condition(volume).abnormal
+                session.unmount(volume, target)
+        finally:
+            session.tidy()
