@@ -1,4 +1,4 @@
-"""The kind scripts fail early and say what is missing, instead of half-running."""
+"""The hack scripts fail early and say what is missing, instead of half-running."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ def bare_path(tmp_path: Path, **fakes: str) -> str:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     for tool in BASICS:
+        if tool in fakes:
+            continue  # a fake written through a symlink would overwrite the real tool
         found = shutil.which(tool)
         assert found, f"{tool} is needed to run the hack scripts"
         (bin_dir / tool).symlink_to(found)
@@ -28,10 +30,10 @@ def bare_path(tmp_path: Path, **fakes: str) -> str:
     return str(bin_dir)
 
 
-def run_script(name: str, path: str) -> subprocess.CompletedProcess[str]:
+def run_script(name: str, path: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": path, "HOME": os.environ.get("HOME", "/root"), "GOBIN": "/nonexistent"}
     return subprocess.run(
-        ["bash", str(ROOT / "hack" / name)],
+        ["bash", str(ROOT / "hack" / name), *args],
         capture_output=True,
         text=True,
         env=env,
@@ -63,3 +65,33 @@ def test_kind_install_without_kubectl(tmp_path: Path) -> None:
     proc = run_script("kind-install", bare_path(tmp_path))
     assert proc.returncode != 0
     assert "kubectl is not installed" in proc.stderr
+
+
+def test_images_usage(tmp_path: Path) -> None:
+    proc = run_script("images", bare_path(tmp_path))
+    assert proc.returncode == 2
+    assert "hack/images build [NAME...]" in proc.stderr
+
+
+def test_images_refuses_unknown_names_and_archives_before_any_work(tmp_path: Path) -> None:
+    path = bare_path(tmp_path)
+    proc = run_script("images", path, "build", "no-such-image")
+    assert proc.returncode != 0
+    assert "no image named no-such-image" in proc.stderr
+    proc = run_script("images", path, "import", "--address", "/nonexistent.sock", "/no/x.tar")
+    assert proc.returncode != 0
+    assert "no archive /no/x.tar" in proc.stderr
+    proc = run_script("images", path, "import")
+    assert proc.returncode != 0
+    assert "usage: hack/images import --address SOCKET" in proc.stderr
+    proc = run_script("images", path, "binary", "example.com/x:1", "/nonexistent", "/x")
+    assert proc.returncode != 0
+    assert "no binary at /nonexistent" in proc.stderr
+
+
+def test_images_names_missing_packages_when_it_cannot_install_them(tmp_path: Path) -> None:
+    """Without root (a fake id) and without umoci, skopeo and debootstrap on the PATH."""
+    proc = run_script("images", bare_path(tmp_path, id="echo 1000"), "build", "busybox")
+    assert proc.returncode != 0
+    assert "missing host packages (umoci skopeo debootstrap" in proc.stderr
+    assert "run as root to install them" in proc.stderr

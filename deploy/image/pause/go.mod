@@ -1,0 +1,3 @@
+module localvol-csi/pause
+
+go 1.22
