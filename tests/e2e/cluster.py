@@ -144,7 +144,9 @@ class Cluster:
         wait_until(f"pod {namespace}/{name} deleted", gone, timeout)
 
     def delete_pod(self, namespace: str, name: str) -> None:
-        self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+        """Delete as a user does (gracefully): the pod leaves the API once the kubelet has
+        stopped it and unpublished its volumes."""
+        self.core.delete_namespaced_pod(name, namespace)
         self.wait_gone(namespace, name)
 
     def claim(self, namespace: str, name: str) -> Any:

@@ -7,6 +7,7 @@ import secrets
 import pytest
 
 from tests.e2e.cluster import NODE_DATA, Cluster, claim, pod, wait_until
+from tests.e2e.host import loop_devices_on
 from tests.integration.snapshot_support import has_cap_sys_resource
 
 pytestmark = pytest.mark.e2e
@@ -137,6 +138,9 @@ def test_expansion_seen_in_the_pod(cluster: Cluster, ns: str, storage_class: str
         # restarts the pod.
         wait_until("the claim to say the pod must restart", lambda: node_resize_error(cluster, ns))
         cluster.delete_pod(ns, "app")
+        # The node unstages the volume (its loop device goes) before the pod comes back.
+        image = NODE_DATA / "images" / f"{cluster.volume_handle(ns, 'grow')}.img"
+        wait_until("the volume unstaged", lambda: not loop_devices_on(image))
         cluster.apply(ns, pod("app", claims={"/data": "grow"}))
         cluster.wait_ready(ns, "app")
     wait_until(
