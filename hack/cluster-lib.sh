@@ -53,7 +53,7 @@ need_root() { [ "$(id -u)" -eq 0 ] || die "the test cluster needs root (loop dev
 ensure_cluster_packages() {
     local missing=() tool package
     for pair in etcd:etcd-server containerd:containerd runc:runc /usr/lib/cni/bridge:containernetworking-plugins \
-        iptables:iptables conntrack:conntrack openssl:openssl nsenter:util-linux ip:iproute2; do
+        iptables:iptables nft:nftables conntrack:conntrack openssl:openssl nsenter:util-linux ip:iproute2; do
         tool="${pair%%:*}" package="${pair#*:}"
         if [[ $tool == /* ]]; then [ -e "$tool" ]; else command -v "$tool" >/dev/null; fi || missing+=("$package")
     done
@@ -167,6 +167,7 @@ record_baseline() {
     mkdir -p "$base"
     iptables-save > "$base/iptables"
     ip6tables-save > "$base/ip6tables" 2>/dev/null || true
+    nft list tables > "$base/nft-tables" 2>/dev/null || true
     sysctl -a 2>/dev/null | LC_ALL=C sort > "$base/sysctl"
     for path in /var/lib/kubelet /var/lib/localvol-csi /var/lib/cni /etc/cni /run/netns; do
         [ -e "$path" ] && echo "$path"
@@ -520,6 +521,7 @@ cluster_up() {
 # Stop what cluster_up started and remove what it added; safe to run at any point.
 cluster_down() {
     need_root
+    ensure_venv
     local host=("$ROOT/hack/cluster-host")
     stop_proc kubelet
     # Pods through the runtime, so each sandbox's network is torn down by its CNI plugins.
@@ -533,20 +535,21 @@ cluster_down() {
     for name in kube-scheduler kube-controller-manager kube-apiserver etcd; do stop_proc "$name"; done
     local dirs=(/var/lib/kubelet "$CLUSTER_DIR" "$CLUSTER_RUN")
     if [ -e "$KUBELET_NS" ] && nsenter --mount="$KUBELET_NS" true 2>/dev/null; then
-        nsenter --mount="$KUBELET_NS" python3 "${host[@]}" umount-under "${dirs[@]}" /proc/sys
+        nsenter --mount="$KUBELET_NS" "$VENV/bin/python" "${host[@]}" umount-under "${dirs[@]}" /proc/sys
     fi
-    python3 "${host[@]}" umount-under "${dirs[@]}"
-    [ -d "$CLUSTER_DIR" ] && python3 "${host[@]}" detach-loops "$CLUSTER_DIR"
+    "$VENV/bin/python" "${host[@]}" umount-under "${dirs[@]}"
+    [ -d "$CLUSTER_DIR" ] && "$VENV/bin/python" "${host[@]}" detach-loops "$CLUSTER_DIR"
     ip link show "$BRIDGE" >/dev/null 2>&1 && ip link delete "$BRIDGE"
     if [ -f "$CLUSTER_DIR/baseline/iptables" ]; then
-        python3 "${host[@]}" iptables-restore "$CLUSTER_DIR/baseline/iptables"
+        "$VENV/bin/python" "${host[@]}" iptables-restore "$CLUSTER_DIR/baseline/iptables"
+        "$VENV/bin/python" "${host[@]}" drop-new-tables "$CLUSTER_DIR/baseline/nft-tables"
     fi
-    python3 "${host[@]}" rmdir-cgroups "$CGROUP_NAME"
+    "$VENV/bin/python" "${host[@]}" rmdir-cgroups "$CGROUP_NAME"
     local existing="$CLUSTER_DIR/baseline/existing-paths"
     for path in /var/lib/kubelet /var/lib/cni; do
         if [ -e "$path" ] && ! grep -qxF "$path" "$existing" 2>/dev/null; then rm -rf --one-file-system "$path"; fi
     done
-    if [ -f "$CLUSTER_DIR/baseline/sysctl" ] && ! python3 "${host[@]}" sysctl-diff "$CLUSTER_DIR/baseline/sysctl" >&2; then
+    if [ -f "$CLUSTER_DIR/baseline/sysctl" ] && ! "$VENV/bin/python" "${host[@]}" sysctl-diff "$CLUSTER_DIR/baseline/sysctl" >&2; then
         log "warning: the sysctls above differ from before the cluster"
     fi
     rm -rf --one-file-system "$CLUSTER_DIR" "$CLUSTER_RUN"
@@ -607,14 +610,15 @@ cluster_deploy() {
 # The control plane (etcd, apiserver, controllers) runs on, as if elsewhere.
 node_reboot() {
     need_root
+    ensure_venv
     log "node reboot: stopping the kubelet and every pod"
     stop_proc kubelet
     crictl_ rmp --all --force >/dev/null 2>&1 || true
     stop_proc containerd
     kill_shims
     local host=("$ROOT/hack/cluster-host")
-    python3 "${host[@]}" umount-under /var/lib/kubelet "$CLUSTER_DIR" "$CLUSTER_RUN"
-    python3 "${host[@]}" detach-loops "$CLUSTER_DIR"
+    "$VENV/bin/python" "${host[@]}" umount-under /var/lib/kubelet "$CLUSTER_DIR" "$CLUSTER_RUN"
+    "$VENV/bin/python" "${host[@]}" detach-loops "$CLUSTER_DIR"
     rm -rf --one-file-system "$CLUSTER_RUN/containerd" "$CLUSTER_RUN/ns" "$CLUSTER_RUN/sysctl"
     log "node reboot: booting"
     share_dirs

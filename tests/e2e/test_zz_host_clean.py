@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from tests.e2e.cluster import CLUSTER_DIR, CLUSTER_RUN, REPO, Cluster
 from tests.e2e.conftest import KEEP
 
 pytestmark = [pytest.mark.e2e, pytest.mark.last]
+HOST_TOOL = REPO / "hack" / "cluster-host"
 
 
 @pytest.mark.skipif(KEEP, reason="LOCALVOL_E2E_KEEP: the cluster stays up")
@@ -34,7 +36,12 @@ def test_cluster_down_leaves_nothing(cluster: Cluster, tmp_path: Path) -> None:
     )
     assert subprocess.run(["ip", "link", "show", "lvcl0"], capture_output=True).returncode != 0
     diff = subprocess.run(
-        ["python3", str(REPO / "hack" / "cluster-host"), "sysctl-diff", str(baseline / "sysctl")],
+        [
+            sys.executable,
+            str(REPO / "hack" / "cluster-host"),
+            "sysctl-diff",
+            str(baseline / "sysctl"),
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -52,4 +59,6 @@ def test_cluster_down_leaves_nothing(cluster: Cluster, tmp_path: Path) -> None:
             elif line.startswith(":"):
                 before.add(f"{family}:{table}:{line[1:].split()[0]}")
     assert host.iptables_chains() == before
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    assert tables.splitlines() == (baseline / "nft-tables").read_text().splitlines()
     assert not any(Path("/sys/fs/cgroup").glob("*/localvol-cluster"))
