@@ -21,6 +21,7 @@ from tests.helpers import IN_CI, need, need_root
 
 KEEP = os.environ.get("LOCALVOL_E2E_KEEP", "") not in ("", "0")
 REPORT_KEY = pytest.StashKey[list[str]]()
+E2E_LABEL = "e2e.localvol.csi.dev/test"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -59,11 +60,14 @@ def cluster() -> Cluster:
 
 @pytest.fixture
 def ns(cluster: Cluster) -> Iterator[str]:
-    """A namespace of the test's own, deleted with everything in it afterwards."""
+    """A namespace of the test's own, deleted with everything in it afterwards. The
+    deletion is not waited for (its volumes go while the next test runs); the last test
+    waits for every one of them before the cluster goes down."""
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     cluster.kubectl("create", "namespace", name)
+    cluster.kubectl("label", "namespace", name, f"{E2E_LABEL}=true")
     yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=true", "--timeout=300s")
+    cluster.kubectl("delete", "namespace", name, "--wait=false")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import host
-from tests.e2e.cluster import CLUSTER_DIR, CLUSTER_RUN, REPO, Cluster
-from tests.e2e.conftest import KEEP
+from tests.e2e.cluster import CLUSTER_DIR, CLUSTER_RUN, REPO, Cluster, wait_until
+from tests.e2e.conftest import E2E_LABEL, KEEP
 
 pytestmark = [pytest.mark.e2e, pytest.mark.last]
 HOST_TOOL = REPO / "hack" / "cluster-host"
@@ -19,6 +19,14 @@ HOST_TOOL = REPO / "hack" / "cluster-host"
 
 @pytest.mark.skipif(KEEP, reason="LOCALVOL_E2E_KEEP: the cluster stays up")
 def test_cluster_down_leaves_nothing(cluster: Cluster, tmp_path: Path) -> None:
+    # Every test's namespace (and so its volumes) is gone first: a user deletes what they
+    # made before they take a cluster down.
+    wait_until(
+        "the tests' namespaces deleted",
+        lambda: not cluster.core.list_namespace(label_selector=E2E_LABEL).items,
+        timeout=600,
+    )
+    assert not cluster.core.list_persistent_volume().items
     baseline = tmp_path / "baseline"
     shutil.copytree(CLUSTER_DIR / "baseline", baseline)
     pids = host.cluster_pids()
