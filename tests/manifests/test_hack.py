@@ -95,3 +95,12 @@ def test_images_names_missing_packages_when_it_cannot_install_them(tmp_path: Pat
     assert proc.returncode != 0
     assert "missing host packages (umoci skopeo debootstrap" in proc.stderr
     assert "run as root to install them" in proc.stderr
+
+
+def test_cluster_scripts_need_root(tmp_path: Path) -> None:
+    """A fake id that says "not root": each cluster script stops before touching anything."""
+    path = bare_path(tmp_path, id="echo 1000")
+    for script in ("cluster-up", "cluster-down", "cluster-reboot"):
+        proc = run_script(script, path)
+        assert proc.returncode != 0, script
+        assert "the test cluster needs root" in proc.stderr, script
