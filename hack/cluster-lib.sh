@@ -99,13 +99,8 @@ import (
 	_ "k8s.io/kubernetes/cmd/kubelet"
 )
 EOF
-    # The version every component reports (a module build has no git tree to stamp it).
-    local minor="${K8S_VERSION#v1.}" ldflags=""
-    minor="${minor%%.*}"
-    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-        ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-        ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
-    done
+    local ldflags
+    ldflags="$(k8s_version_ldflags)"
     (cd "$wrapper" && go mod tidy -e >/dev/null 2>&1 &&
         rm -rf "$K8S_BIN.new" && mkdir -p "$K8S_BIN.new" &&
         CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$K8S_BIN.new/" \
@@ -117,6 +112,9 @@ EOF
     rm -rf "$K8S_BIN" && mv "$K8S_BIN.new" "$K8S_BIN"
     touch "$stamp"
 }
+
+# e2e.test, agnhost and ginkgo (Kubernetes' storage suite), from the same wrapper module.
+source "$ROOT/hack/storage-suite-lib.sh"
 
 # go_module_dir MODULE@VERSION: the module's directory in the module cache (downloaded).
 go_module_dir() {
@@ -499,6 +497,7 @@ cluster_up() {
     need_root
     ensure_cluster_packages
     build_kubernetes
+    build_agnhost
     build_sidecars
     build_cluster_images
     mkdir -p "$CLUSTER_DIR" "$CLUSTER_RUN"
@@ -582,6 +581,7 @@ cluster_image_archives() {
         name="${entry#*|}"
         "$ROOT/hack/images" binary "${entry%%|*}" "$SIDECAR_BIN/$name" "/$name"
     done
+    agnhost_image_archive
 }
 
 build_cluster_images() { cluster_image_archives >/dev/null; }
