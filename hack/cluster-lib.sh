@@ -50,6 +50,15 @@ crictl_() { "$GOBIN/crictl" --runtime-endpoint "unix://$CONTAINERD_SOCK" --timeo
 
 need_root() { [ "$(id -u)" -eq 0 ] || die "the test cluster needs root (loop devices, mounts, containerd)"; }
 
+# One cluster script at a time: two racing starts would make two CAs or two apiservers.
+CLUSTER_LOCK_FD=
+cluster_lock() {
+    [ -n "$CLUSTER_LOCK_FD" ] && return 0
+    mkdir -p "$CLUSTER_CACHE"
+    exec {CLUSTER_LOCK_FD}>"$CLUSTER_CACHE/cluster-scripts.lock"
+    flock -w 900 "$CLUSTER_LOCK_FD" || die "another cluster script holds $CLUSTER_CACHE/cluster-scripts.lock"
+}
+
 ensure_cluster_packages() {
     local missing=() tool package
     for pair in etcd:etcd-server containerd:containerd runc:runc /usr/lib/cni/bridge:containernetworking-plugins \
@@ -189,7 +198,8 @@ start_proc() {
     shift
     running "$name" && return 0
     mkdir -p "$CLUSTER_RUN/pids" "$CLUSTER_DIR/logs"
-    setsid "$@" >>"$CLUSTER_DIR/logs/$name.log" 2>&1 < /dev/null &
+    # The cluster lock's descriptor stays here: a daemon holding it would hold the lock.
+    setsid "$@" >>"$CLUSTER_DIR/logs/$name.log" 2>&1 < /dev/null {CLUSTER_LOCK_FD}>&- &
     echo $! > "$CLUSTER_RUN/pids/$name"
 }
 
@@ -495,6 +505,7 @@ CONF
 
 cluster_up() {
     need_root
+    cluster_lock
     ensure_cluster_packages
     build_kubernetes
     build_agnhost
@@ -520,6 +531,7 @@ cluster_up() {
 # Stop what cluster_up started and remove what it added; safe to run at any point.
 cluster_down() {
     need_root
+    cluster_lock
     ensure_venv
     local host=("$ROOT/hack/cluster-host")
     stop_proc kubelet
@@ -610,6 +622,7 @@ cluster_deploy() {
 # The control plane (etcd, apiserver, controllers) runs on, as if elsewhere.
 node_reboot() {
     need_root
+    cluster_lock
     ensure_venv
     log "node reboot: stopping the kubelet and every pod"
     stop_proc kubelet
