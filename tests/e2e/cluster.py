@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +28,7 @@ KUBECONFIG = CLUSTER_DIR / "kubeconfig"
 # The node's data root (deploy/overlays/cluster/patches/data-dir.yaml).
 NODE_DATA = CLUSTER_DIR / "data"
 DRIVER_NAMESPACE = "localvol-csi"
+E2E_LABEL = "e2e.localvol.csi.dev/test"
 TIMEOUT = 180.0
 
 
@@ -90,6 +92,17 @@ class Cluster:
 
     def exec(self, namespace: str, pod: str, script: str, check: bool = True) -> str:
         return self.kubectl("exec", "-n", namespace, pod, "--", "sh", "-c", script, check=check)
+
+    def new_namespace(self) -> str:
+        """A namespace of a test's own, labelled so the last test can wait for it to go."""
+        name = f"e2e-{uuid.uuid4().hex[:8]}"
+        self.kubectl("create", "namespace", name)
+        self.kubectl("label", "namespace", name, f"{E2E_LABEL}=true")
+        return name
+
+    def delete_namespace(self, name: str) -> None:
+        """Deleted with everything in it; not waited for (its volumes go meanwhile)."""
+        self.kubectl("delete", "namespace", name, "--wait=false")
 
     def pod_ready(self, namespace: str, name: str) -> bool:
         pod = self.core.read_namespaced_pod(name, namespace)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -21,7 +20,6 @@ from tests.helpers import IN_CI, need, need_root
 
 KEEP = os.environ.get("LOCALVOL_E2E_KEEP", "") not in ("", "0")
 REPORT_KEY = pytest.StashKey[list[str]]()
-E2E_LABEL = "e2e.localvol.csi.dev/test"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -63,11 +61,9 @@ def ns(cluster: Cluster) -> Iterator[str]:
     """A namespace of the test's own, deleted with everything in it afterwards. The
     deletion is not waited for (its volumes go while the next test runs); the last test
     waits for every one of them before the cluster goes down."""
-    name = f"e2e-{uuid.uuid4().hex[:8]}"
-    cluster.kubectl("create", "namespace", name)
-    cluster.kubectl("label", "namespace", name, f"{E2E_LABEL}=true")
+    name = cluster.new_namespace()
     yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false")
+    cluster.delete_namespace(name)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

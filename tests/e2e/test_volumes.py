@@ -1,8 +1,13 @@
-"""Volumes as pods see them, through the real kubelet, the sidecars and deploy/ as it is."""
+"""Volumes as pods see them, through the real kubelet, the sidecars and deploy/ as it is.
+
+Each scenario runs in a namespace of its own, all of them side by side (they spend their
+time waiting on the cluster); each is one test in the report."""
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
@@ -23,8 +28,7 @@ def size_of(cluster: Cluster, ns: str, pod_name: str, path: str) -> int:
     return int(cluster.exec(ns, pod_name, f"df -k {path} | awk 'NR==2 {{print $2}}'")) * 1024
 
 
-@pytest.mark.parametrize("storage_class", FILESYSTEM_CLASSES)
-def test_data_outlives_its_pod(cluster: Cluster, ns: str, storage_class: str) -> None:
+def data_outlives_its_pod(cluster: Cluster, ns: str, storage_class: str) -> None:
     cluster.apply(ns, claim("data", storage_class), pod("writer", claims={"/data": "data"}))
     cluster.wait_ready(ns, "writer")
     written = cluster.exec(ns, "writer", f"{WRITE} && sync")
@@ -34,8 +38,7 @@ def test_data_outlives_its_pod(cluster: Cluster, ns: str, storage_class: str) ->
     assert cluster.exec(ns, "reader", READ) == written
 
 
-@pytest.mark.parametrize("storage_class", ["localvol-ext4", "localvol-directory"])
-def test_pods_share_a_volume(cluster: Cluster, ns: str, storage_class: str) -> None:
+def pods_share_a_volume(cluster: Cluster, ns: str, storage_class: str) -> None:
     cluster.apply(
         ns,
         claim("shared", storage_class),
@@ -54,7 +57,7 @@ def test_pods_share_a_volume(cluster: Cluster, ns: str, storage_class: str) -> N
     assert cluster.exec(ns, "a", "ls /data/c 2>/dev/null || echo absent") == "absent\n"
 
 
-def test_raw_block_device(cluster: Cluster, ns: str) -> None:
+def raw_block_device(cluster: Cluster, ns: str) -> None:
     block = claim("raw", "localvol-block", volumeMode="Block")
     write = (
         "head -c 1048576 /dev/urandom > /tmp/blob && dd if=/tmp/blob of=/dev/xvda bs=1M "
@@ -90,8 +93,7 @@ def snapshot_ready(cluster: Cluster, ns: str, name: str) -> bool:
     return bool(found.get("status", {}).get("readyToUse"))
 
 
-@pytest.mark.parametrize("storage_class", ["localvol-xfs", "localvol-directory"])
-def test_snapshot_restore_and_clone(cluster: Cluster, ns: str, storage_class: str) -> None:
+def snapshot_restore_and_clone(cluster: Cluster, ns: str, storage_class: str) -> None:
     cluster.apply(ns, claim("source", storage_class), pod("source", claims={"/data": "source"}))
     cluster.wait_ready(ns, "source")
     first = cluster.exec(ns, "source", f"{WRITE} && sync")
@@ -122,8 +124,7 @@ def node_resize_error(cluster: Cluster, ns: str) -> str:
     return found[0] if found and "next time the volume is staged" in found[0] else ""
 
 
-@pytest.mark.parametrize("storage_class", ["localvol-xfs", "localvol-ext4"])
-def test_expansion_seen_in_the_pod(cluster: Cluster, ns: str, storage_class: str) -> None:
+def expansion_seen_in_the_pod(cluster: Cluster, ns: str, storage_class: str) -> None:
     cluster.apply(ns, claim("grow", storage_class), pod("app", claims={"/data": "grow"}))
     cluster.wait_ready(ns, "app")
     written = cluster.exec(ns, "app", f"{WRITE} && sync")
@@ -153,7 +154,7 @@ def test_expansion_seen_in_the_pod(cluster: Cluster, ns: str, storage_class: str
     assert cluster.exec(ns, "app", READ) == written
 
 
-def test_encrypted_claim(cluster: Cluster, ns: str) -> None:
+def encrypted_claim(cluster: Cluster, ns: str) -> None:
     canary = f"canary-{secrets.token_hex(16)}"
     key = secrets.token_urlsafe(48)
     storage_class = f"localvol-encrypted-{ns}"
@@ -203,3 +204,41 @@ def test_encrypted_claim(cluster: Cluster, ns: str) -> None:
         cluster.delete(ns, "pod", "again")
         cluster.delete(ns, "pvc", "secret-data")
         cluster.kubectl("delete", "storageclass", storage_class, "--ignore-not-found")
+
+
+Scenario = Callable[..., None]
+SCENARIOS: dict[str, tuple[Scenario, tuple[str, ...]]] = {
+    **{f"data_outlives_its_pod[{c}]": (data_outlives_its_pod, (c,)) for c in FILESYSTEM_CLASSES},
+    **{
+        f"pods_share_a_volume[{c}]": (pods_share_a_volume, (c,))
+        for c in ("localvol-ext4", "localvol-directory")
+    },
+    "raw_block_device": (raw_block_device, ()),
+    **{
+        f"snapshot_restore_and_clone[{c}]": (snapshot_restore_and_clone, (c,))
+        for c in ("localvol-xfs", "localvol-directory")
+    },
+    **{
+        f"expansion_seen_in_the_pod[{c}]": (expansion_seen_in_the_pod, (c,))
+        for c in ("localvol-xfs", "localvol-ext4")
+    },
+    "encrypted_claim": (encrypted_claim, ()),
+}
+
+
+@pytest.fixture(scope="module")
+def scenario_runs(cluster: Cluster) -> Iterator[dict[str, Future[None]]]:
+    def run(scenario: Scenario, args: tuple[str, ...]) -> None:
+        ns = cluster.new_namespace()
+        try:
+            scenario(cluster, ns, *args)
+        finally:
+            cluster.delete_namespace(ns)
+
+    with ThreadPoolExecutor(max_workers=len(SCENARIOS)) as pool:
+        yield {name: pool.submit(run, *entry) for name, entry in SCENARIOS.items()}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_volume(scenario_runs: dict[str, Future[None]], scenario: str) -> None:
+    scenario_runs[scenario].result(timeout=1200)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import host
-from tests.e2e.cluster import CLUSTER_DIR, CLUSTER_RUN, REPO, Cluster, wait_until
-from tests.e2e.conftest import E2E_LABEL, KEEP
+from tests.e2e.cluster import CLUSTER_DIR, CLUSTER_RUN, E2E_LABEL, REPO, Cluster, wait_until
+from tests.e2e.conftest import KEEP
 
 pytestmark = [pytest.mark.e2e, pytest.mark.last]
 HOST_TOOL = REPO / "hack" / "cluster-host"
