@@ -33,7 +33,7 @@ RECORDED = yaml.safe_load((Path(__file__).parent / "sidecar_flags.yaml").read_te
 # klog's flags, which every sidecar registers through klog.InitFlags.
 KLOG_FLAGS = {"v", "vmodule", "add_dir_header", "alsologtostderr", "log_backtrace_at"}
 FLAG_DEFINITION = re.compile(
-    r"\.(?:String|Bool|Int|Int64|Uint|Uint64|Duration|Float64|Var|Func)(?:Var|Slice)?\(\s*"
+    r"\.(?:String|Bool|Int|Int64|Uint|Uint64|Duration|Float32|Float64|Var|Func)(?:Var|Slice)?\(\s*"
     r"(?:&?[\w.\[\]()]+,\s*)?\"([a-z][a-z0-9-]*)\""
 )
 
