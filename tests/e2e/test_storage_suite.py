@@ -108,7 +108,11 @@ DEFINITION_FILES = sorted(storage_suite.DEFINITIONS_DIR.glob("*.yaml"))
 
 def test_every_definition_file_is_run() -> None:
     assert {p.stem for p in DEFINITION_FILES} == {d.name for d in storage_suite.DEFINITIONS}
-    assert set(SELECTION.definitions) <= {d.name for d in storage_suite.DEFINITIONS}
+    for selection in storage_suite.SELECTIONS.values():
+        assert set(selection.definitions) <= {d.name for d in storage_suite.DEFINITIONS}
+        assert set(selection.suites) <= set(selection.definitions)
+        for suites in selection.suites.values():
+            assert set(suites) <= set(storage_suite.SUITES)
 
 
 @pytest.mark.parametrize("path", DEFINITION_FILES, ids=lambda p: p.stem)
@@ -205,7 +209,9 @@ def test_external_storage_suite(
     name: str, cluster: Cluster, suite_binaries: None, report: list[str], tmp_path: Path
 ) -> None:
     d = storage_suite.definition(name)
-    outcome = storage_suite.run_definition(d, tmp_path, SELECTION.without_tags)
+    outcome = storage_suite.run_definition(
+        d, tmp_path, SELECTION.suites_of(name), SELECTION.without_tags
+    )
     report.extend(f"storage suite {line}" for line in outcome.summary())
     # The framework deletes its namespaces without waiting; their volumes go before the
     # next definition runs (and before the cluster goes down).
