@@ -82,7 +82,8 @@ def reconcile(
         report.detached = _detach_unused_loops(volumes)
     except Exception as exc:
         log.error("event=reconcile_step_failed step=detach_unused error=%s", exc)
-    report.unaccounted = _unaccounted(layout, {r.volume_id for r in store.all()})
+    known = {r.volume_id for r in store.all()} | set(store.too_new())
+    report.unaccounted = _unaccounted(layout, known)
     for path in report.unaccounted:
         log.warning("event=unaccounted_data path=%s action=left_in_place", path)
     report.volumes = store.count()

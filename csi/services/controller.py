@@ -15,7 +15,6 @@ from csi import paging
 from csi.config import Config
 from csi.errors import (
     AlreadyExists,
-    FailedPrecondition,
     InvalidArgument,
     OutOfRange,
     ResourceExhausted,
@@ -24,7 +23,7 @@ from csi.layout import check_id, volume_id_for_name
 from csi.locks import KeyedLocks
 from csi.pb import csi_pb2, csi_pb2_grpc
 from csi.services.snapshot_rpcs import SnapshotRpcs
-from csi.state.records import AccessType, Phase, VolumeKind, VolumeRecord
+from csi.state.records import AccessType, Phase, VolumeKind, VolumeRecord, VolumeSpec
 from csi.validation import (
     check_map,
     check_name,
@@ -35,7 +34,7 @@ from csi.validation import (
 )
 from csi.volumes import encryption, health, sizing
 from csi.volumes.manager import Volumes
-from csi.volumes.params import VolumeSpec, is_encrypted, parse_spec
+from csi.volumes.params import parse_spec, volume_context
 from csi.volumes.snapshots import Snapshots
 
 RPC = csi_pb2.ControllerServiceCapability.RPC
@@ -119,7 +118,7 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
         volume = csi_pb2.Volume(
             volume_id=record.volume_id,
             capacity_bytes=self._volumes.capacity_on_disk(record),
-            volume_context=dict(record.parameters),
+            volume_context=volume_context(record.spec),
             accessible_topology=[self._topology()],
         )
         kind, _, source_id = record.content_source.partition(":")
@@ -164,8 +163,7 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
         sizing.check_range(required, limit)
         label = _source_label(request)
         volume_id = volume_id_for_name(name)
-        if self._store.is_quarantined(volume_id):
-            raise FailedPrecondition("this name's state record is damaged; see the driver log")
+        self._store.check_usable(volume_id)
 
         with self._locks.hold(volume_id):
             existing = self._volumes.existing_for_name(name)
@@ -225,7 +223,7 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
                     volume.kind,
                     volume.access_type,
                     volume.fs_type,
-                    is_encrypted(volume.parameters),
+                    volume.spec.encrypted,
                 ),
                 size=volume.capacity_bytes,
                 lock_key=source_id,
@@ -236,7 +234,7 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
     def _check_compatible(
         self, existing: VolumeRecord, spec: VolumeSpec, required: int, limit: int
     ) -> None:
-        if existing.parameters != spec.parameters() or existing.access_type is not spec.access_type:
+        if existing.spec != spec:
             raise AlreadyExists("a volume with this name exists with different parameters")
         if not sizing.fits(existing, required, limit):
             raise AlreadyExists(
@@ -268,8 +266,7 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
     ) -> csi_pb2.DeleteVolumeResponse:
         volume_id = check_id(request.volume_id)
         check_map(request.secrets, "secrets")
-        if self._store.is_quarantined(volume_id):
-            raise FailedPrecondition("the volume's state record is damaged; see the driver log")
+        self._store.check_usable(volume_id)
         with self._locks.hold(volume_id):
             record = self._store.get(volume_id)
             if record is not None:
@@ -298,7 +295,7 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
                 )
             except InvalidArgument as exc:
                 return csi_pb2.ValidateVolumeCapabilitiesResponse(message=exc.message)
-            if spec.parameters() != record.parameters:
+            if spec != record.spec:
                 return csi_pb2.ValidateVolumeCapabilitiesResponse(
                     message="parameters differ from the volume's"
                 )

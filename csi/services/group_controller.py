@@ -7,7 +7,7 @@ from contextlib import ExitStack
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from csi.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from csi.errors import AlreadyExists, InvalidArgument, NotFound
 from csi.layout import check_id, group_snapshot_id_for_name
 from csi.locks import KeyedLocks
 from csi.pb import csi_pb2, csi_pb2_grpc
@@ -41,8 +41,7 @@ class GroupControllerService(csi_pb2_grpc.GroupControllerServicer):
         return self._volumes.store.require_ready(volume_id)
 
     def _refuse_quarantined(self, group_id: str) -> None:
-        if self._groups.store.is_quarantined(group_id):
-            raise FailedPrecondition("the group's state record is damaged; see the driver log")
+        self._groups.store.check_usable(group_id)
 
     def _group(self, group_id: str, snapshot_ids: list[str]) -> GroupSnapshotRecord | None:
         group = self._groups.store.get(group_id)

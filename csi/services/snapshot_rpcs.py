@@ -47,8 +47,7 @@ class SnapshotRpcs:
         check_map(request.secrets, "secrets")
         check_snapshot_parameters(request.parameters)
         snapshot_id = snapshot_id_for_name(name)
-        if self._snapshots.store.is_quarantined(snapshot_id):
-            raise FailedPrecondition("this name's snapshot record is damaged; see the driver log")
+        self._snapshots.store.check_usable(snapshot_id)
         with self._locks.hold(snapshot_id):
             existing = self._snapshots.store.get(snapshot_id)
             if existing is not None and existing.source_volume_id != source_id:
@@ -65,8 +64,7 @@ class SnapshotRpcs:
     ) -> csi_pb2.DeleteSnapshotResponse:
         snapshot_id = check_id(request.snapshot_id, "snapshot_id")
         check_map(request.secrets, "secrets")
-        if self._snapshots.store.is_quarantined(snapshot_id):
-            raise FailedPrecondition("the snapshot's record is damaged; see the driver log")
+        self._snapshots.store.check_usable(snapshot_id)
         with self._locks.hold(snapshot_id):
             record = self._snapshots.store.get(snapshot_id)
             if record is None:

@@ -1,4 +1,5 @@
-"""Typed records of what the driver has made, and their JSON form."""
+"""Typed records of what the driver has made, and their JSON form (schema
+``csi.state.migrations.CURRENT``; older records are upgraded before they are decoded)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import enum
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-SCHEMA_VERSION = 1
+from csi.state.migrations import CURRENT as SCHEMA_VERSION
 
 
 class VolumeKind(enum.StrEnum):
@@ -23,6 +24,42 @@ class Phase(enum.StrEnum):
     CREATING = "creating"  # record written, artefacts may be half made
     READY = "ready"
     DELETING = "deleting"  # artefacts may be half removed
+
+
+def _check_schema(data: dict[str, Any]) -> None:
+    schema = data.get("schema")
+    if schema != SCHEMA_VERSION:
+        raise ValueError(f"unsupported record schema {schema!r}")
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    """What a volume is, parsed once from its StorageClass parameters and capabilities
+    (csi.volumes.params) and kept in its record: never strings to parse again."""
+
+    kind: VolumeKind
+    access_type: AccessType
+    fs_type: str  # "" unless a formatted loop volume
+    encrypted: bool = False
+    mode: int | None = None  # permissions of the volume's root directory when new
+    allowed_mount_options: tuple[str, ...] = ()  # empty: any valid option
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["allowed_mount_options"] = list(self.allowed_mount_options)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> VolumeSpec:
+        mode = data.get("mode")
+        return cls(
+            kind=VolumeKind(data["kind"]),
+            access_type=AccessType(data["access_type"]),
+            fs_type=str(data["fs_type"]),
+            encrypted=bool(data["encrypted"]),
+            mode=None if mode is None else int(mode),
+            allowed_mount_options=tuple(str(o) for o in data["allowed_mount_options"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -44,11 +81,8 @@ class PublishedTarget:
 class VolumeRecord:
     volume_id: str
     name: str
-    kind: VolumeKind
-    access_type: AccessType
-    fs_type: str  # "" for directory and block volumes
+    spec: VolumeSpec
     capacity_bytes: int
-    parameters: dict[str, str]
     created_at: float
     phase: Phase = Phase.CREATING
     staging_path: str = ""  # where NodeStageVolume put it, "" when unstaged
@@ -61,6 +95,18 @@ class VolumeRecord:
         return replace(self, **changes)
 
     @property
+    def kind(self) -> VolumeKind:
+        return self.spec.kind
+
+    @property
+    def access_type(self) -> AccessType:
+        return self.spec.access_type
+
+    @property
+    def fs_type(self) -> str:
+        return self.spec.fs_type
+
+    @property
     def record_id(self) -> str:
         return self.volume_id
 
@@ -70,23 +116,19 @@ class VolumeRecord:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        data["spec"] = self.spec.to_json()
         data["targets"] = {path: t.to_json() for path, t in self.targets.items()}
         data["schema"] = SCHEMA_VERSION
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> VolumeRecord:
-        schema = data.get("schema")
-        if schema != SCHEMA_VERSION:
-            raise ValueError(f"unsupported record schema {schema!r}")
+        _check_schema(data)
         return cls(
             volume_id=str(data["volume_id"]),
             name=str(data["name"]),
-            kind=VolumeKind(data["kind"]),
-            access_type=AccessType(data["access_type"]),
-            fs_type=str(data["fs_type"]),
+            spec=VolumeSpec.from_json(dict(data["spec"])),
             capacity_bytes=int(data["capacity_bytes"]),
-            parameters={str(k): str(v) for k, v in dict(data["parameters"]).items()},
             created_at=float(data["created_at"]),
             phase=Phase(data["phase"]),
             staging_path=str(data.get("staging_path", "")),
@@ -130,9 +172,7 @@ class SnapshotRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SnapshotRecord:
-        schema = data.get("schema")
-        if schema != SCHEMA_VERSION:
-            raise ValueError(f"unsupported record schema {schema!r}")
+        _check_schema(data)
         return cls(
             snapshot_id=str(data["snapshot_id"]),
             name=str(data["name"]),
@@ -175,9 +215,7 @@ class GroupSnapshotRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> GroupSnapshotRecord:
-        schema = data.get("schema")
-        if schema != SCHEMA_VERSION:
-            raise ValueError(f"unsupported record schema {schema!r}")
+        _check_schema(data)
         return cls(
             group_snapshot_id=str(data["group_snapshot_id"]),
             name=str(data["name"]),

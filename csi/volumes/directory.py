@@ -12,7 +12,6 @@ from csi.host.copy import copy_tree
 from csi.host.fs import durable_rename, fsync_dir
 from csi.layout import Layout
 from csi.state.records import VolumeRecord
-from csi.volumes.params import root_mode
 
 DELETING_SUFFIX = ".deleting"
 DEFAULT_MODE = 0o777  # pods of any uid may write; fsGroup handling narrows it
@@ -38,7 +37,7 @@ class DirectoryVolumes:
         try:
             if source is None:
                 partial.mkdir(mode=0o700)
-                mode = root_mode(record.parameters)
+                mode = record.spec.mode
                 os.chmod(partial, DEFAULT_MODE if mode is None else mode)
             else:
                 copy_tree(source, partial)

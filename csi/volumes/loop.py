@@ -15,7 +15,6 @@ from csi.host.fs import create_sparse_file, durable_rename
 from csi.layout import Layout, check_id
 from csi.state.records import AccessType, VolumeRecord
 from csi.volumes import encryption
-from csi.volumes.params import is_encrypted, root_mode
 
 
 class LoopVolumes:
@@ -63,7 +62,7 @@ class LoopVolumes:
                         partial,
                         record.fs_type,
                         known_blank=True,
-                        encrypt=is_encrypted(record.parameters),
+                        encrypt=record.spec.encrypted,
                     )
                     self._set_up_root(record, partial, secret)
                 crash_point("create:formatted")
@@ -80,8 +79,8 @@ class LoopVolumes:
         """Give a new filesystem its root mode and, if encrypted, its salt and encrypted
         ``data/`` directory, through a private mount under the data root; so the key the
         volume was created with is its key, and staging never has to write."""
-        mode = root_mode(record.parameters)
-        encrypted = is_encrypted(record.parameters)
+        mode = record.spec.mode
+        encrypted = record.spec.encrypted
         if mode is None and not encrypted:
             return
         mount_point = self._layout.setup_dir / check_id(record.volume_id)
@@ -188,7 +187,7 @@ class LoopVolumes:
             raise
 
     def unstage(self, record: VolumeRecord, staging: Path) -> None:
-        if is_encrypted(record.parameters) and mount.is_mount_point(staging):
+        if record.spec.encrypted and mount.is_mount_point(staging):
             encryption.lock(staging)
         mount.unmount(staging)
         crash_point("unstage:unmounted")

@@ -23,13 +23,14 @@ from csi.state.records import (
     PublishedTarget,
     VolumeKind,
     VolumeRecord,
+    VolumeSpec,
 )
 from csi.state.store import StateStore
 from csi.validation import Capability
 from csi.volumes import encryption, targets
 from csi.volumes.directory import DirectoryVolumes
 from csi.volumes.loop import LoopVolumes
-from csi.volumes.params import VolumeSpec, check_mount_options_allowed, is_encrypted
+from csi.volumes.params import check_mount_options_allowed
 
 
 def _mount_group(value: str) -> int | None:
@@ -93,11 +94,8 @@ class Volumes:
             record = VolumeRecord(
                 volume_id=volume_id,
                 name=name,
-                kind=spec.kind,
-                access_type=spec.access_type,
-                fs_type=spec.fs_type,
+                spec=spec,
                 capacity_bytes=capacity,
-                parameters=spec.parameters(),
                 created_at=time.time(),
                 content_source=content_source,
                 ephemeral=ephemeral,
@@ -177,8 +175,8 @@ class Volumes:
         cap: Capability,
         secrets: Mapping[str, str] | None = None,
     ) -> None:
-        check_mount_options_allowed(record.parameters, cap.mount_flags)
-        secret = encryption.secret_from(secrets or {}) if is_encrypted(record.parameters) else None
+        check_mount_options_allowed(record.spec, cap.mount_flags)
+        secret = encryption.secret_from(secrets or {}) if record.spec.encrypted else None
         elsewhere = record.staging_path and record.staging_path != str(staging)
         if elsewhere and (mount.is_mount_point(record.staging_path) or record.targets):
             raise FailedPrecondition(f"volume is already staged at {record.staging_path}")
@@ -231,7 +229,7 @@ class Volumes:
         cap: Capability,
         read_only: bool,
     ) -> None:
-        check_mount_options_allowed(record.parameters, cap.mount_flags)
+        check_mount_options_allowed(record.spec, cap.mount_flags)
         group = _mount_group(cap.mount_group)
         read_only = read_only or cap.read_only
         wanted = PublishedTarget(read_only=read_only, exclusive=cap.exclusive)
@@ -255,7 +253,7 @@ class Volumes:
                 self._publish_block(record, target, read_only)
             else:
                 flags = list(cap.mount_flags)
-                source = encryption.data_dir(staging) if is_encrypted(record.parameters) else None
+                source = encryption.data_dir(staging) if record.spec.encrypted else None
                 targets.publish_mount(
                     staging, target, read_only=read_only, flags=flags, source=source
                 )

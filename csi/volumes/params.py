@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from csi.errors import InvalidArgument
 from csi.host.mkfs import SUPPORTED_FS
-from csi.state.records import AccessType, VolumeKind
+from csi.state.records import AccessType, VolumeKind, VolumeSpec
 from csi.validation import MAX_MAP_BYTES, check_map
 
 PARAM_TYPE = "volumeType"
@@ -46,45 +45,26 @@ MODE_TEXT = re.compile(r"0?[0-7]{3,4}")
 DEFAULT_FS = "ext4"
 
 
-@dataclass(frozen=True)
-class VolumeSpec:
-    kind: VolumeKind
-    access_type: AccessType
-    fs_type: str  # "" unless a formatted loop volume
-    encrypted: bool = False
-    mode: int | None = None  # permissions of the volume's root directory when new
-    allowed_mount_options: tuple[str, ...] = ()  # empty: any valid option
-
-    def parameters(self) -> dict[str, str]:
-        """The normalised parameters recorded with the volume and compared on retries."""
-        params = {PARAM_TYPE: self.kind.value}
-        if self.fs_type:
-            params[PARAM_FS] = self.fs_type
-        if self.encrypted:
-            params[PARAM_ENCRYPTION] = ENCRYPTION_FSCRYPT
-        if self.mode is not None:
-            params[PARAM_MODE] = f"{self.mode:04o}"
-        if self.allowed_mount_options:
-            params[PARAM_ALLOWED_OPTIONS] = ",".join(self.allowed_mount_options)
-        return params
+def volume_context(spec: VolumeSpec) -> dict[str, str]:
+    """The spec as normalised parameters: the volume context a CreateVolume reply carries
+    (what a Kubernetes PV shows in ``volumeAttributes``)."""
+    params = {PARAM_TYPE: spec.kind.value}
+    if spec.fs_type:
+        params[PARAM_FS] = spec.fs_type
+    if spec.encrypted:
+        params[PARAM_ENCRYPTION] = ENCRYPTION_FSCRYPT
+    if spec.mode is not None:
+        params[PARAM_MODE] = f"{spec.mode:04o}"
+    if spec.allowed_mount_options:
+        params[PARAM_ALLOWED_OPTIONS] = ",".join(spec.allowed_mount_options)
+    return params
 
 
-def is_encrypted(parameters: Mapping[str, str]) -> bool:
-    return parameters.get(PARAM_ENCRYPTION) == ENCRYPTION_FSCRYPT
-
-
-def root_mode(parameters: Mapping[str, str]) -> int | None:
-    text = parameters.get(PARAM_MODE)
-    return int(text, 8) if text else None
-
-
-def check_mount_options_allowed(parameters: Mapping[str, str], flags: Sequence[str]) -> None:
+def check_mount_options_allowed(spec: VolumeSpec, flags: Sequence[str]) -> None:
     """Refuse mount flags the volume's StorageClass does not list (when it lists any)."""
-    listed = parameters.get(PARAM_ALLOWED_OPTIONS)
-    if not listed:
+    if not spec.allowed_mount_options:
         return
-    allowed = set(listed.split(","))
-    refused = sorted({f.split("=", 1)[0] for f in flags} - allowed)
+    refused = sorted({f.split("=", 1)[0] for f in flags} - set(spec.allowed_mount_options))
     if refused:
         raise InvalidArgument(
             f"mount option(s) {', '.join(refused)} not in this volume's {PARAM_ALLOWED_OPTIONS}"

@@ -10,8 +10,7 @@ from csi.errors import InvalidArgument, OutOfRange, ResourceExhausted
 from csi.host import fs
 from csi.host.mkfs import MIN_FS_SIZE
 from csi.layout import Layout
-from csi.state.records import Phase, VolumeKind, VolumeRecord
-from csi.volumes.params import VolumeSpec
+from csi.state.records import Phase, VolumeKind, VolumeRecord, VolumeSpec
 
 ALIGNMENT = MIB  # loop images are whole mebibytes
 MIN_BLOCK_SIZE = MIB
@@ -62,7 +61,7 @@ def expansion_size(
     OUT_OF_RANGE beyond the maximum volume size, RESOURCE_EXHAUSTED when the growth does not
     fit in the data root's free space.
     """
-    spec = VolumeSpec(record.kind, record.access_type, record.fs_type)
+    spec = record.spec
     size = choose_size(required or limit, limit, spec, config)
     if size <= record.capacity_bytes:
         return record.capacity_bytes

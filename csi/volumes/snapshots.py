@@ -26,7 +26,6 @@ from csi.layout import Layout, snapshot_id_for_name
 from csi.state.records import AccessType, Phase, SnapshotRecord, VolumeKind, VolumeRecord
 from csi.state.store import SnapshotStore
 from csi.volumes.manager import Volumes
-from csi.volumes.params import is_encrypted
 
 
 class Snapshots:
@@ -77,7 +76,7 @@ class Snapshots:
                 size_bytes=source.capacity_bytes,
                 created_at=now,
                 group_snapshot_id=group_id,
-                encrypted=is_encrypted(source.parameters),
+                encrypted=source.spec.encrypted,
             )
             self.store.put(record)
             crash_point("snapshot:record")

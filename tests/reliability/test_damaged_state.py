@@ -43,9 +43,9 @@ DAMAGES: dict[str, Damage] = {
     "json-null": lambda raw, data: b"null",
     "json-string": lambda raw, data: b'"a volume"',
     "json-number": lambda raw, data: b"42",
-    "wrong-schema": lambda raw, data: _json({**data, "schema": 99}),
+    "schema-zero": lambda raw, data: _json({**data, "schema": 0}),
     "no-schema": lambda raw, data: _json({k: v for k, v in data.items() if k != "schema"}),
-    "missing-field": lambda raw, data: _json({k: v for k, v in data.items() if k != "kind"}),
+    "missing-field": lambda raw, data: _json({k: v for k, v in data.items() if k != "spec"}),
     "bad-enum": lambda raw, data: _json({**data, "phase": "exploded"}),
     "bad-type": lambda raw, data: _json({**data, "capacity_bytes": "lots"}),
     "other-id": lambda raw, data: _json({**data, "volume_id": "vol-" + "0" * 32}),
@@ -81,7 +81,9 @@ def make_volumes(driver: DriverProcess) -> tuple[str, str]:
     return damaged, healthy
 
 
-def check_damage(driver: DriverProcess, damage: Damage) -> None:
+def check_damage(
+    driver: DriverProcess, damage: Damage, event: str = "damaged_record", word: str = "damaged"
+) -> None:
     damaged, healthy = make_volumes(driver)
     record, image = record_path(driver.data_dir, damaged), image_path(driver.data_dir, damaged)
     original = record.read_bytes()
@@ -89,12 +91,12 @@ def check_damage(driver: DriverProcess, damage: Damage) -> None:
     before = {record: sha(record), image: sha(image)}
 
     driver.start()
-    lines = log_lines(driver, "damaged_record")
+    lines = log_lines(driver, event)
     assert any(f"path={record}" in line for line in lines), f"no clear log line: {lines}"
     for rpc, call in calls_for(driver.client, damaged, driver.kubelet_root).items():
         error = rpc_error(call)
         assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, (rpc, error.code())
-        assert "damaged" in (error.details() or ""), (rpc, error.details())
+        assert word in (error.details() or ""), (rpc, error.details())
     listed = driver.client.controller.ListVolumes(csi_pb2.ListVolumesRequest())
     assert [e.volume.volume_id for e in listed.entries] == [healthy]
     serve_normally(driver, healthy)
@@ -108,6 +110,13 @@ def check_damage(driver: DriverProcess, damage: Damage) -> None:
     driver.kubelet.delete(healthy)
     assert_consistent(driver.data_dir, driver.kubelet_root)
     assert driver.stop() == 0
+
+
+def test_record_of_a_newer_driver_is_left_alone(driver_process: DriverProcess) -> None:
+    """Not damage: refused with the reason, never rewritten, the volume's data untouched;
+    once that driver (here: the record as it was) is back, the volume serves again."""
+    newer = lambda raw, data: _json({**data, "schema": 99})  # noqa: E731
+    check_damage(driver_process, newer, event="record_too_new", word="newer driver")
 
 
 @pytest.mark.parametrize("damage", DAMAGES.values(), ids=list(DAMAGES))

@@ -9,7 +9,7 @@ import pytest
 
 from csi.layout import Layout, volume_id_for_name
 from csi.pb import csi_pb2
-from csi.state.records import AccessType, Phase, VolumeKind, VolumeRecord
+from csi.state.records import AccessType, Phase, VolumeKind, VolumeRecord, VolumeSpec
 from csi.state.store import StateStore
 from tests.helpers import RunningDriver, running_driver
 from tests.integration.support import (
@@ -146,11 +146,8 @@ def test_half_made_volume_rolled_back_and_orphan_kept(tmp_path: Path) -> None:
         VolumeRecord(
             volume_id=volume_id,
             name=name,
-            kind=VolumeKind.LOOP,
-            access_type=AccessType.MOUNT,
-            fs_type="ext4",
+            spec=VolumeSpec(VolumeKind.LOOP, AccessType.MOUNT, "ext4"),
             capacity_bytes=EXT4.size,
-            parameters=dict(EXT4.params),
             created_at=time.time(),
             phase=Phase.CREATING,
         )

@@ -10,7 +10,7 @@ import pytest
 
 from csi.layout import Layout
 from csi.pb import csi_pb2
-from csi.state.records import AccessType, Phase, VolumeKind, VolumeRecord
+from csi.state.records import AccessType, Phase, VolumeKind, VolumeRecord, VolumeSpec
 from csi.state.store import StateStore
 from tests.helpers import running_driver
 from tests.unit.support import create
@@ -29,11 +29,8 @@ def _plant_inline_volume(data: Path) -> None:
         VolumeRecord(
             volume_id=INLINE_ID,
             name=f"ephemeral/{INLINE_ID}",
-            kind=VolumeKind.DIRECTORY,
-            access_type=AccessType.MOUNT,
-            fs_type="",
+            spec=VolumeSpec(VolumeKind.DIRECTORY, AccessType.MOUNT, ""),
             capacity_bytes=1024 * 1024,
-            parameters={"volumeType": "directory"},
             created_at=time.time(),
             phase=Phase.READY,
             ephemeral=True,

@@ -6,7 +6,7 @@ import pytest
 
 from csi.errors import InvalidArgument
 from csi.state.records import AccessType, VolumeKind
-from csi.volumes.params import parse_spec
+from csi.volumes.params import parse_spec, volume_context
 
 MOUNT = [AccessType.MOUNT]
 BLOCK = [AccessType.BLOCK]
@@ -19,14 +19,14 @@ def test_defaults_to_loop_ext4() -> None:
         AccessType.MOUNT,
         "ext4",
     )
-    assert spec.parameters() == {"volumeType": "loop", "fsType": "ext4"}
+    assert volume_context(spec) == {"volumeType": "loop", "fsType": "ext4"}
 
 
 def test_directory() -> None:
     spec = parse_spec({"volumeType": "directory"}, MOUNT, [""])
     assert spec.kind is VolumeKind.DIRECTORY
     assert spec.fs_type == ""
-    assert spec.parameters() == {"volumeType": "directory"}
+    assert volume_context(spec) == {"volumeType": "directory"}
 
 
 @pytest.mark.parametrize(
@@ -42,7 +42,7 @@ def test_directory() -> None:
 def test_xfs(parameters: dict[str, str], requested: list[str]) -> None:
     spec = parse_spec(parameters, MOUNT, requested)
     assert spec.fs_type == "xfs"
-    assert spec.parameters() == {"volumeType": "loop", "fsType": "xfs"}
+    assert volume_context(spec) == {"volumeType": "loop", "fsType": "xfs"}
 
 
 @pytest.mark.parametrize(
@@ -84,7 +84,7 @@ def test_provisioner_metadata_accepted_and_not_recorded() -> None:
         "csi.storage.k8s.io/pv/name": "pvc-123",
     }
     spec = parse_spec(parameters, MOUNT, [""])
-    assert spec.parameters() == {"volumeType": "directory"}
+    assert volume_context(spec) == {"volumeType": "directory"}
 
 
 def test_block_with_directory_refused() -> None:
@@ -96,13 +96,13 @@ def test_block_with_directory_refused() -> None:
 def test_block_ignores_fs_type(parameters: dict[str, str]) -> None:
     spec = parse_spec(parameters, BLOCK, [""])
     assert (spec.kind, spec.access_type, spec.fs_type) == (VolumeKind.LOOP, AccessType.BLOCK, "")
-    assert spec.parameters() == {"volumeType": "loop"}
+    assert volume_context(spec) == {"volumeType": "loop"}
 
 
 def test_directory_ignores_fs_type() -> None:
     spec = parse_spec({"volumeType": "directory", "fsType": "xfs"}, MOUNT, [""])
     assert spec.fs_type == ""
-    assert spec.parameters() == {"volumeType": "directory"}
+    assert volume_context(spec) == {"volumeType": "directory"}
 
 
 def test_mixed_access_types_refused() -> None:

@@ -8,8 +8,7 @@ import pytest
 
 from csi.config import GIB, MIB, TIB, Config
 from csi.errors import InvalidArgument, OutOfRange
-from csi.state.records import AccessType, Phase, VolumeKind, VolumeRecord
-from csi.volumes.params import VolumeSpec
+from csi.state.records import AccessType, Phase, VolumeKind, VolumeRecord, VolumeSpec
 from csi.volumes.sizing import available_capacity, choose_size, fits, minimum_size
 
 EXT4 = VolumeSpec(VolumeKind.LOOP, AccessType.MOUNT, "ext4")
@@ -25,7 +24,7 @@ def config(tmp_path: Path) -> Config:
 
 def record(capacity: int, phase: Phase = Phase.READY) -> VolumeRecord:
     return VolumeRecord(
-        "vol-1", "n", VolumeKind.DIRECTORY, AccessType.MOUNT, "", capacity, {}, 0.0, phase
+        "vol-1", "n", VolumeSpec(VolumeKind.DIRECTORY, AccessType.MOUNT, ""), capacity, 0.0, phase
     )
 
 

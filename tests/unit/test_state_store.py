@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from csi.errors import FailedPrecondition
 from csi.layout import Layout, volume_id_for_name
 from csi.state.records import (
     SCHEMA_VERSION,
@@ -15,6 +16,7 @@ from csi.state.records import (
     PublishedTarget,
     VolumeKind,
     VolumeRecord,
+    VolumeSpec,
 )
 from csi.state.store import StateStore
 
@@ -30,11 +32,10 @@ def make_record(name: str = "pvc-1", **changes: object) -> VolumeRecord:
     record = VolumeRecord(
         volume_id=volume_id_for_name(name),
         name=name,
-        kind=VolumeKind.LOOP,
-        access_type=AccessType.MOUNT,
-        fs_type="xfs",
+        spec=VolumeSpec(
+            VolumeKind.LOOP, AccessType.MOUNT, "xfs", mode=0o750, allowed_mount_options=("noatime",)
+        ),
         capacity_bytes=300 * 1024 * 1024,
-        parameters={"volumeType": "loop", "fsType": "xfs"},
         created_at=1700000000.5,
         phase=Phase.READY,
         staging_path="/var/lib/kubelet/staging",
@@ -59,7 +60,10 @@ def test_record_json_round_trip() -> None:
 
 def test_put_get_remove_survive_reload(layout: Layout) -> None:
     store = fresh(layout)
-    first, second = make_record("pvc-1"), make_record("pvc-2", kind=VolumeKind.DIRECTORY)
+    first, second = (
+        make_record("pvc-1"),
+        make_record("pvc-2", spec=VolumeSpec(VolumeKind.DIRECTORY, AccessType.MOUNT, "")),
+    )
     store.put(first)
     store.put(second)
     assert store.get(first.volume_id) == first
@@ -107,15 +111,15 @@ def test_load_removes_leftover_temp_files(layout: Layout) -> None:
     assert not reloaded.is_quarantined(record.volume_id)
 
 
-def _wrong_schema() -> str:
+def _schema(value: object) -> str:
     data = make_record("damaged").to_json()
-    data["schema"] = SCHEMA_VERSION + 1
+    data["schema"] = value
     return json.dumps(data)
 
 
 def _missing_key() -> str:
     data = make_record("damaged").to_json()
-    del data["kind"]
+    del data["spec"]["kind"]
     return json.dumps(data)
 
 
@@ -131,9 +135,9 @@ def _bad_target() -> str:
     return json.dumps(data)
 
 
-def _bad_parameters() -> str:
+def _bad_spec() -> str:
     data = make_record("damaged").to_json()
-    data["parameters"] = None
+    data["spec"] = None
     return json.dumps(data)
 
 
@@ -141,12 +145,13 @@ DAMAGE = {
     "empty": "",
     "truncated": json.dumps(make_record("damaged").to_json())[:-20],
     "garbage": "\x00\xff not json at all",
-    "wrong-schema": _wrong_schema(),
+    "schema-zero": _schema(0),
+    "schema-text": _schema("2"),
     "no-schema": "{}",
     "missing-key": _missing_key(),
     "bad-enum": _bad_enum(),
     "bad-target": _bad_target(),
-    "bad-parameters": _bad_parameters(),
+    "bad-spec": _bad_spec(),
 }
 
 
@@ -224,3 +229,28 @@ def test_reload_forgets_quarantine_once_repaired(layout: Layout) -> None:
     assert store.load() == []
     assert not store.is_quarantined(record.volume_id)
     assert store.get(record.volume_id) == record
+
+
+def test_record_from_a_newer_driver_is_refused_not_quarantined(layout: Layout) -> None:
+    store = fresh(layout)
+    good = make_record("good")
+    store.put(good)
+    newer_id = volume_id_for_name("damaged")
+    path = layout.record_path(newer_id)
+    content = _schema(SCHEMA_VERSION + 1)
+    path.write_text(content)
+
+    reloaded = StateStore(layout)
+    assert reloaded.load() == []  # not damage
+    assert reloaded.too_new() == [newer_id]
+    assert not reloaded.is_quarantined(newer_id)
+    assert reloaded.get(newer_id) is None
+    for call in (
+        lambda: reloaded.check_usable(newer_id),
+        lambda: reloaded.require_ready(newer_id),
+        lambda: reloaded.put(make_record("damaged")),
+    ):
+        with pytest.raises(FailedPrecondition, match=r"newer driver .*schema 3"):
+            call()
+    assert path.read_text() == content  # never rewritten
+    assert reloaded.get(good.volume_id) == good
