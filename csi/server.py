@@ -31,6 +31,7 @@ from csi.services.node import NodeService
 from csi.state.store import GroupSnapshotStore, SnapshotStore, StateStore
 from csi.volumes.groups import GroupSnapshots
 from csi.volumes.manager import Volumes
+from csi.volumes.provisioning import Provisioner
 from csi.volumes.snapshots import Snapshots
 
 log = logging.getLogger(__name__)
@@ -105,12 +106,15 @@ def build(config: Config) -> Driver:
     csi_pb2_grpc.add_IdentityServicer_to_server(IdentityService(config, readiness), server)
     snapshots = Snapshots(volumes, SnapshotStore(layout))
     groups = GroupSnapshots(snapshots, GroupSnapshotStore(layout))
-    controller = ControllerService(config, volumes, snapshots, locks)
+    provisioner = Provisioner(config, volumes, snapshots, locks)
+    controller = ControllerService(config, volumes, snapshots, provisioner, locks)
     csi_pb2_grpc.add_ControllerServicer_to_server(controller, server)
     csi_pb2_grpc.add_GroupControllerServicer_to_server(
         GroupControllerService(volumes, groups, locks), server
     )
-    csi_pb2_grpc.add_NodeServicer_to_server(NodeService(config, volumes, locks), server)
+    csi_pb2_grpc.add_NodeServicer_to_server(
+        NodeService(config, volumes, provisioner, locks), server
+    )
     address, socket_path = grpc_address(config.endpoint)
     if socket_path is not None:
         socket_path.parent.mkdir(parents=True, exist_ok=True)

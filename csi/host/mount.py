@@ -48,7 +48,9 @@ def _unescape(field: str) -> str:
 
 def parse_mountinfo(text: str) -> list[MountEntry]:
     entries: list[MountEntry] = []
-    for line in text.splitlines():
+    # Lines end in "\n" only: splitlines() would also split at \x1c-\x1e, \x85 or
+    # \u2028, which mountinfo leaves unescaped inside a path.
+    for line in text.split("\n"):
         if not line:
             continue
         left, _, right = line.partition(" - ")

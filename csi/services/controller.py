@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-
 import grpc
 from google.protobuf import wrappers_pb2
 
 from csi import paging
 from csi.config import Config
 from csi.errors import (
-    AlreadyExists,
     InvalidArgument,
-    OutOfRange,
     ResourceExhausted,
 )
-from csi.layout import check_id, volume_id_for_name
+from csi.layout import check_id
 from csi.locks import KeyedLocks
 from csi.pb import csi_pb2, csi_pb2_grpc
 from csi.services.snapshot_rpcs import SnapshotRpcs
-from csi.state.records import AccessType, Phase, VolumeKind, VolumeRecord, VolumeSpec
+from csi.state.records import AccessType, Phase, VolumeKind, VolumeRecord
 from csi.validation import (
     check_map,
     check_name,
@@ -35,6 +27,7 @@ from csi.validation import (
 from csi.volumes import encryption, health, sizing
 from csi.volumes.manager import Volumes
 from csi.volumes.params import parse_spec, volume_context
+from csi.volumes.provisioning import NewVolume, Provisioner, SourceRef
 from csi.volumes.snapshots import Snapshots
 
 RPC = csi_pb2.ControllerServiceCapability.RPC
@@ -53,58 +46,35 @@ CAPABILITIES = (
     RPC.VOLUME_CONDITION,
 )
 
-SourceKind = tuple[VolumeKind, AccessType, str, bool]
 
-
-@dataclass(frozen=True)
-class ContentSource:
-    """What a new volume starts from: a snapshot or another volume."""
-
-    label: str  # recorded on the volume, compared on retries
-    kind_of: SourceKind
-    size: int
-    lock_key: str
-    resolve: Callable[[], tuple[Path, list[str]]]  # content path, mount points to freeze
-
-
-def _source_label(request: csi_pb2.CreateVolumeRequest) -> str:
-    """How the volume records its source ("snapshot:<id>", "volume:<id>", or "")."""
+def _source(request: csi_pb2.CreateVolumeRequest) -> SourceRef | None:
+    """The content source the request names, its ID checked; None without one."""
     if not request.HasField("volume_content_source"):
-        return ""
+        return None
     content = request.volume_content_source
     which = content.WhichOneof("type")
     if which == "snapshot":
-        return f"snapshot:{check_id(content.snapshot.snapshot_id, 'snapshot_id')}"
+        return SourceRef("snapshot", check_id(content.snapshot.snapshot_id, "snapshot_id"))
     if which == "volume":
-        return f"volume:{check_id(content.volume.volume_id, 'source volume_id')}"
+        return SourceRef("volume", check_id(content.volume.volume_id, "source volume_id"))
     raise InvalidArgument("volume_content_source names neither a snapshot nor a volume")
-
-
-def _check_source_matches(kind_of: SourceKind, spec: VolumeSpec) -> None:
-    kind, access_type, fs_type, encrypted = kind_of
-    same = (kind, access_type, fs_type, encrypted) == (
-        spec.kind,
-        spec.access_type,
-        spec.fs_type,
-        spec.encrypted,
-    )
-    if not same:
-        described = f"{kind.value}/{access_type.value}" + (f"/{fs_type}" if fs_type else "")
-        described += " encrypted" if encrypted else ""
-        raise InvalidArgument(f"the source is a {described} volume; request the same kind")
 
 
 class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
     def __init__(
-        self, config: Config, volumes: Volumes, snapshots: Snapshots, locks: KeyedLocks
+        self,
+        config: Config,
+        volumes: Volumes,
+        snapshots: Snapshots,
+        provisioner: Provisioner,
+        locks: KeyedLocks,
     ) -> None:
         self._config = config
         self._volumes = volumes
         self._snapshots = snapshots
+        self._provisioner = provisioner
         self._store = volumes.store
         self._locks = locks
-        self._reserving = threading.Lock()  # short: guards only the check and the table
-        self._reserved: dict[str, int] = {}
 
     # -- helpers -------------------------------------------------------------------
     def _topology(self) -> csi_pb2.Topology:
@@ -158,108 +128,17 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
             raise ResourceExhausted(
                 f"volumes can only be provisioned on this node ({self._config.node_id})"
             )
-        required = request.capacity_range.required_bytes
-        limit = request.capacity_range.limit_bytes
-        sizing.check_range(required, limit)
-        label = _source_label(request)
-        volume_id = volume_id_for_name(name)
-        self._store.check_usable(volume_id)
-
-        with self._locks.hold(volume_id):
-            existing = self._volumes.existing_for_name(name)
-            if existing is not None and existing.phase is Phase.READY:
-                # A retry: answer from the volume, even if its source is gone by now.
-                self._check_compatible(existing, spec, required, limit)
-                if existing.content_source != label:
-                    raise AlreadyExists("a volume with this name exists with another source")
-                return csi_pb2.CreateVolumeResponse(volume=self._volume(existing))
-            source = self._content_source(request) if label else None
-            if source is not None:
-                _check_source_matches(source.kind_of, spec)
-                if limit and limit < source.size:
-                    raise OutOfRange(
-                        f"the source holds {source.size} bytes, above limit_bytes {limit}"
-                    )
-                required = max(required, source.size)
-            size = sizing.choose_size(required, limit, spec, self._config)
-            with contextlib.ExitStack() as stack:
-                stack.enter_context(self._reserve(volume_id, size))
-                if source is None:
-                    record = self._volumes.create(name, spec, size, secret=secret)
-                else:
-                    if source.lock_key:
-                        stack.enter_context(self._locks.hold(source.lock_key))
-                    path, freeze = source.resolve()
-                    record = self._volumes.create(
-                        name, spec, size, source=path, freeze=freeze, content_source=label
-                    )
+        new = NewVolume(
+            name=name,
+            spec=spec,
+            required=request.capacity_range.required_bytes,
+            limit=request.capacity_range.limit_bytes,
+            source=_source(request),
+            secret=secret,
+        )
+        with self._locks.hold(new.id):
+            record = self._provisioner.create(new)
         return csi_pb2.CreateVolumeResponse(volume=self._volume(record))
-
-    def _content_source(self, request: csi_pb2.CreateVolumeRequest) -> ContentSource:
-        content = request.volume_content_source
-        which = content.WhichOneof("type")
-        if which == "snapshot":
-            snapshot_id = check_id(content.snapshot.snapshot_id, "snapshot_id")
-            snapshot = self._ready_snapshot(snapshot_id)
-            return ContentSource(
-                label=f"snapshot:{snapshot_id}",
-                kind_of=(snapshot.kind, snapshot.access_type, snapshot.fs_type, snapshot.encrypted),
-                size=snapshot.size_bytes,
-                lock_key=snapshot_id,
-                resolve=lambda: (self._snapshots.content_path(snapshot), []),
-            )
-        if which == "volume":
-            source_id = check_id(content.volume.volume_id, "source volume_id")
-            volume = self._ready_record(source_id)
-
-            def resolve() -> tuple[Path, list[str]]:
-                current = self._ready_record(source_id)  # re-read under the source's lock
-                path = self._volumes.backend(current).path(current)
-                return path, self._snapshots.freeze_points(current)
-
-            return ContentSource(
-                label=f"volume:{source_id}",
-                kind_of=(
-                    volume.kind,
-                    volume.access_type,
-                    volume.fs_type,
-                    volume.spec.encrypted,
-                ),
-                size=volume.capacity_bytes,
-                lock_key=source_id,
-                resolve=resolve,
-            )
-        raise InvalidArgument("volume_content_source names neither a snapshot nor a volume")
-
-    def _check_compatible(
-        self, existing: VolumeRecord, spec: VolumeSpec, required: int, limit: int
-    ) -> None:
-        if existing.spec != spec:
-            raise AlreadyExists("a volume with this name exists with different parameters")
-        if not sizing.fits(existing, required, limit):
-            raise AlreadyExists(
-                f"a volume with this name exists with capacity {existing.capacity_bytes} bytes"
-            )
-
-    @contextlib.contextmanager
-    def _reserve(self, volume_id: str, size: int) -> Iterator[None]:
-        """Check the node has room and hold it while the volume is made, so concurrent
-        creates of other names cannot together pass the volume or space limits."""
-        with self._reserving:
-            pending = {i: s for i, s in self._reserved.items() if self._store.get(i) is None}
-            limit = self._config.max_volumes_per_node
-            if limit and self._store.count() + len(pending) >= limit:
-                raise ResourceExhausted(f"this node already holds its maximum of {limit} volumes")
-            free = sizing.available_capacity(self._config, self._store.all())
-            free -= sum(pending.values())
-            if size > free:
-                raise ResourceExhausted(f"{size} bytes requested, only {free} bytes available")
-            self._reserved[volume_id] = size
-        try:
-            yield
-        finally:
-            with self._reserving:
-                self._reserved.pop(volume_id, None)
 
     def DeleteVolume(
         self, request: csi_pb2.DeleteVolumeRequest, context: grpc.ServicerContext
@@ -359,8 +238,7 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
                 reason = mismatch(cap, record.access_type, record.fs_type)
                 if reason is not None:
                     raise InvalidArgument(reason)
-            size = sizing.expansion_size(record, required, limit, self._config, self._store.all())
-            record = self._volumes.expand(record, size)
+            record = self._provisioner.grow(record, required, limit)
         node_step = record.kind is VolumeKind.LOOP and record.access_type is AccessType.MOUNT
         return csi_pb2.ControllerExpandVolumeResponse(
             capacity_bytes=record.capacity_bytes, node_expansion_required=node_step

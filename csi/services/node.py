@@ -22,9 +22,10 @@ from csi.validation import (
     parse_capability,
     required_capability,
 )
-from csi.volumes import health, sizing
+from csi.volumes import health
 from csi.volumes.ephemeral import EphemeralVolumes
 from csi.volumes.manager import Volumes
+from csi.volumes.provisioning import Provisioner
 
 RPC = csi_pb2.NodeServiceCapability.RPC
 CAPABILITIES = (
@@ -40,10 +41,13 @@ Unit = csi_pb2.VolumeUsage.Unit
 
 
 class NodeService(csi_pb2_grpc.NodeServicer):
-    def __init__(self, config: Config, volumes: Volumes, locks: KeyedLocks) -> None:
+    def __init__(
+        self, config: Config, volumes: Volumes, provisioner: Provisioner, locks: KeyedLocks
+    ) -> None:
         self._config = config
         self._volumes = volumes
-        self._ephemeral = EphemeralVolumes(config, volumes)
+        self._provisioner = provisioner
+        self._ephemeral = EphemeralVolumes(volumes, provisioner)
         self._store = volumes.store
         self._locks = locks
         self._layout: Layout = volumes.layout
@@ -165,12 +169,10 @@ class NodeService(csi_pb2_grpc.NodeServicer):
             # Without controller expansion (Kubernetes' resizer cannot run per node), the
             # node grows the image itself before growing what is mounted.
             required = request.capacity_range.required_bytes
-            limit = request.capacity_range.limit_bytes
             if required > record.capacity_bytes:
-                size = sizing.expansion_size(
-                    record, required, limit, self._config, self._store.all()
+                record = self._provisioner.grow(
+                    record, required, request.capacity_range.limit_bytes
                 )
-                record = self._volumes.expand(record, size)
             capacity = self._volumes.node_expand(record)
         return csi_pb2.NodeExpandVolumeResponse(capacity_bytes=capacity)
 

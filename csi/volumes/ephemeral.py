@@ -12,22 +12,21 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from csi.config import Config
 from csi.errors import InvalidArgument
-from csi.state.records import Phase, VolumeRecord
+from csi.state.records import VolumeRecord
 from csi.units import parse_size
 from csi.validation import Capability
-from csi.volumes import sizing
 from csi.volumes.manager import Volumes
 from csi.volumes.params import RESERVED_PREFIX, parse_spec
+from csi.volumes.provisioning import NewVolume, Provisioner
 
 SIZE_KEY = "size"
 
 
 class EphemeralVolumes:
-    def __init__(self, config: Config, volumes: Volumes) -> None:
-        self._config = config
+    def __init__(self, volumes: Volumes, provisioner: Provisioner) -> None:
         self._volumes = volumes
+        self._provisioner = provisioner
 
     def staging_path(self, volume_id: str) -> Path:
         return self._volumes.layout.ephemeral_staging(volume_id)
@@ -49,14 +48,17 @@ class EphemeralVolumes:
         spec = parse_spec(attributes, [cap.access_type], [cap.fs_type])
         if spec.encrypted:
             raise InvalidArgument("inline volumes cannot be encrypted: use a PVC with a Secret")
-        size = sizing.choose_size(requested, 0, spec, self._config)
         store = self._volumes.store
-        record = store.get(volume_id)
-        created = record is None
-        if record is None or record.phase is not Phase.READY:
-            record = self._volumes.create(
-                f"ephemeral/{volume_id}", spec, size, volume_id=volume_id, ephemeral=True
+        created = store.get(volume_id) is None
+        record = self._provisioner.create(
+            NewVolume(
+                f"ephemeral/{volume_id}",
+                spec,
+                required=requested,
+                volume_id=volume_id,
+                ephemeral=True,
             )
+        )
         staging = self.staging_path(volume_id)
         try:
             staging.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -58,9 +58,12 @@ class Volumes:
         return layout.image_path(volume_id).exists() or layout.directory_path(volume_id).exists()
 
     # -- controller side -----------------------------------------------------------
-    def existing_for_name(self, name: str) -> VolumeRecord | None:
-        record = self.store.get(volume_id_for_name(name))
-        return record if record is not None and record.phase is not Phase.DELETING else None
+    def existing_for_name(self, name: str, volume_id: str = "") -> VolumeRecord | None:
+        """The volume called ``name`` (under ``volume_id`` if given), unless being deleted."""
+        record = self.store.get(volume_id or volume_id_for_name(name))
+        if record is None or record.phase is Phase.DELETING or record.name != name:
+            return None
+        return record
 
     def create(
         self,

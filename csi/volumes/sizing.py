@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterable
 
 from csi.config import MIB, Config
-from csi.errors import InvalidArgument, OutOfRange, ResourceExhausted
+from csi.errors import InvalidArgument, OutOfRange
 from csi.host import fs
 from csi.host.mkfs import MIN_FS_SIZE
 from csi.layout import Layout
@@ -53,23 +53,12 @@ def choose_size(required: int, limit: int, spec: VolumeSpec, config: Config) -> 
     return size
 
 
-def expansion_size(
-    record: VolumeRecord, required: int, limit: int, config: Config, records: Iterable[VolumeRecord]
-) -> int:
+def expansion_size(record: VolumeRecord, required: int, limit: int, config: Config) -> int:
     """The size ``record`` should grow to for ``[required, limit]``; never below its size.
-
-    OUT_OF_RANGE beyond the maximum volume size, RESOURCE_EXHAUSTED when the growth does not
-    fit in the data root's free space.
-    """
-    spec = record.spec
-    size = choose_size(required or limit, limit, spec, config)
-    if size <= record.capacity_bytes:
-        return record.capacity_bytes
-    growth = size - record.capacity_bytes
-    free = available_capacity(config, records)
-    if growth > free:
-        raise ResourceExhausted(f"growing by {growth} bytes, only {free} bytes are free")
-    return size
+    OUT_OF_RANGE beyond the maximum volume size (whether the growth fits is the
+    reservation's question: csi.volumes.provisioning)."""
+    size = choose_size(required or limit, limit, record.spec, config)
+    return max(size, record.capacity_bytes)
 
 
 def fits(record: VolumeRecord, required: int, limit: int) -> bool:

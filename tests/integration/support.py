@@ -65,7 +65,9 @@ def _unescape(field: str) -> str:
 
 def mounts() -> list[Mount]:
     found: list[Mount] = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+    for line in Path("/proc/self/mountinfo").read_text().split("\n"):
+        if not line:
+            continue
         left, _, right = line.partition(" - ")
         fields, tail = left.split(" "), right.split(" ")
         found.append(Mount(_unescape(fields[4]), tuple(fields[5].split(",")), tail[0], tail[1]))

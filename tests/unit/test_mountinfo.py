@@ -68,3 +68,11 @@ def test_mounts_at_and_under() -> None:
     under = mounts_under("/var/lib/kubelet/pods", entries)
     assert [e.mount_id for e in under] == [40]
     assert mounts_under("/mnt/no", entries) == []  # a prefix, not a parent
+
+
+def test_unescaped_separators_inside_a_path() -> None:
+    # Found by the fuzz tier: a target path with \x1e left a mount the driver could not see
+    # (str.splitlines() splits there; the kernel does not escape it).
+    odd = "/pods/a\x1eb\x1cc\x85d\u2028e"
+    text = f"50 22 7:0 / {odd} rw - ext4 /dev/loop0 rw\n51 22 0:40 / /mnt/x rw - tmpfs t rw\n"
+    assert [e.mount_point for e in parse_mountinfo(text)] == [odd, "/mnt/x"]

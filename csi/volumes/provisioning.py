@@ -1,0 +1,212 @@
+"""Every way a volume is made or grows, through one place.
+
+``Provisioner.create`` makes a volume for CreateVolume (empty, restored from a snapshot, or
+cloned from a volume) and for an inline ephemeral volume; ``Provisioner.grow`` grows one for
+ControllerExpandVolume and NodeExpandVolume. Each owns, in this order: the answer to a retry
+(an existing volume of the name must match the request), the source (resolved, checked to be
+the same kind of volume, locked while it is copied), the size (csi.volumes.sizing) and the
+reservation of room: the node's volume count (``--max-volumes-per-node``) and bytes (free
+space, ``--capacity-limit``), held from the check until the record shows the volume, so
+concurrent requests can never pass a limit together.
+
+Callers hold the lock of the volume being made or grown (csi.locks), as for every call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from csi.config import Config
+from csi.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    OutOfRange,
+    ResourceExhausted,
+)
+from csi.layout import volume_id_for_name
+from csi.locks import KeyedLocks
+from csi.state.records import Phase, VolumeRecord, VolumeSpec
+from csi.volumes import sizing
+from csi.volumes.manager import Volumes
+from csi.volumes.snapshots import Snapshots
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """A content source as a request names it: ``kind`` is "snapshot" or "volume"."""
+
+    kind: str
+    id: str
+
+    @property
+    def label(self) -> str:
+        """How the new volume records it, compared on retries."""
+        return f"{self.kind}:{self.id}"
+
+
+@dataclass(frozen=True)
+class NewVolume:
+    """What a caller asks to be made; sizes in bytes, 0 for unset."""
+
+    name: str
+    spec: VolumeSpec
+    required: int = 0
+    limit: int = 0
+    source: SourceRef | None = None
+    secret: bytes | None = None  # an encrypted volume's key material
+    volume_id: str = ""  # inline volumes keep the kubelet's ID; else derived from the name
+    ephemeral: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.volume_id or volume_id_for_name(self.name)
+
+
+@dataclass(frozen=True)
+class _Content:
+    """A resolved source: where its data is, what mount points to freeze while copying."""
+
+    path: Path
+    freeze: list[str]
+
+
+class Provisioner:
+    def __init__(
+        self, config: Config, volumes: Volumes, snapshots: Snapshots, locks: KeyedLocks
+    ) -> None:
+        self._config = config
+        self._volumes = volumes
+        self._snapshots = snapshots
+        self._store = volumes.store
+        self._locks = locks
+        self._reserving = threading.Lock()  # short: guards only the check and the table
+        self._reserved: dict[str, int] = {}  # volume ID -> the size it is being made or grown to
+
+    # -- making ----------------------------------------------------------------------
+    def create(self, new: NewVolume) -> VolumeRecord:
+        sizing.check_range(new.required, new.limit)
+        volume_id = new.id
+        self._store.check_usable(volume_id)
+        existing = self._volumes.existing_for_name(new.name, volume_id)
+        if existing is not None and existing.phase is Phase.READY:
+            # A retry: answer from the volume, even if its source is gone by now.
+            self._check_retry(existing, new)
+            return existing
+        with contextlib.ExitStack() as stack:
+            required = new.required
+            source_size, source_key = self._source_facts(new)
+            if new.source is not None:
+                if new.limit and new.limit < source_size:
+                    raise OutOfRange(
+                        f"the source holds {source_size} bytes, above limit_bytes {new.limit}"
+                    )
+                required = max(required, source_size)
+                stack.enter_context(self._locks.hold(source_key))
+            size = sizing.choose_size(required, new.limit, new.spec, self._config)
+            stack.enter_context(self._reserve(volume_id, size, new_volume=True))
+            content = self._resolve(new.source) if new.source is not None else None
+            return self._volumes.create(
+                new.name,
+                new.spec,
+                size,
+                source=content.path if content else None,
+                freeze=content.freeze if content else (),
+                volume_id=volume_id,
+                content_source=new.source.label if new.source else "",
+                ephemeral=new.ephemeral,
+                secret=new.secret,
+            )
+
+    def _check_retry(self, existing: VolumeRecord, new: NewVolume) -> None:
+        if existing.spec != new.spec:
+            raise AlreadyExists("a volume with this name exists with different parameters")
+        if not sizing.fits(existing, new.required, new.limit):
+            raise AlreadyExists(
+                f"a volume with this name exists with capacity {existing.capacity_bytes} bytes"
+            )
+        if existing.content_source != (new.source.label if new.source else ""):
+            raise AlreadyExists("a volume with this name exists with another source")
+
+    def _source_facts(self, new: NewVolume) -> tuple[int, str]:
+        """The source's size and lock key, after checking it is the kind of volume asked
+        for; (0, "") without a source."""
+        ref = new.source
+        if ref is None:
+            return 0, ""
+        if ref.kind == "snapshot":
+            snapshot = self._snapshots.store.require_ready(ref.id)
+            facts = (snapshot.kind, snapshot.access_type, snapshot.fs_type, snapshot.encrypted)
+            size = snapshot.size_bytes
+        elif ref.kind == "volume":
+            volume = self._store.require_ready(ref.id)
+            spec = volume.spec
+            facts = (spec.kind, spec.access_type, spec.fs_type, spec.encrypted)
+            size = volume.capacity_bytes
+        else:
+            raise InvalidArgument("volume_content_source names neither a snapshot nor a volume")
+        kind, access_type, fs_type, encrypted = facts
+        wanted = new.spec
+        if facts != (wanted.kind, wanted.access_type, wanted.fs_type, wanted.encrypted):
+            described = f"{kind.value}/{access_type.value}" + (f"/{fs_type}" if fs_type else "")
+            described += " encrypted" if encrypted else ""
+            raise InvalidArgument(f"the source is a {described} volume; request the same kind")
+        return size, ref.id
+
+    def _resolve(self, ref: SourceRef) -> _Content:
+        """Where the source's data is, read again under its lock."""
+        if ref.kind == "snapshot":
+            snapshot = self._snapshots.store.require_ready(ref.id)
+            return _Content(self._snapshots.content_path(snapshot), [])
+        volume = self._store.require_ready(ref.id)
+        return _Content(self._snapshots.source_path(volume), self._snapshots.freeze_points(volume))
+
+    # -- growing ---------------------------------------------------------------------
+    def grow(self, record: VolumeRecord, required: int, limit: int) -> VolumeRecord:
+        """Grow ``record`` for ``[required, limit]`` (never shrinks); OUT_OF_RANGE beyond the
+        maximum volume size, RESOURCE_EXHAUSTED when the growth does not fit."""
+        size = sizing.expansion_size(record, required, limit, self._config)
+        if size <= record.capacity_bytes:
+            return record
+        with self._reserve(record.volume_id, size, new_volume=False):
+            return self._volumes.expand(record, size)
+
+    # -- room ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _reserve(self, volume_id: str, size: int, *, new_volume: bool) -> Iterator[None]:
+        """Check the node has room for ``volume_id`` at ``size`` and hold it until the
+        record shows it, so concurrent requests cannot together pass the limits."""
+        with self._reserving:
+            if volume_id in self._reserved:
+                raise FailedPrecondition(f"{volume_id} is already being made or grown")
+            records = {r.volume_id: r for r in self._store.all()}
+            pending_bytes = 0
+            pending_volumes = 0
+            for other, target in self._reserved.items():
+                current = records.get(other)
+                pending_bytes += max(0, target - (current.capacity_bytes if current else 0))
+                pending_volumes += current is None
+            limit = self._config.max_volumes_per_node
+            counted = len(records) + pending_volumes
+            if new_volume and volume_id not in records and limit and counted >= limit:
+                raise ResourceExhausted(f"this node already holds its maximum of {limit} volumes")
+            current = records.get(volume_id)
+            wanted = size - (current.capacity_bytes if current else 0)
+            free = sizing.available_capacity(self._config, records.values()) - pending_bytes
+            if wanted > free:
+                free = max(0, free)
+                if current is None:
+                    message = f"{wanted} bytes requested, only {free} bytes available"
+                else:
+                    message = f"growing by {wanted} bytes, only {free} bytes are free"
+                raise ResourceExhausted(message)
+            self._reserved[volume_id] = size
+        try:
+            yield
+        finally:
+            with self._reserving:
+                self._reserved.pop(volume_id, None)
