@@ -34,6 +34,7 @@ from csi.validation import (
     unsupported_reason,
 )
 from csi.volumes import encryption, health, sizing
+from csi.volumes.backend import facts_for
 from csi.volumes.manager import Volumes
 from csi.volumes.params import VolumeSpec, is_encrypted, parse_spec
 from csi.volumes.snapshots import Snapshots
@@ -364,7 +365,7 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
                     raise InvalidArgument(reason)
             size = sizing.expansion_size(record, required, limit, self._config, self._store.all())
             record = self._volumes.expand(record, size)
-        node_step = record.kind is VolumeKind.LOOP and record.access_type is AccessType.MOUNT
+        node_step = facts_for(record).node_expansion_required
         return csi_pb2.ControllerExpandVolumeResponse(
             capacity_bytes=record.capacity_bytes, node_expansion_required=node_step
         )
