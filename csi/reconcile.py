@@ -18,8 +18,9 @@ from typing import Any
 
 from csi.host import freeze, loopdev, mount
 from csi.layout import PARTIAL_SUFFIX, Layout, is_valid_id
-from csi.state.records import AccessType, Phase, VolumeKind, VolumeRecord
+from csi.state.records import Phase, VolumeRecord
 from csi.state.store import RecordStore
+from csi.volumes.backend import facts_for
 from csi.volumes.directory import DELETING_SUFFIX
 from csi.volumes.groups import GroupSnapshots
 from csi.volumes.manager import Volumes
@@ -139,7 +140,7 @@ def _stale_mounts(record: VolumeRecord, table: list[mount.MountEntry]) -> int:
     mounts them again) or unpublishes and unstages (the driver removes what it made).
     """
     paths = [*record.targets, record.staging_path] if record.staging_path else [*record.targets]
-    if record.access_type is AccessType.BLOCK and record.staging_path:
+    if facts_for(record).staged_by_device and record.staging_path:
         paths.remove(record.staging_path)  # a staged block volume has no mount of its own
     return sum(1 for p in paths if not mount.mounts_at(p, table))
 
@@ -147,11 +148,7 @@ def _stale_mounts(record: VolumeRecord, table: list[mount.MountEntry]) -> int:
 def _thaw(record: VolumeRecord) -> int:
     """A crash during a snapshot copy leaves the source filesystem frozen: thaw it."""
     staging = record.staging_path
-    if (
-        record.access_type is not AccessType.MOUNT
-        or not staging
-        or not mount.is_mount_point(staging)
-    ):
+    if facts_for(record).staged_by_device or not staging or not mount.is_mount_point(staging):
         return 0
     try:
         thawed = freeze.thaw(staging)
@@ -197,8 +194,8 @@ def _detach_unused_loops(volumes: Volumes) -> list[str]:
     images = [
         volumes.layout.image_path(r.volume_id)
         for r in volumes.store.all()
-        if r.kind is VolumeKind.LOOP
-        and not (r.access_type is AccessType.BLOCK and r.staging_path)  # its device is its use
+        if facts_for(r).loop_device
+        and not (facts_for(r).staged_by_device and r.staging_path)  # its device is its use
     ]
     if not images:
         return []

@@ -15,7 +15,7 @@ from csi.layout import check_id
 from csi.locks import KeyedLocks
 from csi.pb import csi_pb2, csi_pb2_grpc
 from csi.services.snapshot_rpcs import SnapshotRpcs
-from csi.state.records import AccessType, Phase, VolumeKind, VolumeRecord
+from csi.state.records import AccessType, Phase, VolumeRecord
 from csi.validation import (
     check_map,
     check_name,
@@ -25,6 +25,7 @@ from csi.validation import (
     unsupported_reason,
 )
 from csi.volumes import encryption, health, sizing
+from csi.volumes.backend import facts_for
 from csi.volumes.manager import Volumes
 from csi.volumes.params import parse_spec, volume_context
 from csi.volumes.provisioning import NewVolume, Provisioner, SourceRef
@@ -239,7 +240,7 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
                 if reason is not None:
                     raise InvalidArgument(reason)
             record = self._provisioner.grow(record, required, limit)
-        node_step = record.kind is VolumeKind.LOOP and record.access_type is AccessType.MOUNT
+        node_step = facts_for(record).node_expansion_required
         return csi_pb2.ControllerExpandVolumeResponse(
             capacity_bytes=record.capacity_bytes, node_expansion_required=node_step
         )

@@ -7,22 +7,29 @@ import shutil
 from pathlib import Path
 
 from csi.errors import FailedPrecondition
-from csi.host import mount
+from csi.host import fs, mount
 from csi.host.copy import copy_tree
 from csi.host.fs import durable_rename, fsync_dir
 from csi.layout import Layout
 from csi.state.records import VolumeRecord
+from csi.volumes import targets
+from csi.volumes.backend import DIRECTORY, KindFacts
 
 DELETING_SUFFIX = ".deleting"
 DEFAULT_MODE = 0o777  # pods of any uid may write; fsGroup handling narrows it
 
 
-class DirectoryVolumes:
+class DirectoryBackend:
+    facts: KindFacts = DIRECTORY
+
     def __init__(self, layout: Layout) -> None:
         self._layout = layout
 
     def path(self, record: VolumeRecord) -> Path:
         return self._layout.directory_path(record.volume_id)
+
+    def copy_content(self, source: Path, destination: Path) -> None:
+        copy_tree(source, destination)
 
     def create(
         self, record: VolumeRecord, source: Path | None = None, secret: bytes | None = None
@@ -40,7 +47,7 @@ class DirectoryVolumes:
                 mode = record.spec.mode
                 os.chmod(partial, DEFAULT_MODE if mode is None else mode)
             else:
-                copy_tree(source, partial)
+                self.copy_content(source, partial)
             durable_rename(partial, final)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
@@ -60,6 +67,15 @@ class DirectoryVolumes:
         if partial.exists():
             shutil.rmtree(partial)
 
+    def capacity_on_disk(self, record: VolumeRecord) -> int:
+        return record.capacity_bytes
+
+    def expand(self, record: VolumeRecord, size: int) -> None:
+        """Directory sizes are recorded, not enforced: nothing to do on disk."""
+
+    def node_expand(self, record: VolumeRecord) -> int:
+        return record.capacity_bytes
+
     def stage(
         self,
         record: VolumeRecord,
@@ -73,11 +89,34 @@ class DirectoryVolumes:
             return
         mount.bind_mount(self.path(record), staging, read_only=read_only, flags=flags)
 
+    def staged_on_host(self, record: VolumeRecord, staging: Path) -> bool:
+        return mount.is_mount_point(staging)
+
+    def still_in_use(self, record: VolumeRecord) -> bool:
+        return targets.mounted_anywhere(record)
+
     def unstage(self, record: VolumeRecord, staging: Path) -> None:
         mount.unmount(staging)
 
-    def expand(self, record: VolumeRecord, size: int) -> None:
-        """Directory sizes are recorded, not enforced: nothing to do on disk."""
+    def publish(
+        self,
+        record: VolumeRecord,
+        staging: Path,
+        target: Path,
+        *,
+        read_only: bool,
+        flags: list[str],
+        group: int | None,
+    ) -> None:
+        targets.publish_filesystem(
+            record, staging, target, read_only=read_only, flags=flags, group=group
+        )
 
-    def capacity_on_disk(self, record: VolumeRecord) -> int:
-        return record.capacity_bytes
+    def unpublish(self, record: VolumeRecord, target: Path) -> None:
+        targets.unpublish_filesystem(target)
+
+    def usage(self, record: VolumeRecord, path: Path) -> fs.Usage | int:
+        return fs.usage(path)
+
+    def freeze_points(self, record: VolumeRecord) -> list[str]:
+        return []  # a tree is copied file by file; there is no filesystem of its own to freeze

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from csi.host import loopdev, mount
-from csi.state.records import AccessType, VolumeKind, VolumeRecord
+from csi.state.records import VolumeRecord
 from csi.volumes.manager import Volumes
 
 SYS_EXT4 = Path("/sys/fs/ext4")
@@ -51,22 +51,23 @@ def _ext4_errors(device: str) -> int:
 
 def check(volumes: Volumes, record: VolumeRecord, host: HostView | None = None) -> Condition:
     """The first problem found with ``record`` on this node, or HEALTHY."""
-    data = volumes.backend(record).path(record)
+    backend = volumes.backend(record)
+    facts = backend.facts
+    data = backend.path(record)
     if not data.exists():
-        what = "backing image file" if record.kind is VolumeKind.LOOP else "data directory"
-        return Condition(True, f"the volume's {what} {data} is missing")
-    if not record.in_use and record.kind is VolumeKind.DIRECTORY:
+        return Condition(True, f"the volume's {facts.data_noun} {data} is missing")
+    if not record.in_use and not facts.loop_device:
         return HEALTHY  # nothing on the host to inspect
     host = host or HostView.read()
     table = host.mounts
     try:
-        device = host.writable_device(data) if record.kind is VolumeKind.LOOP else None
+        device = host.writable_device(data) if facts.loop_device else None
     except loopdev.LoopDeviceUnreadable as exc:
         return Condition(True, exc.message)
     if record.staging_path:
-        if record.kind is VolumeKind.LOOP and device is None:
+        if facts.loop_device and device is None:
             return Condition(True, "the volume is staged but its loop device is detached")
-        if record.access_type is AccessType.MOUNT:
+        if not facts.staged_by_device:
             staged = mount.mounts_at(record.staging_path, table)
             if not staged:
                 return Condition(True, f"the staging mount at {record.staging_path} is gone")

@@ -14,22 +14,18 @@ from pathlib import Path
 
 from csi.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from csi.faults import crash_point
-from csi.host import fs, loopdev, mount
+from csi.host import fs, mount
 from csi.host.freeze import frozen
 from csi.layout import Layout, volume_id_for_name
-from csi.state.records import (
-    AccessType,
-    Phase,
-    PublishedTarget,
-    VolumeKind,
-    VolumeRecord,
-    VolumeSpec,
-)
+from csi.state.records import Phase, PublishedTarget, VolumeRecord, VolumeSpec
 from csi.state.store import StateStore
 from csi.validation import Capability
-from csi.volumes import encryption, targets
-from csi.volumes.directory import DirectoryVolumes
-from csi.volumes.loop import LoopVolumes
+from csi.volumes import encryption
+from csi.volumes.backend import Backend, Kinded, KindFacts, facts_for
+from csi.volumes.directory import DirectoryBackend
+from csi.volumes.loop import LoopFilesystemBackend
+from csi.volumes.loop_block import LoopBlockBackend
+from csi.volumes.loop_image import LoopImages
 from csi.volumes.params import check_mount_options_allowed
 
 
@@ -46,11 +42,17 @@ class Volumes:
     def __init__(self, layout: Layout, store: StateStore) -> None:
         self.layout = layout
         self.store = store
-        self.directories = DirectoryVolumes(layout)
-        self.loops = LoopVolumes(layout)
+        images = LoopImages(layout)  # one per data root: it serialises loop attaches
+        backends: list[Backend] = [
+            DirectoryBackend(layout),
+            LoopFilesystemBackend(images),
+            LoopBlockBackend(images),
+        ]
+        self._backends: dict[KindFacts, Backend] = {b.facts: b for b in backends}
 
-    def backend(self, record: VolumeRecord) -> DirectoryVolumes | LoopVolumes:
-        return self.directories if record.kind is VolumeKind.DIRECTORY else self.loops
+    def backend(self, of: Kinded) -> Backend:
+        """The backend of a volume (or spec, or snapshot record) of this kind."""
+        return self._backends[facts_for(of)]
 
     def _unaccounted_data(self, volume_id: str) -> bool:
         """Is there a finished image or directory under this ID with no record for it?"""
@@ -122,7 +124,7 @@ class Volumes:
         return ready
 
     def delete(self, record: VolumeRecord) -> None:
-        if record.in_use and self._still_in_use(record):
+        if record.in_use and self.backend(record).still_in_use(record):
             raise FailedPrecondition(
                 "volume is staged or published on this node; unpublish it first"
             )
@@ -133,14 +135,6 @@ class Volumes:
         self.backend(record).delete(record)
         crash_point("delete:removed")
         self.store.remove(record.volume_id)
-
-    def _still_in_use(self, record: VolumeRecord) -> bool:
-        staged_block = record.access_type is AccessType.BLOCK and record.staging_path
-        if staged_block and self.loops.device(record) is not None:
-            return True  # a staged block volume has no mount, only its loop device
-        table = mount.read_mounts()
-        paths = [record.staging_path, *record.targets]
-        return any(p and mount.mounts_at(p, table) for p in paths)
 
     def capacity_on_disk(self, record: VolumeRecord) -> int:
         return self.backend(record).capacity_on_disk(record)
@@ -158,17 +152,7 @@ class Volumes:
 
     def node_expand(self, record: VolumeRecord) -> int:
         """Grow what the node sees (the staged filesystem); returns the usable size."""
-        if record.kind is VolumeKind.DIRECTORY:
-            return record.capacity_bytes
-        device = self.loops.device(record)
-        if device is None:
-            raise FailedPrecondition("volume is not staged on this node")
-        loopdev.refresh_size(device)
-        if record.access_type is AccessType.BLOCK:
-            return loopdev.device_size(device)
-        if not record.staging_path or not mount.is_mount_point(record.staging_path):
-            raise FailedPrecondition("volume's filesystem is not mounted on this node")
-        return self.loops.grow_filesystem(record, Path(record.staging_path))
+        return self.backend(record).node_expand(record)
 
     # -- node side -----------------------------------------------------------------
     def stage(
@@ -184,7 +168,8 @@ class Volumes:
         if elsewhere and (mount.is_mount_point(record.staging_path) or record.targets):
             raise FailedPrecondition(f"volume is already staged at {record.staging_path}")
         mode_changed = record.staged_read_only != cap.read_only
-        if not elsewhere and mode_changed and self._staged_on_host(record, staging):
+        backend = self.backend(record)
+        if not elsewhere and mode_changed and backend.staged_on_host(record, staging):
             raise AlreadyExists("volume is staged with a different access mode")
         if not staging.is_dir():
             raise FailedPrecondition(f"staging path {staging} is not an existing directory")
@@ -194,7 +179,7 @@ class Volumes:
             self.store.put(record)
             crash_point("stage:record")
         try:
-            self.backend(record).stage(
+            backend.stage(
                 record,
                 staging,
                 read_only=cap.read_only,
@@ -204,14 +189,9 @@ class Volumes:
         except BaseException:
             # The backend rolled the host back; the record follows, unless the host still
             # holds the volume there (then the record must keep covering it).
-            if record is not before and not self._staged_on_host(record, staging):
+            if record is not before and not backend.staged_on_host(record, staging):
                 self.store.put(before)
             raise
-
-    def _staged_on_host(self, record: VolumeRecord, staging: Path) -> bool:
-        if record.access_type is AccessType.BLOCK:
-            return self.loops.device(record) is not None
-        return mount.is_mount_point(staging)
 
     def unstage(self, record: VolumeRecord, staging: Path) -> None:
         if record.staging_path != str(staging):
@@ -252,42 +232,24 @@ class Volumes:
             self.store.put(record)
             crash_point("publish:record")
         try:
-            if record.access_type is AccessType.BLOCK:
-                self._publish_block(record, target, read_only)
-            else:
-                flags = list(cap.mount_flags)
-                source = encryption.data_dir(staging) if record.spec.encrypted else None
-                targets.publish_mount(
-                    staging, target, read_only=read_only, flags=flags, source=source
-                )
-                if group is not None and not read_only:
-                    targets.give_to_group(target, group)
+            self.backend(record).publish(
+                record,
+                staging,
+                target,
+                read_only=read_only,
+                flags=list(cap.mount_flags),
+                group=group,
+            )
         except BaseException:
             if record is not before and not mount.is_mount_point(target):
                 self.store.put(before)
             raise
         crash_point("publish:mounted")
 
-    def _publish_block(self, record: VolumeRecord, target: Path, read_only: bool) -> None:
-        staged = self.loops.device(record)
-        if not read_only or staged is None or mount.is_mount_point(target):
-            targets.publish_block(staged, target, read_only=read_only)
-            return
-        device = self.loops.attach_read_only(record)
-        try:
-            targets.publish_block(device, target, read_only=True)
-        except BaseException:
-            self.loops.release_read_only(record, device)
-            raise
-
     def unpublish(self, record: VolumeRecord, target: Path) -> None:
         if str(target) not in record.targets:
             return  # never published there (or already undone): the path is not ours to touch
-        bound = targets.bound_device(target) if record.access_type is AccessType.BLOCK else None
-        targets.unpublish(target)
-        crash_point("unpublish:unmounted")
-        if bound is not None and loopdev.is_read_only(bound):
-            self.loops.release_read_only(record, bound)
+        self.backend(record).unpublish(record, target)  # crash point unpublish:unmounted
         if str(target) in record.targets:
             remaining = {p: t for p, t in record.targets.items() if p != str(target)}
             self.store.put(record.with_changes(targets=remaining))
@@ -299,6 +261,4 @@ class Volumes:
         """Filesystem usage at ``path``, or the device size in bytes for block volumes."""
         if not path.exists():
             raise NotFound(f"volume path {path} does not exist")
-        if record.access_type is AccessType.BLOCK:
-            return self.loops.capacity_on_disk(record)
-        return fs.usage(path)
+        return self.backend(record).usage(record, path)

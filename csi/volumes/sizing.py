@@ -5,23 +5,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from csi.config import MIB, Config
+from csi.config import Config
 from csi.errors import InvalidArgument, OutOfRange
 from csi.host import fs
-from csi.host.mkfs import MIN_FS_SIZE
 from csi.layout import Layout
-from csi.state.records import Phase, VolumeKind, VolumeRecord, VolumeSpec
-
-ALIGNMENT = MIB  # loop images are whole mebibytes
-MIN_BLOCK_SIZE = MIB
+from csi.state.records import Phase, VolumeRecord, VolumeSpec
+from csi.volumes.backend import facts_for
 
 
 def minimum_size(spec: VolumeSpec) -> int:
-    if spec.kind is VolumeKind.DIRECTORY:
-        return 1
-    if spec.fs_type:
-        return MIN_FS_SIZE[spec.fs_type]
-    return MIN_BLOCK_SIZE
+    return facts_for(spec).minimum_size(spec.fs_type)
 
 
 def check_range(required: int, limit: int) -> None:
@@ -37,12 +30,13 @@ def choose_size(required: int, limit: int, spec: VolumeSpec, config: Config) -> 
     size = required or config.default_volume_size
     if limit and size > limit:
         size = limit
-    if spec.kind is VolumeKind.LOOP:
+    alignment = facts_for(spec).size_alignment
+    if alignment > 1:
         floor = max(required, minimum_size(spec))
-        size = -(-max(size, floor) // ALIGNMENT) * ALIGNMENT
+        size = -(-max(size, floor) // alignment) * alignment
         if limit and size > limit:
             # An unaligned limit: take the largest whole MiB that still satisfies the range.
-            size = limit // ALIGNMENT * ALIGNMENT
+            size = limit // alignment * alignment
             if size < floor:
                 raise OutOfRange(
                     f"smallest {spec.kind.value} volume is {floor} bytes (whole MiB), "
@@ -72,7 +66,7 @@ def promised_bytes(records: Iterable[VolumeRecord], layout: Layout) -> int:
     """Space the sparse loop images may still claim: their size minus what they hold."""
     total = 0
     for record in records:
-        if record.kind is not VolumeKind.LOOP or record.phase is Phase.DELETING:
+        if not facts_for(record).sparse or record.phase is Phase.DELETING:
             continue
         try:
             allocated = os.stat(layout.image_path(record.volume_id)).st_blocks * 512

@@ -18,13 +18,12 @@ from pathlib import Path
 
 from csi.errors import FailedPrecondition
 from csi.faults import crash_point
-from csi.host import mount
-from csi.host.copy import clone_or_copy, copy_tree
 from csi.host.freeze import frozen
 from csi.host.fs import durable_rename
 from csi.layout import Layout, snapshot_id_for_name
-from csi.state.records import AccessType, Phase, SnapshotRecord, VolumeKind, VolumeRecord
+from csi.state.records import Phase, SnapshotRecord, VolumeRecord
 from csi.state.store import SnapshotStore
+from csi.volumes.backend import facts_for
 from csi.volumes.manager import Volumes
 
 
@@ -35,17 +34,12 @@ class Snapshots:
         self.layout: Layout = volumes.layout
 
     def content_path(self, snapshot: SnapshotRecord) -> Path:
-        suffix = ".img" if snapshot.kind is VolumeKind.LOOP else ".dir"
+        suffix = facts_for(snapshot).content_suffix
         return self.layout.snapshot_path(snapshot.snapshot_id, suffix)
 
     def freeze_points(self, record: VolumeRecord) -> list[str]:
         """Mount points to freeze for a consistent copy of ``record`` (mounted loop fs)."""
-        if record.kind is not VolumeKind.LOOP or record.access_type is not AccessType.MOUNT:
-            return []
-        staging = record.staging_path
-        if not staging or record.staged_read_only:
-            return []
-        return [staging] if mount.is_mount_point(staging) else []
+        return self.volumes.backend(record).freeze_points(record)
 
     def source_path(self, record: VolumeRecord) -> Path:
         return self.volumes.backend(record).path(record)
@@ -117,10 +111,7 @@ class Snapshots:
         partial = self.layout.partial(final)
         _remove(partial)
         try:
-            if snapshot.kind is VolumeKind.LOOP:
-                clone_or_copy(source, partial)
-            else:
-                copy_tree(source, partial)
+            self.volumes.backend(snapshot).copy_content(source, partial)
             _remove(final)
             durable_rename(partial, final)
         except BaseException:

@@ -8,8 +8,40 @@ import stat
 from pathlib import Path
 
 from csi.errors import FailedPrecondition
+from csi.faults import crash_point
 from csi.host import mount
 from csi.host.copy import give_tree_to_group
+from csi.state.records import VolumeRecord
+from csi.volumes import encryption
+
+
+def mounted_anywhere(record: VolumeRecord) -> bool:
+    """Is anything mounted at the volume's staging path or any of its targets?"""
+    table = mount.read_mounts()
+    paths = [record.staging_path, *record.targets]
+    return any(p and mount.mounts_at(p, table) for p in paths)
+
+
+def publish_filesystem(
+    record: VolumeRecord,
+    staging: Path,
+    target: Path,
+    *,
+    read_only: bool,
+    flags: list[str],
+    group: int | None,
+) -> None:
+    """Publish a staged filesystem (an encrypted one's data directory) and, for a writable
+    target, hand it to the pod's fsGroup."""
+    source = encryption.data_dir(staging) if record.spec.encrypted else None
+    publish_mount(staging, target, read_only=read_only, flags=flags, source=source)
+    if group is not None and not read_only:
+        give_to_group(target, group)
+
+
+def unpublish_filesystem(target: Path) -> None:
+    unpublish(target)
+    crash_point("unpublish:unmounted")
 
 
 def publish_mount(

@@ -1,0 +1,163 @@
+"""A loop volume's image file and its loop devices, shared by the filesystem and block kinds."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from csi.errors import FailedPrecondition
+from csi.faults import crash_point
+from csi.host import loopdev, mount
+from csi.host.copy import clone_or_copy
+from csi.host.fs import create_sparse_file, durable_rename
+from csi.layout import Layout
+from csi.state.records import VolumeRecord
+
+
+class LoopImages:
+    """The images under a data root: made, grown, attached and detached."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        # Two `losetup --find` at once pick the same free device and the loser backs off for
+        # 200 ms; attaching takes about a millisecond, so this driver attaches one at a time.
+        self._attaching = threading.Lock()
+
+    def attach(self, image: Path, *, read_only: bool = False) -> tuple[str, bool]:
+        """The image's loop device and whether this call attached it: a writable device is
+        shared (one per image, reused when attached), a read-only one is always new."""
+        with self._attaching:
+            if not read_only:
+                existing = loopdev.devices_for(image)
+                if existing:
+                    return existing[0], False
+            return loopdev.attach(image, read_only=read_only), True
+
+    def path(self, record: VolumeRecord) -> Path:
+        return self.layout.image_path(record.volume_id)
+
+    @staticmethod
+    def copy_content(source: Path, destination: Path) -> None:
+        clone_or_copy(source, destination)
+
+    def create(
+        self,
+        record: VolumeRecord,
+        source: Path | None,
+        prepare: Callable[[Path], None] | None = None,
+    ) -> None:
+        """Build the image under a scratch name and rename it into place when complete.
+
+        A new image is sparse, then ``prepare``d (formatted) while it has its scratch name.
+        With ``source`` (a snapshot or another volume's image) the image starts as a copy
+        of it, grown to the record's size; the filesystem is grown when the volume is staged.
+        The final name only ever holds a finished image, so a retry after a crash either
+        finds it done or starts the scratch file again.
+        """
+        final = self.path(record)
+        if final.is_file():
+            return
+        partial = self.layout.partial(final)
+        partial.unlink(missing_ok=True)
+        try:
+            if source is None:
+                create_sparse_file(partial, record.capacity_bytes)
+                crash_point("create:image")
+                if prepare is not None:
+                    prepare(partial)
+                crash_point("create:formatted")
+            else:
+                self.copy_content(source, partial)
+                if partial.stat().st_size < record.capacity_bytes:
+                    os.truncate(partial, record.capacity_bytes)
+            durable_rename(partial, final)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+
+    def delete(self, record: VolumeRecord) -> None:
+        final = self.path(record)
+        for device in loopdev.devices_for(final, read_only=None):
+            if mount.mounts_of_device(device):
+                raise FailedPrecondition(f"volume is still mounted through {device}")
+            loopdev.detach(device)
+        final.unlink(missing_ok=True)
+        self.layout.partial(final).unlink(missing_ok=True)
+
+    def device(self, record: VolumeRecord) -> str | None:
+        """The image's writable loop device, if one is attached."""
+        devices = loopdev.devices_for(self.path(record))
+        return devices[0] if devices else None
+
+    def staged_device(self, record: VolumeRecord) -> str:
+        """The attached device of a staged volume, told of the image's size."""
+        device = self.device(record)
+        if device is None:
+            raise FailedPrecondition("volume is not staged on this node")
+        loopdev.refresh_size(device)
+        return device
+
+    def attach_for_stage(self, record: VolumeRecord) -> tuple[str, bool]:
+        """Attach the image (reusing an attached device), grown first to the recorded size
+        if a crash or a failed growth left it smaller; the device is told any new size.
+        Returns the device and whether this call attached it."""
+        image = self.path(record)
+        if not image.is_file():
+            raise FailedPrecondition("the volume's image file is missing on this node")
+        size = grow_image(image, record.capacity_bytes)
+        device, attached_here = self.attach(image)
+        crash_point("stage:attached")
+        if not attached_here and loopdev.device_size(device) < size:
+            loopdev.refresh_size(device)
+        return device, attached_here
+
+    def detach_unused(self, record: VolumeRecord) -> None:
+        """Detach the image's devices that nothing mounts any more."""
+        for device in loopdev.devices_for(self.path(record), read_only=None):
+            if not mount.mounts_of_device(device):
+                loopdev.detach(device)
+
+    def expand(self, record: VolumeRecord, size: int) -> None:
+        """Grow the image file (sparse) and tell an attached loop device its new size."""
+        image = self.path(record)
+        size = grow_image(image, size)
+        for device in loopdev.devices_for(image, read_only=None):
+            if loopdev.device_size(device) < size:
+                loopdev.refresh_size(device)
+
+    def capacity_on_disk(self, record: VolumeRecord) -> int:
+        try:
+            return self.path(record).stat().st_size
+        except FileNotFoundError:
+            return record.capacity_bytes
+
+    def attach_read_only(self, record: VolumeRecord) -> str:
+        """A read-only loop device of its own, for a read-only block publish: a read-only
+        bind mount cannot stop writes through a device node, a read-only device can."""
+        device, _ = self.attach(self.path(record), read_only=True)
+        return device
+
+    def release_read_only(self, record: VolumeRecord, device: str) -> None:
+        """Detach a read-only device once nothing binds it any more."""
+        mine = device in loopdev.devices_for(self.path(record), read_only=True)
+        if mine and not mount.mounts_of_device(device):
+            loopdev.detach(device)
+
+
+def grow_image(image: Path, size: int) -> int:
+    """Grow the image file (sparse, durably) to at least ``size``; returns its size.
+
+    Never shrinks, and a no-op once done: a retry after a crash finds the work done.
+    """
+    current = image.stat().st_size
+    if current >= size:
+        return current
+    os.truncate(image, size)
+    fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return size
