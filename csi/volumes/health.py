@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from csi.host import loopdev, mount
+from csi.host.errors import LoopDeviceUnreadable
 from csi.state.records import AccessType, VolumeKind, VolumeRecord
 from csi.volumes.manager import Volumes
 
@@ -61,7 +62,7 @@ def check(volumes: Volumes, record: VolumeRecord, host: HostView | None = None) 
     table = host.mounts
     try:
         device = host.writable_device(data) if record.kind is VolumeKind.LOOP else None
-    except loopdev.LoopDeviceUnreadable as exc:
+    except LoopDeviceUnreadable as exc:
         return Condition(True, exc.message)
     if record.staging_path:
         if record.kind is VolumeKind.LOOP and device is None:
