@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -183,3 +184,42 @@ def test_a_tool_that_runs_out_of_space_is_resource_exhausted(shims: Shims) -> No
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         "mkfs.xfs failed (exit 1): mkfs.xfs: pwrite failed: No space left on device",
     )
+
+
+def test_a_real_server_kills_the_command_when_the_callers_deadline_ends(
+    shims: Shims, tmp_path: Path
+) -> None:
+    """Over gRPC: the client's timeout reaches run() through context.time_remaining()."""
+    pid_file = tmp_path / "helper.pid"
+    sleeper(shims, pid_file)
+
+    def stage(_request: bytes, _context: grpc.ServicerContext) -> bytes:
+        run(["blkid"])
+        return b""
+
+    handler = grpc.method_handlers_generic_handler(
+        "csi.v1.Node", {"NodeStageVolume": grpc.unary_unary_rpc_method_handler(stage)}
+    )
+    readiness = Readiness()
+    readiness.mark_ready()
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=2), interceptors=[RpcInterceptor(readiness)]
+    )
+    server.add_generic_rpc_handlers((handler,))
+    socket = tmp_path / "csi.sock"
+    server.add_insecure_port(f"unix://{socket}")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"unix://{socket}") as channel:
+            call = channel.unary_unary("/csi.v1.Node/NodeStageVolume")
+            started = time.monotonic()
+            with pytest.raises(grpc.RpcError) as caught:
+                call(b"", timeout=1.0)
+            assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+            end = time.monotonic() + 5
+            while not pid_file.exists() and time.monotonic() < end:
+                time.sleep(0.05)
+            assert gone(int(pid_file.read_text()), within=3.0), "command outlived the call"
+            assert time.monotonic() - started < 5
+    finally:
+        server.stop(grace=None)
