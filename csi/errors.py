@@ -1,6 +1,6 @@
-"""Typed errors raised by the driver; one interceptor turns them into gRPC status codes.
+"""Typed errors raised by the driver's own rules; ``csi.status`` gives each its status code.
 
-The tree::
+The tree (with the code each one becomes)::
 
     CsiError                  (never raised directly)
     +-- InvalidArgument       INVALID_ARGUMENT    a request field is missing or malformed
@@ -11,20 +11,18 @@ The tree::
     +-- OutOfRange            OUT_OF_RANGE        a size beyond what the driver supports
     +-- ResourceExhausted     RESOURCE_EXHAUSTED  no space, volume limit, topology unreachable
     +-- Unavailable           UNAVAILABLE         the driver is still starting up
-    +-- Internal              INTERNAL            a host tool or system call failed
+    +-- Internal              INTERNAL            the driver cannot do what it should
 
-Messages are shown to the caller: they must be short, clear and free of secrets.
+What the host reports (a tool that failed, a full disk) has its own tree in
+``csi.host.errors``. Messages are shown to the caller: they must be short, clear and free of
+secrets.
 """
 
 from __future__ import annotations
 
-import grpc
-
 
 class CsiError(Exception):
-    """Base class; ``code`` is the gRPC status the caller receives."""
-
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    """Base class; ``message`` is what the caller reads."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -32,36 +30,36 @@ class CsiError(Exception):
 
 
 class InvalidArgument(CsiError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    pass
 
 
 class NotFound(CsiError):
-    code = grpc.StatusCode.NOT_FOUND
+    pass
 
 
 class AlreadyExists(CsiError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+    pass
 
 
 class FailedPrecondition(CsiError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    pass
 
 
 class Aborted(CsiError):
-    code = grpc.StatusCode.ABORTED
+    pass
 
 
 class OutOfRange(CsiError):
-    code = grpc.StatusCode.OUT_OF_RANGE
+    pass
 
 
 class ResourceExhausted(CsiError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    pass
 
 
 class Unavailable(CsiError):
-    code = grpc.StatusCode.UNAVAILABLE
+    pass
 
 
 class Internal(CsiError):
-    code = grpc.StatusCode.INTERNAL
+    pass

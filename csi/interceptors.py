@@ -1,19 +1,19 @@
-"""The one place every RPC passes: readiness gate, error -> status, timing and logging."""
+"""The one place every RPC passes: readiness gate, the call's deadline for host commands,
+error -> status (through ``csi.status``), timing and logging."""
 
 from __future__ import annotations
 
-import errno
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 import grpc
 
-from csi.errors import CsiError
+from csi.host.deadline import call_deadline
 from csi.readiness import Readiness
 from csi.redact import safe_text
+from csi.status import Failure, failure_of
 
 log = logging.getLogger("csi.rpc")
 
@@ -73,20 +73,24 @@ class RpcInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             name = getattr(request, "name", "")
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("event=rpc_request method=%s request=%r", method, safe_text(request))
-            failure: tuple[grpc.StatusCode, str] | None = None
+            failure: Failure | None = None
             try:
                 if gated:
                     readiness.require()
-                response = inner(request, context)
-            except CsiError as exc:
-                failure = (exc.code, exc.message)
-            except NotImplementedError:
-                failure = (grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented")
-            except OSError as exc:
-                failure = self._os_failure(exc, method, volume_id)
+                with call_deadline(context.time_remaining()):
+                    response = inner(request, context)
             except Exception as exc:
-                failure = self._internal(exc, method, volume_id)
-            code = failure[0] if failure else grpc.StatusCode.OK
+                failure = failure_of(exc, method)
+                if failure.ref is not None:
+                    log.error(
+                        "event=rpc_internal_error method=%s volume=%s ref=%s error=%s",
+                        method,
+                        volume_id,
+                        failure.ref,
+                        type(exc).__name__,
+                        exc_info=True,
+                    )
+            code = failure.code if failure else grpc.StatusCode.OK
             elapsed_ms = (time.perf_counter() - started) * 1000
             if code is not grpc.StatusCode.OK:
                 level = logging.WARNING
@@ -101,33 +105,10 @@ class RpcInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                     f" name={name!r}" if name else "",
                     code.name,
                     elapsed_ms,
-                    f" message={failure[1]!r}" if failure else "",
+                    f" message={failure.message!r}" if failure else "",
                 )
             if failure is not None:
-                context.abort(failure[0], _bounded(failure[1]))
+                context.abort(failure.code, _bounded(failure.message))
             return response
 
         return behaviour
-
-    @staticmethod
-    def _os_failure(exc: OSError, method: str, volume_id: str) -> tuple[grpc.StatusCode, str]:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return (
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                "no space left in the driver's data directory",
-            )
-        return RpcInterceptor._internal(exc, method, volume_id)
-
-    @staticmethod
-    def _internal(exc: Exception, method: str, volume_id: str) -> tuple[grpc.StatusCode, str]:
-        """INTERNAL for the caller; the traceback only in the log, under a reference."""
-        ref = uuid.uuid4().hex[:12]
-        log.error(
-            "event=rpc_internal_error method=%s volume=%s ref=%s error=%s",
-            method,
-            volume_id,
-            ref,
-            type(exc).__name__,
-            exc_info=True,
-        )
-        return grpc.StatusCode.INTERNAL, f"internal error (ref {ref}); see driver log"

@@ -13,6 +13,8 @@ import os
 import struct
 from pathlib import Path
 
+from csi.host.errors import KeyMismatch
+
 KEY_SIZE = 64  # AES-256-XTS takes a 512-bit master key
 _KEY_SPEC_TYPE_IDENTIFIER = 2
 _MODE_AES_256_XTS = 1
@@ -38,10 +40,6 @@ _GET_POLICY_EX = _iowr(22, 9)  # u64 policy_size, then the policy
 # struct fscrypt_policy_v2: version, contents mode, filenames mode, flags,
 # log2_data_unit_size, reserved[3], master_key_identifier[16] = 24 bytes
 _POLICY = struct.Struct("<BBBBB3s16s")
-
-
-class KeyMismatch(Exception):
-    """The directory is encrypted with another key."""
 
 
 def _ioctl(path: Path, request: int, buffer: bytearray) -> None:

@@ -38,7 +38,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from csi.errors import Internal
+from csi.host.errors import LoopDeviceUnreadable
 from csi.host.run import run
 
 SYS_BLOCK = Path("/sys/block")
@@ -54,11 +54,6 @@ LO_FLAGS_READ_ONLY = 1
 LO_FLAGS_AUTOCLEAR = 4
 # The device is unbound, being torn down, or gone (removed, or no node for it in /dev).
 _GONE = (errno.ENXIO, errno.ENODEV, errno.ENOENT)
-
-
-class LoopDeviceUnreadable(Internal):
-    """An attached loop device whose backing file cannot be identified: the driver will
-    not guess whether it is a volume's, so the lookup fails instead."""
 
 
 @dataclass(frozen=True)

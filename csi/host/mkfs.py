@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from csi.errors import FailedPrecondition
+from csi.host.errors import FormatRefused, UnsupportedFilesystem
 from csi.host.run import run
 
 SUPPORTED_FS = ("ext4", "xfs")
@@ -31,12 +31,12 @@ def make_filesystem(
     """
     existing = None if known_blank else detect(target)
     if existing is not None:
-        raise FailedPrecondition(f"refusing to format: {target} already holds {existing}")
+        raise FormatRefused(f"refusing to format: {target} already holds {existing}")
     if fs_type == "ext4":
         argv = ["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "nodiscard"]
         argv += ["-O", "encrypt", str(target)] if encrypt else [str(target)]
     elif fs_type == "xfs":
         argv = ["mkfs.xfs", "-q", "-K", str(target)]
     else:  # validated at the edge; kept as a guard
-        raise FailedPrecondition(f"unsupported filesystem {fs_type}")
+        raise UnsupportedFilesystem(f"unsupported filesystem {fs_type}")
     run(argv)

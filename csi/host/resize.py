@@ -5,8 +5,8 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from csi.errors import FailedPrecondition
-from csi.host.run import HostCommandError, run
+from csi.host.errors import CommandFailed, GrowNeedsPrivilege
+from csi.host.run import run
 
 EXT4_SUPERBLOCK = 1024
 EXT4_MAGIC = 0xEF53
@@ -58,9 +58,9 @@ def grow_filesystem(device: str, mount_point: str, fs_type: str) -> None:
     if fs_type == "ext4":
         try:
             run(["resize2fs", device])
-        except HostCommandError as exc:
+        except CommandFailed as exc:
             if "Permission denied" in exc.stderr:
-                raise FailedPrecondition(
+                raise GrowNeedsPrivilege(
                     "growing a mounted ext4 needs CAP_SYS_RESOURCE, which this driver lacks; "
                     "the filesystem grows the next time the volume is staged"
                 ) from None

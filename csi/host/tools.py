@@ -31,5 +31,10 @@ ESSENTIAL_TOOLS: tuple[str, ...] = (
 )
 
 
+# Never cut short by an RPC's deadline, only by their own cap: an offline resize2fs killed
+# half-way can leave the filesystem damaged, whereas a finished one is merely late.
+RUNS_PAST_DEADLINE: frozenset[str] = frozenset({"resize2fs"})
+
+
 def packages() -> list[str]:
     return sorted(set(HOST_TOOLS.values()))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from csi.host import loopdev, mount
+from csi.host.errors import LoopDeviceUnreadable
 from csi.state.records import VolumeRecord
 from csi.volumes.manager import Volumes
 
@@ -62,7 +63,7 @@ def check(volumes: Volumes, record: VolumeRecord, host: HostView | None = None) 
     table = host.mounts
     try:
         device = host.writable_device(data) if facts.loop_device else None
-    except loopdev.LoopDeviceUnreadable as exc:
+    except LoopDeviceUnreadable as exc:
         return Condition(True, exc.message)
     if record.staging_path:
         if facts.loop_device and device is None:

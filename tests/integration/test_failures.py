@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from csi.errors import FailedPrecondition
+from csi.host.errors import FormatRefused
 from csi.host.mkfs import make_filesystem
 from csi.pb import csi_pb2
 from tests.helpers import need_tool
@@ -142,7 +142,7 @@ def test_make_filesystem_refuses_a_formatted_file(tmp_path: Path, wanted: str) -
     made = sh("mkfs.ext4", "-q", "-F", str(image))
     assert made.returncode == 0, made.stderr
     before = head_digest(image)
-    with pytest.raises(FailedPrecondition, match="ext4"):
+    with pytest.raises(FormatRefused, match="ext4"):
         make_filesystem(image, wanted)
     assert head_digest(image) == before
     assert fs_type_of(image) == "ext4"

@@ -42,21 +42,21 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     ("text", "expected"),
     [
         ("1Gi", GIB),
-        ("10G", 10 * GIB),
+        ("10G", 10 * 10**9),
         ("512Mi", 512 * MIB),
         ("0", 0),
         ("4096", 4096),
-        ("2k", 2048),
+        ("2k", 2000),
         ("16Ti", 16 * TIB),
-        ("1GiB", GIB),
-        (" 3mi ", 3 * MIB),
+        ("1.5Gi", GIB + GIB // 2),
+        (" 3Mi ", 3 * MIB),
     ],
 )
 def test_parse_size(text: str, expected: int) -> None:
     assert parse_size(text) == expected
 
 
-@pytest.mark.parametrize("text", ["bad", "", "Gi", "1.5Gi", "-1", "-1Gi", "1Qi", "1 0"])
+@pytest.mark.parametrize("text", ["bad", "", "Gi", "1GiB", "3mi", "-1", "-1Gi", "1Qi", "1 0"])
 def test_parse_size_rejects(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         parse_size(text)
@@ -108,6 +108,8 @@ def test_options_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     assert config.node_id == "from-env"
     assert config.capacity_limit == 5 * GIB
+    assert config_from_args(["--max-volume-size", "40M"]).max_volume_size == 40 * 10**6
+    assert config_from_args(["--default-volume-size", "0.5Gi"]).default_volume_size == GIB // 2
     assert config.endpoint == "tcp://127.0.0.1:10000"
     assert config.max_volumes_per_node == 7
     assert config.log_format == "json"

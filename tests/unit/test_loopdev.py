@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from csi.host import loopdev
+from csi.host.errors import LoopDeviceUnreadable
 from csi.host.loopdev import LO_FLAGS_AUTOCLEAR, LO_FLAGS_READ_ONLY, LOOP_GET_STATUS64, LOOP_INFO64
 
 
@@ -216,14 +217,14 @@ def test_device_removed_during_the_scan_is_skipped(host: FakeHost, image: Path) 
 def test_bound_device_that_cannot_be_read_fails_the_lookup(host: FakeHost, image: Path) -> None:
     # Guessing "not the image's" would let a stage attach a second device to it.
     host.add("loop0", of(image, error=errno.EIO))
-    with pytest.raises(loopdev.LoopDeviceUnreadable, match="loop0"):
+    with pytest.raises(LoopDeviceUnreadable, match="loop0"):
         loopdev.devices_for(image)
 
 
 def test_bound_device_without_a_node_fails_the_lookup(host: FakeHost, image: Path) -> None:
     host.add("loop0", of(image))
     (host.dev / "loop0").unlink()  # e.g. a container without the host's /dev
-    with pytest.raises(loopdev.LoopDeviceUnreadable, match="loop0"):
+    with pytest.raises(LoopDeviceUnreadable, match="loop0"):
         loopdev.devices_for(image)
 
 

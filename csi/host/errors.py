@@ -1,0 +1,82 @@
+"""What can go wrong on the host, in the host's own terms (no gRPC, no CSI).
+
+The tree::
+
+    HostError                      (never raised directly)
+    +-- CommandError               a host program could not do its job; ``tool`` names it
+    |   +-- CommandFailed          it exited with an unexpected code (``returncode``, ``stderr``)
+    |   |   +-- NoSpace            ... because the disk was full
+    |   +-- ToolMissing            it is not installed
+    |   +-- CommandTimedOut        it ran past its own cap and was killed
+    |       +-- DeadlineReached    it ran past the deadline of the call it served, and was killed
+    +-- LoopDeviceUnreadable       an attached loop device whose backing file cannot be told
+    +-- FormatRefused              mkfs asked to format something that already holds a signature
+    +-- UnsupportedFilesystem      a filesystem type this host layer does not make or grow
+    +-- GrowNeedsPrivilege         online ext4 growth without CAP_SYS_RESOURCE
+    +-- KeyMismatch                a directory encrypted under another fscrypt policy or key
+
+``message`` is safe to show a caller: stderr is already stripped of the strings the caller
+marked sensitive. Which status code each one becomes is decided once, in ``csi.status``.
+"""
+
+from __future__ import annotations
+
+
+class HostError(Exception):
+    """Base class; ``message`` says what failed, without secrets."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class CommandError(HostError):
+    def __init__(self, message: str, *, tool: str) -> None:
+        super().__init__(message)
+        self.tool = tool
+
+
+class CommandFailed(CommandError):
+    def __init__(self, message: str, *, tool: str, returncode: int, stderr: str = "") -> None:
+        super().__init__(message, tool=tool)
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+class NoSpace(CommandFailed):
+    """The tool reported "No space left on device"."""
+
+
+class ToolMissing(CommandError):
+    pass
+
+
+class CommandTimedOut(CommandError):
+    def __init__(self, message: str, *, tool: str, seconds: float) -> None:
+        super().__init__(message, tool=tool)
+        self.seconds = seconds
+
+
+class DeadlineReached(CommandTimedOut):
+    """The call's caller stopped waiting; the command was killed rather than left running."""
+
+
+class LoopDeviceUnreadable(HostError):
+    """An attached loop device whose backing file cannot be identified: the driver will
+    not guess whether it is a volume's, so the lookup fails instead."""
+
+
+class FormatRefused(HostError):
+    """The target already holds a filesystem or another signature: never formatted over."""
+
+
+class UnsupportedFilesystem(HostError):
+    pass
+
+
+class GrowNeedsPrivilege(HostError):
+    pass
+
+
+class KeyMismatch(HostError):
+    """The directory is encrypted with another key or policy version."""
