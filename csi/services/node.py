@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import posixpath
 from pathlib import Path
 
 import grpc
@@ -123,7 +123,7 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         volume_id = check_id(request.volume_id)
         check_volume_path(request.volume_path)
         record = self._record(volume_id)
-        path = Path(os.path.normpath(request.volume_path))
+        path = Path(posixpath.normpath(request.volume_path))
         if not path.is_absolute() or not self._volumes.usage_path_known(record, path):
             raise NotFound(
                 f"volume {volume_id} is not published or staged at {request.volume_path}"
@@ -161,7 +161,7 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         check_volume_path(request.volume_path)
         with self._locks.hold(volume_id):
             record = self._record(volume_id)
-            path = Path(os.path.normpath(request.volume_path))
+            path = Path(posixpath.normpath(request.volume_path))
             if not path.is_absolute() or not self._volumes.usage_path_known(record, path):
                 raise NotFound(f"volume {volume_id} is not published or staged at {path}")
             if request.HasField("volume_capability"):

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
 from csi.errors import FailedPrecondition, InvalidArgument
-from csi.host import fscrypt
+from csi.host import files, fscrypt
 from csi.host.fs import write_atomically
 
 SECRET_KEY = "encryptionKey"  # noqa: S105 - the name of the key in the Secret, not a value
@@ -59,13 +59,13 @@ def data_dir(mount_point: Path) -> Path:
 def set_up(mount_point: Path, secret: bytes, mode: int | None) -> None:
     """On a new filesystem: write the salt, make ``data/`` encrypted with the secret's key,
     then remove the key again (CreateVolume; the volume is unlocked when staged)."""
-    write_atomically(mount_point / SALT_FILE, os.urandom(32).hex().encode(), mode=0o644)
+    write_atomically(mount_point / SALT_FILE, secrets.token_hex(32).encode(), mode=0o644)
     identifier = fscrypt.add_key(mount_point, derive_key(secret, _salt(mount_point)))
     try:
         data = data_dir(mount_point)
-        data.mkdir(mode=0o700)
+        files.make_dir(data)
         fscrypt.set_policy(data, identifier)
-        os.chmod(data, 0o777 if mode is None else mode)
+        files.set_mode(data, 0o777 if mode is None else mode)
     finally:
         fscrypt.remove_key(mount_point, identifier)
 
@@ -94,7 +94,7 @@ def unlock(mount_point: Path, secret: bytes) -> None:
 
 def _salt(mount_point: Path) -> bytes:
     try:
-        return bytes.fromhex((mount_point / SALT_FILE).read_text().strip())
+        return bytes.fromhex(files.read_text(mount_point / SALT_FILE).strip())
     except ValueError:
         raise FailedPrecondition("the volume's encryption salt is damaged") from None
 

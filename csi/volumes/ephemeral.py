@@ -8,11 +8,11 @@ private path under the data root and bind-mounted to the pod's target like any o
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from csi.errors import InvalidArgument
+from csi.host import files
 from csi.state.records import VolumeRecord
 from csi.units import parse_size
 from csi.validation import Capability
@@ -61,7 +61,7 @@ class EphemeralVolumes:
         )
         staging = self.staging_path(volume_id)
         try:
-            staging.mkdir(parents=True, exist_ok=True, mode=0o700)
+            files.make_dir(staging, parents=True)
             self._volumes.stage(record, staging, cap)
             self._volumes.publish(store.get(volume_id) or record, staging, target, cap, read_only)
         except BaseException:
@@ -86,8 +86,7 @@ class EphemeralVolumes:
             return  # still published elsewhere: keep it
         staging = self.staging_path(volume_id)
         self._volumes.unstage(record, staging)
-        with contextlib.suppress(FileNotFoundError):
-            os.rmdir(staging)
+        files.remove_dir(staging)
         current = store.get(volume_id)
         if current is not None:
             self._volumes.delete(current)

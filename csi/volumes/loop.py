@@ -4,12 +4,11 @@ mounted; the image and its devices are handled by csi.volumes.loop_image."""
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 from csi.errors import FailedPrecondition
 from csi.faults import crash_point
-from csi.host import fs, loopdev, mkfs, mount, resize
+from csi.host import files, fs, loopdev, mkfs, mount, resize
 from csi.layout import check_id
 from csi.state.records import VolumeRecord
 from csi.volumes import encryption, targets
@@ -53,7 +52,7 @@ class LoopFilesystemBackend:
         if mode is None and not encrypted:
             return
         mount_point = self._layout.setup_dir / check_id(record.volume_id)
-        mount_point.mkdir(parents=True, exist_ok=True)
+        files.make_dir(mount_point, parents=True)
         device, _ = self._images.attach(image)
         try:
             mount.mount(device, mount_point, fs_type=record.fs_type)
@@ -63,12 +62,12 @@ class LoopFilesystemBackend:
                         raise FailedPrecondition("an encrypted volume needs its secret to be made")
                     encryption.set_up(mount_point, secret, mode)
                 elif mode is not None:
-                    os.chmod(mount_point, mode)
+                    files.set_mode(mount_point, mode)
             finally:
                 mount.unmount(mount_point)
         finally:
             loopdev.detach(device)
-            mount_point.rmdir()
+            files.remove_dir(mount_point)
 
     def delete(self, record: VolumeRecord) -> None:
         self._images.delete(record)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 
 from csi.config import Config
 from csi.errors import InvalidArgument, OutOfRange
-from csi.host import fs
+from csi.host import files, fs
 from csi.layout import Layout
 from csi.state.records import Phase, VolumeRecord, VolumeSpec
 from csi.volumes.backend import facts_for
@@ -68,10 +67,7 @@ def promised_bytes(records: Iterable[VolumeRecord], layout: Layout) -> int:
     for record in records:
         if not facts_for(record).sparse or record.phase is Phase.DELETING:
             continue
-        try:
-            allocated = os.stat(layout.image_path(record.volume_id)).st_blocks * 512
-        except FileNotFoundError:
-            allocated = 0
+        allocated = files.allocated_bytes(layout.image_path(record.volume_id))
         total += max(0, record.capacity_bytes - allocated)
     return total
 

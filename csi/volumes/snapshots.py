@@ -9,15 +9,13 @@ volume can be deleted and its snapshots still restore.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from csi.errors import FailedPrecondition
 from csi.faults import crash_point
+from csi.host import files
 from csi.host.freeze import frozen
 from csi.host.fs import durable_rename
 from csi.layout import Layout, snapshot_id_for_name
@@ -100,8 +98,8 @@ class Snapshots:
         """Undo a snapshot never answered: content first, then the record, with no write
         in between (the disk may be full)."""
         final = self.content_path(snapshot)
-        _remove(self.layout.partial(final))
-        _remove(final)
+        files.remove(self.layout.partial(final))
+        files.remove(final)
         self.store.remove(snapshot.snapshot_id)
 
     def _copy(self, source: Path, snapshot: SnapshotRecord) -> None:
@@ -109,13 +107,13 @@ class Snapshots:
             raise FailedPrecondition("the source volume's data is missing on this node")
         final = self.content_path(snapshot)
         partial = self.layout.partial(final)
-        _remove(partial)
+        files.remove(partial)
         try:
             self.volumes.backend(snapshot).copy_content(source, partial)
-            _remove(final)
+            files.remove(final)
             durable_rename(partial, final)
         except BaseException:
-            _remove(partial)
+            files.remove(partial)
             raise
 
     def delete(self, snapshot: SnapshotRecord) -> None:
@@ -123,14 +121,6 @@ class Snapshots:
             snapshot = snapshot.with_changes(phase=Phase.DELETING)
             self.store.put(snapshot)
         final = self.content_path(snapshot)
-        _remove(self.layout.partial(final))
-        _remove(final)
+        files.remove(self.layout.partial(final))
+        files.remove(final)
         self.store.remove(snapshot.snapshot_id)
-
-
-def _remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            os.unlink(path)

@@ -1,0 +1,64 @@
+"""Files and directories the driver makes and removes under its data root (and the private
+mount points it makes there): every change the volume layer makes to plain files goes
+through here, so host/ stays the one place that changes the host."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+
+def make_dir(path: Path, mode: int = 0o700, *, parents: bool = False) -> None:
+    """Make ``path`` (an existing directory is fine) with ``mode`` before the umask."""
+    path.mkdir(mode=mode, parents=parents, exist_ok=True)
+
+
+def set_mode(path: Path, mode: int) -> None:
+    os.chmod(path, mode)
+
+
+def remove_dir(path: Path) -> None:
+    """Remove an empty directory; gone already is fine."""
+    with contextlib.suppress(FileNotFoundError):
+        os.rmdir(path)
+
+
+def remove_file(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+def remove(path: Path) -> None:
+    """Remove a file or a whole tree (never following a symlink); gone already is fine."""
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+
+
+def read_text(path: Path) -> str:
+    return path.read_text()
+
+
+def size_of(path: Path) -> int | None:
+    """The file's apparent size, None if it does not exist."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
+
+
+def allocated_bytes(path: Path) -> int:
+    """What the (sparse) file really holds on disk; 0 if it does not exist."""
+    try:
+        return os.stat(path).st_blocks * 512
+    except FileNotFoundError:
+        return 0
+
+
+def extend(path: Path, size: int) -> None:
+    """Grow the file (sparse) to at least ``size``; never shrinks it."""
+    if path.stat().st_size < size:
+        os.truncate(path, size)
