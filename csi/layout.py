@@ -103,6 +103,10 @@ class Layout:
     def record_path(self, volume_id: str) -> Path:
         return self.state_dir / f"{check_id(volume_id)}.json"
 
+    def setup_path(self, volume_id: str) -> Path:
+        """The private mount point where CreateVolume prepares this volume's new filesystem."""
+        return self.setup_dir / check_id(volume_id)
+
     def ephemeral_staging(self, volume_id: str) -> Path:
         """The private staging path of an ephemeral inline volume."""
         return self.root / "ephemeral" / check_id(volume_id)

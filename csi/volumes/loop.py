@@ -9,7 +9,6 @@ from pathlib import Path
 from csi.errors import FailedPrecondition
 from csi.faults import crash_point
 from csi.host import files, fs, loopdev, mkfs, mount, resize
-from csi.layout import check_id
 from csi.state.records import VolumeRecord
 from csi.volumes import encryption, targets
 from csi.volumes.backend import LOOP_FILESYSTEM, KindFacts
@@ -51,7 +50,7 @@ class LoopFilesystemBackend:
         encrypted = record.spec.encrypted
         if mode is None and not encrypted:
             return
-        mount_point = self._layout.setup_dir / check_id(record.volume_id)
+        mount_point = self._layout.setup_path(record.volume_id)
         files.make_dir(mount_point, parents=True)
         device, _ = self._images.attach(image)
         try:
