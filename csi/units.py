@@ -8,16 +8,19 @@ half a byte) is rounded up, as Kubernetes rounds a volume's size. Negative, non-
 unknown forms (``10GB``, ``1K``, ``1_000``) are refused with ValueError.
 
 The arithmetic is the ``kubernetes`` client's own parser; the grammar check in front of it
-keeps to Kubernetes' spelling, which the Python parser alone is laxer about.
+keeps to Kubernetes' spelling, which the Python parser alone is laxer about. Its module is
+loaded on its own (it needs only ``decimal``): importing ``kubernetes.utils`` would load the
+whole API client, some 46 MiB and most of a second at start, for one function.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import re
 from collections.abc import Callable
 from decimal import ROUND_CEILING, Decimal
-
-from kubernetes.utils import parse_quantity as _untyped_parse_quantity
+from pathlib import Path
 
 # Sign, digits with an optional fraction, then one suffix: binary, decimal or an exponent.
 QUANTITY = re.compile(
@@ -27,8 +30,22 @@ QUANTITY = re.compile(
 MAX_BYTES = 2**63 - 1
 EXAMPLE = "e.g. 10Gi, 512Mi or 1G"
 
-# The client ships no type hints; this is the signature it documents.
-_parse_quantity: Callable[[str], Decimal] = _untyped_parse_quantity
+
+@functools.cache
+def _quantity_parser() -> Callable[[str], Decimal]:
+    """``kubernetes.utils.quantity.parse_quantity``, without running the package's imports.
+    (The client ships no type hints; this is the signature it documents.)"""
+    package = importlib.util.find_spec("kubernetes")
+    if package is None or not package.submodule_search_locations:
+        raise ImportError("the kubernetes client package is not installed")
+    path = Path(next(iter(package.submodule_search_locations))) / "utils" / "quantity.py"
+    spec = importlib.util.spec_from_file_location("csi._kubernetes_quantity", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    parser: Callable[[str], Decimal] = module.parse_quantity
+    return parser
 
 
 def parse_size(text: str) -> int:
@@ -37,7 +54,7 @@ def parse_size(text: str) -> int:
     if not QUANTITY.fullmatch(quantity):
         raise ValueError(f"not a size: {text!r} ({EXAMPLE})")
     try:
-        value = _parse_quantity(quantity)
+        value = _quantity_parser()(quantity)
     except ValueError:  # an exponent beyond what Decimal holds
         raise ValueError(f"not a size: {text!r} ({EXAMPLE})") from None
     if value < 0:

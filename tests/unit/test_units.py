@@ -82,3 +82,17 @@ def test_negative_sizes(text: str) -> None:
 def test_sizes_beyond_int64(text: str) -> None:
     with pytest.raises(ValueError, match="too large"):
         parse_size(text)
+
+
+def test_the_driver_never_loads_the_kubernetes_client() -> None:
+    # A fresh interpreter: what the driver's start-up and a size parse load. The client
+    # package costs some 46 MiB and most of a second; only its quantity module is used.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, csi.server, csi.cli, csi.units; csi.units.parse_size('1Gi'); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
