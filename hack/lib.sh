@@ -17,6 +17,7 @@ ensure_host_packages() {
     command -v mkfs.xfs >/dev/null || missing+=(xfsprogs)
     command -v losetup >/dev/null || missing+=(mount)
     command -v blkid >/dev/null || missing+=(util-linux)
+    command -v strace >/dev/null || missing+=(strace)  # hack/bench compare counts syscalls
     [ ${#missing[@]} -eq 0 ] && return 0
     if [ "$(id -u)" -ne 0 ]; then
         log "missing host packages (${missing[*]}); run as root to install them"
