@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+import subprocess
+import sys
+from decimal import ROUND_CEILING
 
-from csi.units import MAX_BYTES, parse_size
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from csi.units import MAX_BYTES, parse_size, quantity
 
 KI, MI, GI, TI = 2**10, 2**20, 2**30, 2**40
 
@@ -64,7 +70,6 @@ def test_sizes(text: str, expected: int) -> None:
         "1e3Mi",
         "1e",
         "١٢",  # digits of another script
-        "1e9999999999999999999999999",
     ],
 )
 def test_not_sizes(text: str) -> None:
@@ -78,21 +83,40 @@ def test_negative_sizes(text: str) -> None:
         parse_size(text)
 
 
-@pytest.mark.parametrize("text", [str(MAX_BYTES + 1), "8Ei", "1e99999999999"])
+@pytest.mark.parametrize(
+    "text", [str(MAX_BYTES + 1), "8Ei", "1e99999999999", "1e9999999999999999999999999"]
+)
 def test_sizes_beyond_int64(text: str) -> None:
     with pytest.raises(ValueError, match="too large"):
         parse_size(text)
 
 
 def test_the_driver_never_loads_the_kubernetes_client() -> None:
-    # A fresh interpreter: what the driver's start-up and a size parse load. The client
-    # package costs some 46 MiB and most of a second; only its quantity module is used.
-    import subprocess
-    import sys
-
+    # A fresh interpreter: what the driver's start-up and a size parse load.
     code = (
         "import sys, csi.server, csi.cli, csi.units; csi.units.parse_size('1Gi'); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes'))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+NUMBERS = st.from_regex(r"\A[+-]?(?:[0-9]{1,12}(?:\.[0-9]{0,6})?|\.[0-9]{1,6})\Z")
+SUFFIXES = st.sampled_from(
+    ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "k", "M", "G", "T", "P", "E"]
+) | st.builds(
+    lambda e, sign: f"{e}{sign}", st.sampled_from(["e", "E"]), st.sampled_from(["", "+", "-"])
+).flatmap(lambda prefix: st.integers(0, 30).map(lambda n: f"{prefix}{n}"))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(number=NUMBERS, suffix=SUFFIXES)
+def test_the_same_value_as_kubernetes_parser(number: str, suffix: str) -> None:
+    """Held to the reference: the kubernetes client's parse_quantity, rounded up."""
+    from kubernetes.utils import parse_quantity  # tests may load the client
+
+    text = number + suffix
+    reference = parse_quantity(text)
+    assert quantity(text) == reference
+    if 0 <= reference <= MAX_BYTES:
+        assert parse_size(text) == int(reference.to_integral_value(rounding=ROUND_CEILING))
