@@ -129,8 +129,13 @@ class Volumes:
                 "volume is staged or published on this node; unpublish it first"
             )
         if record.phase is not Phase.DELETING:
-            record = record.with_changes(phase=Phase.DELETING, staging_path="", targets={})
+            # Stale node use (nothing holds it any more) goes first, without waiting for
+            # the disk; the store writes nothing when there is none.
+            record = record.with_changes(staging_path="", staged_read_only=False, targets={})
             self.store.put(record)
+            crash_point("delete:unused")
+            record = record.with_changes(phase=Phase.DELETING)
+            self.store.put(record)  # durable: the decision to delete outlives a power loss
             crash_point("delete:marked")
         self.backend(record).delete(record)
         crash_point("delete:removed")
@@ -189,7 +194,7 @@ class Volumes:
         except BaseException:
             # The backend rolled the host back; the record follows, unless the host still
             # holds the volume there (then the record must keep covering it).
-            if record is not before and not backend.staged_on_host(record, staging):
+            if record is not before and not backend.staged_on_host(before, staging):
                 self.store.put(before)
             raise
 
