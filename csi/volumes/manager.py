@@ -20,7 +20,7 @@ from csi.layout import Layout, volume_id_for_name
 from csi.state.records import Phase, PublishedTarget, VolumeRecord, VolumeSpec
 from csi.state.store import StateStore
 from csi.validation import Capability
-from csi.volumes import encryption
+from csi.volumes import encryption, targets
 from csi.volumes.backend import Backend, Kinded, KindFacts, facts_for
 from csi.volumes.directory import DirectoryBackend
 from csi.volumes.loop import LoopFilesystemBackend
@@ -170,7 +170,8 @@ class Volumes:
         check_mount_options_allowed(record.spec, cap.mount_flags)
         secret = encryption.secret_from(secrets or {}) if record.spec.encrypted else None
         elsewhere = record.staging_path and record.staging_path != str(staging)
-        if elsewhere and (mount.is_mount_point(record.staging_path) or record.targets):
+        # Paths a reboot (or a power loss that kept an older record) unmounted hold nothing.
+        if elsewhere and targets.mounted_anywhere(record):
             raise FailedPrecondition(f"volume is already staged at {record.staging_path}")
         mode_changed = record.staged_read_only != cap.read_only
         backend = self.backend(record)
