@@ -29,6 +29,7 @@ POINTS = frozenset(
         "unpublish:unmounted",
         "unstage:unmounted",
         "unstage:detached",
+        "delete:unused",
         "delete:marked",
         "delete:removed",
     }

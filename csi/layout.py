@@ -74,6 +74,11 @@ class Layout:
         return self.root / "state" / "volumes"
 
     @property
+    def node_use_dir(self) -> Path:
+        """What each volume's node use is (staging path, targets): csi.state.store."""
+        return self.root / "state" / "node"
+
+    @property
     def snapshots_dir(self) -> Path:
         return self.root / "snapshots"
 
@@ -120,6 +125,7 @@ class Layout:
             self.volumes_dir,
             self.images_dir,
             self.state_dir,
+            self.node_use_dir,
             self.snapshots_dir,
             self.snapshot_state_dir,
             self.group_state_dir,

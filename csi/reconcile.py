@@ -140,15 +140,15 @@ def _stale_mounts(record: VolumeRecord, table: list[mount.MountEntry]) -> int:
     mounts them again) or unpublishes and unstages (the driver removes what it made).
     """
     paths = [*record.targets, record.staging_path] if record.staging_path else [*record.targets]
-    if facts_for(record).staged_by_device and record.staging_path:
-        paths.remove(record.staging_path)  # a staged block volume has no mount of its own
+    if not facts_for(record).staging_mount and record.staging_path:
+        paths.remove(record.staging_path)  # a block or directory stage mounts nothing
     return sum(1 for p in paths if not mount.mounts_at(p, table))
 
 
 def _thaw(record: VolumeRecord) -> int:
     """A crash during a snapshot copy leaves the source filesystem frozen: thaw it."""
     staging = record.staging_path
-    if facts_for(record).staged_by_device or not staging or not mount.is_mount_point(staging):
+    if not facts_for(record).staging_mount or not staging or not mount.is_mount_point(staging):
         return 0
     try:
         thawed = freeze.thaw(staging)

@@ -55,23 +55,33 @@ def create_sparse_file(path: Path, size: int) -> None:
         os.close(fd)
 
 
-def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` so a crash leaves the old content or the new, never a
-    torn file: temp file, fsync, rename, fsync of the directory."""
+def write_atomically(path: Path, data: bytes, mode: int = 0o600, *, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` through a temp file and a rename, so a crash of the
+    process leaves the old content or the new, never a torn file.
+
+    ``durable``: the data and the rename are fsynced too, so a power loss keeps the new
+    content. Without it nothing waits for the disk: after a power loss the file may hold
+    the old content, the new, or (on filesystems that do not order a replacing rename
+    after its data) be empty, so use it only for what a power loss makes untrue anyway.
+    """
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         tmp.unlink(missing_ok=True)
         raise
     os.close(fd)
     try:
-        durable_rename(tmp, path)
+        if durable:
+            durable_rename(tmp, path)
+        else:
+            os.rename(tmp, path)
     except OSError:
         tmp.unlink(missing_ok=True)
         raise

@@ -1,8 +1,20 @@
 """One JSON file per record, written atomically; an in-memory index for lookups.
 
-Writes go to a temp file, are fsynced, renamed over the record and the directory is
-fsynced, so a crash leaves either the old record or the new one, never a torn file.
-Callers serialise writes per record (csi.locks); the index has its own small lock.
+Durability follows what a field describes. What outlives a reboot (that a volume exists,
+its phase, size and spec; a snapshot; a group) is written to a temp file, fsynced, renamed
+over the record and the directory fsynced: a crash or a power loss leaves the old record
+or the new one, never a torn file. A volume's node use (staging path, staged_read_only,
+targets) describes mounts and attached loop devices, which a power loss removes anyway:
+it lives in a file of its own under ``state/node/`` that wins over the node use held in
+the record file, written through a temp file and a rename but never fsynced. A crash of
+the process keeps it whole; a power loss may leave it older, empty or missing, and then
+the node use is an older one while nothing at all is mounted (start-up reconciliation
+and the next stage or unpublish settle it). Because the two live in separate files, a
+power loss never costs a record its durable facts.
+
+Callers never choose: `put` compares the new record with the one it replaces and fsyncs
+only when a durable field changed (or the record is new). Callers serialise writes per
+record (csi.locks); the index has its own small lock.
 
 Loading upgrades older records (csi.state.migrations) and writes them back. A record that
 cannot be read is damage: reported and quarantined, left in place. A record from a newer
@@ -55,22 +67,33 @@ class DamagedRecord:
 class RecordStore(Generic[R]):
     what = "record"  # how errors name this store's records
 
+    use_fields: tuple[str, ...] = ()  # JSON keys of the node use, kept without fsync
+
     def __init__(
         self,
         directory: Path,
         decode: Callable[[dict[str, Any]], R],
         steps: Mapping[int, migrations.Step],
+        use_directory: Path | None = None,
     ) -> None:
         self._directory = directory
+        self._use_directory = use_directory
         self._decode = decode
         self._steps = steps
         self._lock = threading.Lock()
         self._by_id: dict[str, R] = {}
+        self._with_use: set[str] = set()  # IDs whose node-use file exists
         self._quarantined: set[str] = set()
         self._too_new: dict[str, str] = {}  # ID -> why this driver leaves it alone
 
     def path(self, record_id: str) -> Path:
         return self._directory / f"{check_id(record_id)}.json"
+
+    def use_path(self, record_id: str) -> Path | None:
+        """The file of the record's node use, if this store keeps one."""
+        if self._use_directory is None:
+            return None
+        return self._use_directory / f"{check_id(record_id)}.json"
 
     # -- loading -----------------------------------------------------------------
     def load(self) -> list[DamagedRecord]:
@@ -105,6 +128,7 @@ class RecordStore(Generic[R]):
             by_id[record.record_id] = record
             if older:
                 upgraded.append(record)
+        with_use = self._load_use(by_id, set(too_new) | {d.path.stem for d in damaged})
         for record in upgraded:
             self._write(record)
             log.info(
@@ -112,6 +136,7 @@ class RecordStore(Generic[R]):
             )
         with self._lock:
             self._by_id = by_id
+            self._with_use = with_use
             self._too_new = too_new
             self._quarantined = {
                 d.path.stem
@@ -119,6 +144,47 @@ class RecordStore(Generic[R]):
                 if d.path.suffix == ".json" and is_valid_id(d.path.stem)
             }
         return damaged
+
+    def _load_use(self, by_id: dict[str, R], left_alone: set[str]) -> set[str]:
+        """Lay each node-use file over its record (in ``by_id``); returns their IDs.
+
+        One that cannot be read is what a power loss can leave: the record keeps the node
+        use its own file holds (an older one; nothing is mounted after a power loss
+        anyway). Files of no record are leftovers of a removal and go, unless the record
+        is damaged or a newer driver's."""
+        found: set[str] = set()
+        if self._use_directory is None:
+            return found
+        self._use_directory.mkdir(mode=0o700, exist_ok=True)
+        for entry in os.scandir(self._use_directory):
+            stem, ext = os.path.splitext(entry.name)
+            if entry.name.endswith(".tmp") or (ext == ".json" and stem not in left_alone):
+                record = by_id.get(stem)
+                if record is not None and not entry.name.endswith(".tmp"):
+                    merged = self._with_use_file(record, Path(entry.path))
+                    if merged is not None:
+                        by_id[stem] = merged
+                        found.add(stem)
+                        continue
+                os.unlink(entry.path)
+        return found
+
+    def _with_use_file(self, record: R, path: Path) -> R | None:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                use = json.load(fh)
+            if use.get("schema") != migrations.CURRENT:
+                raise ValueError(f"node use of schema {use.get('schema')!r}")
+            data = record.to_json()
+            data.update({k: use[k] for k in self.use_fields})
+            return self._decode(data)
+        except Exception as exc:  # what a power loss left: the record's own node use stands
+            log.warning(
+                "event=node_use_unreadable path=%s error=%s action=record_file_node_use_kept",
+                path,
+                type(exc).__name__,
+            )
+            return None
 
     # -- queries -----------------------------------------------------------------
     def get(self, record_id: str) -> R | None:
@@ -173,33 +239,87 @@ class RecordStore(Generic[R]):
 
     # -- writes ------------------------------------------------------------------
     def put(self, record: R) -> None:
+        """Write ``record``: fsynced if it is new or a durable field changed; a change of
+        node use alone is only made crash-atomic (see the module's docstring)."""
+        record_id = record.record_id
         with self._lock:
-            newer = self._too_new.get(record.record_id)
+            newer = self._too_new.get(record_id)
+            old = self._by_id.get(record_id)
+            has_use_file = record_id in self._with_use
         if newer is not None:  # never overwrite what a newer driver wrote
             raise FailedPrecondition(f"the {self.what}'s state record was {newer}")
-        self._write(record)
+        data = record.to_json()
+        use = {k: data[k] for k in self.use_fields}
+        if old is None:
+            durable, use_changed = True, has_use_file
+        else:
+            before = old.to_json()
+            use_changed = use != {k: before[k] for k in self.use_fields}
+            durable = any(data[k] != before[k] for k in data if k not in self.use_fields)
+        # The node-use file, when there is one, wins at load: it changes first, so a crash
+        # between the two writes leaves the new node use beside the old durable facts.
+        if use_changed and (has_use_file or not durable):
+            self._write_use(record_id, use)
+        if durable:
+            self._write(record)
         with self._lock:
-            self._by_id[record.record_id] = record
+            self._by_id[record_id] = record
+            if use_changed and (has_use_file or not durable):
+                self._with_use.add(record_id)
 
     def _write(self, record: R) -> None:
         data = json.dumps(record.to_json(), sort_keys=True, separators=(",", ":")).encode()
         write_atomically(self.path(record.record_id), data)
 
+    def _write_use(self, record_id: str, use: dict[str, Any]) -> None:
+        path = self.use_path(record_id)
+        assert path is not None, "node use changed in a store that keeps none"
+        data = json.dumps({"schema": migrations.CURRENT, **use}, sort_keys=True).encode()
+        write_atomically(path, data, durable=False)
+
     def remove(self, record_id: str) -> None:
+        """Remove the record durably (its node-use file first, without waiting)."""
         path = self.path(record_id)
+        use_path = self.use_path(record_id)
+        if use_path is not None:
+            use_path.unlink(missing_ok=True)
         path.unlink(missing_ok=True)
         fsync_dir(path.parent)
         with self._lock:
             self._by_id.pop(record_id, None)
+            self._with_use.discard(record_id)
+
+
+def volume_json(layout: Layout, volume_id: str) -> dict[str, Any] | None:
+    """A volume's record as the driver reads it at start (its node-use file, if readable,
+    laid over the record file), for tools and tests that look from outside; None if the
+    record file is missing. Raises what the record file's JSON raises."""
+    path = layout.record_path(volume_id)
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        use = json.loads((layout.node_use_dir / path.name).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return data
+    if isinstance(use, dict) and use.get("schema") == data.get("schema"):
+        data.update({k: use[k] for k in StateStore.use_fields if k in use})
+    return data
 
 
 class StateStore(RecordStore[VolumeRecord]):
     """Volume records under ``<data-dir>/state/volumes``."""
 
     what = "volume"
+    use_fields = ("staging_path", "staged_read_only", "targets")
 
     def __init__(self, layout: Layout) -> None:
-        super().__init__(layout.state_dir, VolumeRecord.from_json, migrations.VOLUME_STEPS)
+        super().__init__(
+            layout.state_dir,
+            VolumeRecord.from_json,
+            migrations.VOLUME_STEPS,
+            use_directory=layout.node_use_dir,
+        )
 
 
 class SnapshotStore(RecordStore[SnapshotRecord]):

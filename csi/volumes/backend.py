@@ -34,6 +34,7 @@ class KindFacts:
     sparse: bool  # the size is promised, not taken: the disk must keep room to fill it
     loop_device: bool  # the data is reached through a loop device
     staged_by_device: bool  # staging mounts nothing: the attached device is the stage
+    staging_mount: bool  # staging mounts the volume's filesystem at the staging path
     node_expansion_required: bool  # after the size grows, the node grows a filesystem
 
     def minimum_size(self, fs_type: str) -> int:
@@ -49,6 +50,7 @@ DIRECTORY = KindFacts(
     sparse=False,
     loop_device=False,
     staged_by_device=False,
+    staging_mount=False,  # publishing binds the directory itself; staging is a record
     node_expansion_required=False,
 )
 LOOP_FILESYSTEM = KindFacts(
@@ -60,6 +62,7 @@ LOOP_FILESYSTEM = KindFacts(
     sparse=True,
     loop_device=True,
     staged_by_device=False,
+    staging_mount=True,
     node_expansion_required=True,
 )
 LOOP_BLOCK = KindFacts(
@@ -71,6 +74,7 @@ LOOP_BLOCK = KindFacts(
     sparse=True,
     loop_device=True,
     staged_by_device=True,
+    staging_mount=False,
     node_expansion_required=False,
 )
 _BY_KIND = {

@@ -1,4 +1,9 @@
-"""Directory volumes: a directory under the data root, bind-mounted where it is used."""
+"""Directory volumes: a directory under the data root, bind-mounted where it is used.
+
+Staging mounts nothing: the record is the stage, and each publish binds the volume's own
+directory straight onto its target (with the stage's read-only flag). A staging bind left
+by an older driver is still a use of the volume, and unstage removes it.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from pathlib import Path
 from csi.errors import FailedPrecondition
 from csi.host import fs, mount
 from csi.host.copy import copy_tree
-from csi.host.fs import durable_rename, fsync_dir
+from csi.host.fs import durable_rename
 from csi.layout import Layout
 from csi.state.records import VolumeRecord
 from csi.volumes import targets
@@ -59,8 +64,9 @@ class DirectoryBackend:
         if final.exists():
             if mount.mounts_under(final):
                 raise FailedPrecondition("volume directory still has mounts beneath it")
+            # Not fsynced: the record already says ``deleting`` durably, and a retry (or
+            # start-up reconciliation) finishes the delete under either name.
             os.rename(final, doomed)
-            fsync_dir(final.parent)
         if doomed.exists():
             shutil.rmtree(doomed)
         partial = self._layout.partial(final)
@@ -85,18 +91,25 @@ class DirectoryBackend:
         flags: list[str],
         secret: bytes | None = None,
     ) -> None:
-        if mount.is_mount_point(staging):
-            return
-        mount.bind_mount(self.path(record), staging, read_only=read_only, flags=flags)
+        """Nothing to mount: publish binds the directory itself. The directory must be
+        there, so a stage of a volume whose data went missing fails now, not at publish."""
+        data = self.path(record)
+        if not data.is_dir():
+            raise FailedPrecondition(f"the volume's data directory {data} is missing")
 
     def staged_on_host(self, record: VolumeRecord, staging: Path) -> bool:
-        return mount.is_mount_point(staging)
+        """The record is the stage (or an older driver's bind mount there)."""
+        return record.staging_path == str(staging) or mount.is_mount_point(staging)
 
     def still_in_use(self, record: VolumeRecord) -> bool:
-        return targets.mounted_anywhere(record)
+        """Published, or staged: the record names a staging path the orchestrator still
+        has (it removes the path once unstaged, so a stage recorded before a power loss
+        and undone after it does not hold the volume forever)."""
+        staged = bool(record.staging_path) and os.path.isdir(record.staging_path)
+        return staged or targets.mounted_anywhere(record)
 
     def unstage(self, record: VolumeRecord, staging: Path) -> None:
-        mount.unmount(staging)
+        mount.unmount(staging)  # a bind an older driver made there; else a no-op
 
     def publish(
         self,
@@ -108,15 +121,21 @@ class DirectoryBackend:
         flags: list[str],
         group: int | None,
     ) -> None:
-        targets.publish_filesystem(
-            record, staging, target, read_only=read_only, flags=flags, group=group
+        targets.publish_directory(
+            self.path(record),
+            target,
+            read_only=read_only or record.staged_read_only,
+            flags=flags,
+            group=group,
         )
 
     def unpublish(self, record: VolumeRecord, target: Path) -> None:
         targets.unpublish_filesystem(target)
 
     def usage(self, record: VolumeRecord, path: Path) -> fs.Usage | int:
-        return fs.usage(path)
+        """The volume directory's filesystem, asked at any of its paths (the staging path
+        holds no mount of its own)."""
+        return fs.usage(self.path(record))
 
     def freeze_points(self, record: VolumeRecord) -> list[str]:
         return []  # a tree is copied file by file; there is no filesystem of its own to freeze

@@ -68,7 +68,7 @@ def check(volumes: Volumes, record: VolumeRecord, host: HostView | None = None) 
     if record.staging_path:
         if facts.loop_device and device is None:
             return Condition(True, "the volume is staged but its loop device is detached")
-        if not facts.staged_by_device:
+        if facts.staging_mount:
             staged = mount.mounts_at(record.staging_path, table)
             if not staged:
                 return Condition(True, f"the staging mount at {record.staging_path} is gone")

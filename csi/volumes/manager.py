@@ -20,7 +20,7 @@ from csi.layout import Layout, volume_id_for_name
 from csi.state.records import Phase, PublishedTarget, VolumeRecord, VolumeSpec
 from csi.state.store import StateStore
 from csi.validation import Capability
-from csi.volumes import encryption
+from csi.volumes import encryption, targets
 from csi.volumes.backend import Backend, Kinded, KindFacts, facts_for
 from csi.volumes.directory import DirectoryBackend
 from csi.volumes.loop import LoopFilesystemBackend
@@ -129,8 +129,13 @@ class Volumes:
                 "volume is staged or published on this node; unpublish it first"
             )
         if record.phase is not Phase.DELETING:
-            record = record.with_changes(phase=Phase.DELETING, staging_path="", targets={})
+            # Stale node use (nothing holds it any more) goes first, without waiting for
+            # the disk; the store writes nothing when there is none.
+            record = record.with_changes(staging_path="", staged_read_only=False, targets={})
             self.store.put(record)
+            crash_point("delete:unused")
+            record = record.with_changes(phase=Phase.DELETING)
+            self.store.put(record)  # durable: the decision to delete outlives a power loss
             crash_point("delete:marked")
         self.backend(record).delete(record)
         crash_point("delete:removed")
@@ -165,7 +170,8 @@ class Volumes:
         check_mount_options_allowed(record.spec, cap.mount_flags)
         secret = encryption.secret_from(secrets or {}) if record.spec.encrypted else None
         elsewhere = record.staging_path and record.staging_path != str(staging)
-        if elsewhere and (mount.is_mount_point(record.staging_path) or record.targets):
+        # Paths a reboot (or a power loss that kept an older record) unmounted hold nothing.
+        if elsewhere and targets.mounted_anywhere(record):
             raise FailedPrecondition(f"volume is already staged at {record.staging_path}")
         mode_changed = record.staged_read_only != cap.read_only
         backend = self.backend(record)
@@ -189,7 +195,7 @@ class Volumes:
         except BaseException:
             # The backend rolled the host back; the record follows, unless the host still
             # holds the volume there (then the record must keep covering it).
-            if record is not before and not backend.staged_on_host(record, staging):
+            if record is not before and not backend.staged_on_host(before, staging):
                 self.store.put(before)
             raise
 

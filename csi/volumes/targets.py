@@ -56,11 +56,29 @@ def publish_mount(
     create if missing."""
     if not mount.is_mount_point(staging):
         raise FailedPrecondition(f"volume is not staged at {staging}")
+    _bind_new_target(source or staging, target, read_only=read_only, flags=flags)
+
+
+def publish_directory(
+    directory: Path, target: Path, *, read_only: bool, flags: list[str], group: int | None
+) -> None:
+    """Bind a directory volume's own directory onto ``target`` (no staging mount in
+    between) and, for a writable target, hand it to the pod's fsGroup."""
+    if not directory.is_dir():
+        raise FailedPrecondition(f"the volume's data directory {directory} is missing")
+    _bind_new_target(directory, target, read_only=read_only, flags=flags)
+    if group is not None and not read_only:
+        give_to_group(target, group)
+
+
+def _bind_new_target(source: Path, target: Path, *, read_only: bool, flags: list[str]) -> None:
+    """Bind ``source`` onto ``target``, a directory we create if missing (and remove again
+    if the bind fails); a target already mounted is left as it is."""
     if mount.is_mount_point(target):
         return
     created = _make_target(target, directory=True)
     try:
-        _bind_onto(source or staging, target, directory=True, read_only=read_only, flags=flags)
+        _bind_onto(source, target, directory=True, read_only=read_only, flags=flags)
     except BaseException:
         if created:
             _remove_target(target)

@@ -69,17 +69,20 @@ def test_reader_only_mode_mounts_read_only(kubelet: Kubelet, flavour: Flavour) -
     target = kubelet.target("viewer")
     # Put some content in first, through an ordinary writable stage.
     kubelet.stage(volume_id, staging, flavour.cap())
-    (staging / "catalogue").write_text("read me")
+    kubelet.publish(volume_id, staging, target, flavour.cap())
+    (target / "catalogue").write_text("read me")
+    kubelet.unpublish(volume_id, target)
     kubelet.unstage(volume_id, staging)
 
     cap = flavour.cap(READER_ONLY)
     kubelet.stage(volume_id, staging, cap)
     kubelet.publish(volume_id, staging, target, cap)
     assert "ro" in only_mount(target)
-    assert "ro" in only_mount(staging)
     assert (target / "catalogue").read_text() == "read me"
     assert_read_only(target)
-    assert_read_only(staging)
+    if flavour.fs_type:  # a directory's stage mounts nothing
+        assert "ro" in only_mount(staging)
+        assert_read_only(staging)
 
     kubelet.unpublish(volume_id, target)
     kubelet.unstage(volume_id, staging)
@@ -158,7 +161,7 @@ def test_delete_refused_while_published_or_staged(kubelet: Kubelet, flavour: Fla
 
     assert artefact.exists()
     assert kubelet.record(volume_id).is_file()
-    assert len(mounts_at(staging)) == 1
+    assert len(mounts_at(staging)) == (1 if flavour.fs_type else 0)  # a directory: none
     kubelet.publish(volume_id, staging, target, cap)
     assert (target / "precious").read_text() == "keep me"
     assert stat.S_ISDIR(os.stat(target).st_mode)

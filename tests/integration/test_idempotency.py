@@ -39,7 +39,8 @@ def test_repeated_calls_converge(kubelet: Kubelet, flavour: Flavour) -> None:
 
     assert len(mounts_at(target)) == 1, "a repeated publish stacked a second mount"
     if not flavour.block:
-        assert len(mounts_at(staging)) == 1, "a repeated stage stacked a second mount"
+        staged = 1 if flavour.fs_type else 0  # a directory's stage mounts nothing
+        assert len(mounts_at(staging)) == staged, "a repeated stage stacked a second mount"
         (target / "once").write_text("1")
     else:
         assert stat.S_ISBLK(os.stat(target).st_mode)

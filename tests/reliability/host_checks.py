@@ -13,7 +13,9 @@ import os
 import subprocess
 from pathlib import Path
 
+from csi.layout import Layout
 from csi.state.records import AccessType, Phase, SnapshotRecord, VolumeKind, VolumeRecord
+from csi.state.store import volume_json
 from tests.integration.support import (
     file_id,
     force_cleanup,
@@ -35,7 +37,11 @@ SCRATCH_SUFFIXES = (".partial", ".deleting", ".tmp")
 def volume_records(data_dir: Path) -> list[VolumeRecord]:
     """Every volume record on disk; a record that does not parse fails the test."""
     directory = data_dir / "state" / "volumes"
-    return [VolumeRecord.from_json(json.loads(p.read_text())) for p in sorted(directory.iterdir())]
+    layout = Layout(data_dir)
+    return [
+        VolumeRecord.from_json(volume_json(layout, p.stem) or {})
+        for p in sorted(directory.iterdir())
+    ]
 
 
 def snapshot_records(data_dir: Path) -> list[SnapshotRecord]:
@@ -46,8 +52,8 @@ def snapshot_records(data_dir: Path) -> list[SnapshotRecord]:
 
 
 def record_of(data_dir: Path, volume_id: str) -> VolumeRecord | None:
-    path = data_dir / "state" / "volumes" / f"{volume_id}.json"
-    return VolumeRecord.from_json(json.loads(path.read_text())) if path.exists() else None
+    data = volume_json(Layout(data_dir), volume_id)  # its node-use file laid over it
+    return None if data is None else VolumeRecord.from_json(data)
 
 
 def devices_of(image: Path, identities: dict[str, tuple[int, int, str]] | None = None) -> list[str]:
@@ -148,7 +154,10 @@ def assert_consistent(
 
     expected: set[str] = set()
     for record in records:
-        if record.staging_path and record.access_type is AccessType.MOUNT:
+        # Only a loop filesystem mounts its staging path: a directory's stage is its
+        # record, a block volume's its loop device.
+        loop_filesystem = record.kind is VolumeKind.LOOP and record.access_type is AccessType.MOUNT
+        if record.staging_path and loop_filesystem:
             expected.add(record.staging_path)
         expected |= set(record.targets)
     on_host = mounts_under(kubelet_root)

@@ -8,7 +8,6 @@ driver's own parsing cannot hide a leak.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import stat
 import threading
@@ -24,7 +23,9 @@ import grpc
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 
+from csi.layout import Layout
 from csi.pb import csi_pb2
+from csi.state.store import volume_json
 from tests.helpers import Client, mount_capability, need_root
 from tests.integration.support import force_cleanup, loops_for, loops_under, mounts_under
 
@@ -107,11 +108,7 @@ def race(*calls: Callable[[], object], stagger: float = 0.0) -> list[grpc.Status
 
 
 def read_record(data_dir: Path, volume_id: str) -> dict[str, Any] | None:
-    path = data_dir / "state" / "volumes" / f"{volume_id}.json"
-    if not path.exists():
-        return None
-    record: dict[str, Any] = json.loads(path.read_text())
-    return record
+    return volume_json(Layout(data_dir), volume_id)  # its node-use file laid over it
 
 
 def rpc(channel: grpc.Channel, method: MethodDescriptor) -> Callable[..., Any]:

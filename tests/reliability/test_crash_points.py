@@ -41,6 +41,7 @@ APPLIES: dict[str, tuple[Flavour, ...]] = {
     "unpublish:unmounted": ALL,
     "unstage:unmounted": LOOPS,
     "unstage:detached": ALL,
+    "delete:unused": ALL,
     "delete:marked": ALL,
     "delete:removed": ALL,
 }
