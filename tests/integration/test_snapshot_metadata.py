@@ -4,14 +4,17 @@ from the middle, and the spec's errors come back for bad requests."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
+from csi.host import extents
 from csi.pb import csi_pb2, csi_pb2_grpc
+from tests.helpers import RunningDriver, need_tool, running_driver
 from tests.integration.snapshot_support import Session, rpc_error
-from tests.integration.support import BLOCK, DIRECTORY, write_at
+from tests.integration.support import BLOCK, DIRECTORY, MIB, sh, write_at
 
 BLOCKSIZE = 4096
 FIRST = [(0, 2), (100, 1), (1000, 3)]  # (block number, count) written before snapshot 1
@@ -36,13 +39,52 @@ def write(device: Path, blocks: list[tuple[int, int]], fill: int) -> None:
         write_at(device, block * BLOCKSIZE, bytes([fill]) * (count * BLOCKSIZE))
 
 
+@pytest.fixture(params=["tmp", "xfs-reflink"])
+def driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningDriver]:
+    """The driver on the test's own directory (snapshots are sparse copies unless that
+    filesystem clones), and on an xfs with reflink (snapshots share extents)."""
+    if request.param == "tmp":
+        with running_driver(tmp_path / "data") as running:
+            yield running
+        return
+    need_tool("mkfs.xfs")
+    image, root = tmp_path / "xfs.img", tmp_path / "xfs"
+    root.mkdir()
+    with image.open("wb") as fh:
+        fh.truncate(400 * MIB)
+    assert sh("mkfs.xfs", "-q", "-m", "reflink=1", str(image)).returncode == 0
+    assert sh("mount", "-o", "loop", str(image), str(root)).returncode == 0
+    try:
+        with running_driver(root / "data") as running:
+            yield running
+    finally:
+        sh("umount", str(root))
+
+
+@pytest.fixture
+def compared(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Every range the driver reads to compare two snapshots."""
+    seen: list[tuple[int, int]] = []
+    real = extents.differing
+
+    def spy(a: Path | str, b: Path | str, ranges: object) -> list[tuple[int, int]]:
+        wanted = list(ranges)  # type: ignore[call-overload]
+        seen.extend(wanted)
+        return real(a, b, wanted)
+
+    monkeypatch.setattr(extents, "differing", spy)
+    return seen
+
+
 @pytest.fixture
 def metadata(session: Session) -> csi_pb2_grpc.SnapshotMetadataStub:
     return csi_pb2_grpc.SnapshotMetadataStub(session.kubelet.client.channel)
 
 
 def test_allocated_and_delta_match_what_was_written(
-    session: Session, metadata: csi_pb2_grpc.SnapshotMetadataStub
+    session: Session,
+    metadata: csi_pb2_grpc.SnapshotMetadataStub,
+    compared: list[tuple[int, int]],
 ) -> None:
     volume = session.create("meta", BLOCK)
     target = session.mount(volume, BLOCK)
@@ -67,6 +109,20 @@ def test_allocated_and_delta_match_what_was_written(
     got, capacity = collect(metadata.GetMetadataDelta(delta))
     assert got == ranges(SECOND)
     assert capacity == {BLOCK.size}
+    first_file, second_file = session.snapshot_file(first), session.snapshot_file(second)
+    assert first_file is not None
+    assert second_file is not None
+    shared = extents.shared_ranges(extents.mapping(first_file), extents.mapping(second_file))
+    on_xfs = sh("findmnt", "-no", "FSTYPE", "-T", str(first_file)).stdout.strip() == "xfs"
+    assert shared or not on_xfs, "reflinked snapshots on xfs share no extents"
+    if shared:
+        # Reflinked copies: the blocks written only before snapshot 1 are shared by both
+        # and never read.
+        read = extents.merge(compared)
+        for block, count in FIRST:
+            if (block, count) not in SECOND:
+                unchanged = (block * BLOCKSIZE, count * BLOCKSIZE)
+                assert extents.subtract(read, [unchanged]) == read, (unchanged, read)
 
     # From the middle: a range across the offset starts there, earlier ones are left out.
     middle = 1001 * BLOCKSIZE
