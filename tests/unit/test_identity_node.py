@@ -33,13 +33,15 @@ def test_plugin_capabilities(driver: RunningDriver) -> None:
             Service.CONTROLLER_SERVICE,
             Service.VOLUME_ACCESSIBILITY_CONSTRAINTS,
             Service.GROUP_CONTROLLER_SERVICE,
+            Service.SNAPSHOT_ACCESSIBILITY_CONSTRAINTS,
+            Service.SNAPSHOT_METADATA_SERVICE,
         ]
     )
     expansion = [
         c.volume_expansion.type for c in response.capabilities if c.HasField("volume_expansion")
     ]
     assert expansion == [Expansion.ONLINE]
-    assert len(response.capabilities) == 4
+    assert len(response.capabilities) == 6
 
 
 def test_probe_ready(driver: RunningDriver) -> None:
