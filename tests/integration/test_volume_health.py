@@ -5,6 +5,7 @@ and NodeGetVolumeHealth (and the data root's by NodeGetStorageHealth); healthy r
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -146,6 +147,13 @@ def test_ext4_errors(session: Session) -> None:
     if not trigger.exists():
         pytest.skip("this kernel has no ext4 trigger_fs_error")
     trigger.write_text("health test\n")
+    # The kernel writes the error count into its superblock from a work item, a moment
+    # after the error.
+    errors_count = trigger.with_name("errors_count")
+    deadline = time.monotonic() + 30
+    while errors_count.read_text().strip() == "0":
+        assert time.monotonic() < deadline, "the kernel never counted the error"
+        time.sleep(0.1)
     found = everywhere(session, volume, staging, target)
     # ext4 remounts read-only on an error if its superblock says so; either way the
     # volume is reported, and the recorded errors show once it is writable again.
