@@ -121,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: off)",
     )
     parser.add_argument(
+        "--volume-condition",
+        action=argparse.BooleanOptionalAction,
+        default=env("CSI_VOLUME_CONDITION", "true").lower() in ("1", "true", "yes"),
+        help="also report the CSI 1.12 volume condition (VOLUME_CONDITION), which "
+        "Kubernetes 1.34-1.36 read, beside the CSI 1.13 health RPCs "
+        "[CSI_VOLUME_CONDITION] (default: on)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=int(env("CSI_WORKERS", "16")),
@@ -187,6 +195,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> Config:
         plugin_registration_dir=registration_dir,
         kubelet_registration_path=kubelet_path,
         health_address=args.health_address,
+        legacy_volume_condition=args.volume_condition,
     )
 
 

@@ -49,6 +49,9 @@ class Config:
     kubelet_registration_path: Path | None = None
     # HTTP /healthz (csi/health.py), off when None.
     health_address: HostPort | None = None
+    # Also answer with the CSI 1.12 volume condition (Kubernetes 1.34-1.36 read it) beside
+    # the 1.13 health RPCs; csi/services/legacy_condition.py.
+    legacy_volume_condition: bool = True
 
     @property
     def topology_key(self) -> str:

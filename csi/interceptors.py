@@ -51,10 +51,26 @@ class RpcInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
         full_method: str = handler_call_details.method
         gated = not full_method.startswith(UNGATED_SERVICES)
+        if handler.unary_stream is not None:
+            # SnapshotMetadata streams: the whole answer is made (and any error raised)
+            # inside the wrapped call, then sent.
+            stream = handler.unary_stream
+            listed = self._wrap(
+                lambda request, context: list(stream(request, context)),
+                full_method.rsplit("/", 1)[-1],
+                gated,
+            )
+            return grpc.unary_stream_rpc_method_handler(
+                lambda request, context: iter(listed(request, context)),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_unary is None:
+            return handler
         behaviour = self._wrap(handler.unary_unary, full_method.rsplit("/", 1)[-1], gated)
         return grpc.unary_unary_rpc_method_handler(
             behaviour,

@@ -28,6 +28,7 @@ from csi.services.controller import ControllerService
 from csi.services.group_controller import GroupControllerService
 from csi.services.identity import IdentityService
 from csi.services.node import NodeService
+from csi.services.snapshot_metadata import SnapshotMetadataService
 from csi.state.store import GroupSnapshotStore, SnapshotStore, StateStore
 from csi.volumes.groups import GroupSnapshots
 from csi.volumes.manager import Volumes
@@ -114,6 +115,9 @@ def build(config: Config) -> Driver:
     )
     csi_pb2_grpc.add_NodeServicer_to_server(
         NodeService(config, volumes, provisioner, locks), server
+    )
+    csi_pb2_grpc.add_SnapshotMetadataServicer_to_server(
+        SnapshotMetadataService(snapshots, locks), server
     )
     address, socket_path = grpc_address(config.endpoint)
     if socket_path is not None:

@@ -47,6 +47,7 @@ STATUS_OF: Mapping[type[BaseException], grpc.StatusCode] = MappingProxyType(
         host.UnsupportedFilesystem: Code.FAILED_PRECONDITION,
         host.GrowNeedsPrivilege: Code.FAILED_PRECONDITION,
         host.KeyMismatch: Code.FAILED_PRECONDITION,
+        host.ExtentsUnavailable: Code.FAILED_PRECONDITION,  # caught: a read replaces it
         host.HostError: Code.INTERNAL,
         NotImplementedError: Code.UNIMPLEMENTED,
     }

@@ -343,6 +343,7 @@ start_apiserver() {
         --service-account-issuer https://kubernetes.default.svc \
         --service-account-key-file "$pki/sa.pub" \
         --service-account-signing-key-file "$pki/sa.key" \
+        --feature-gates CSIVolumeHealth=true \
         --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
         --allow-privileged=true --profiling=false
     wait_for kube-apiserver 120 kctl get --raw /readyz
@@ -474,6 +475,9 @@ serializeImagePulls: false
 evictionHard: {memory.available: 100Mi, nodefs.available: 2%, imagefs.available: 2%, nodefs.inodesFree: 2%}
 imageGCHighThresholdPercent: 99
 imageGCLowThresholdPercent: 98
+# CSI volume health (alpha, KEP-1432): NodeGetVolumeHealth into pod.status.volumeHealth; the
+# API server keeps that field only with the same gate on.
+featureGates: {CSIVolumeHealth: true}
 CONF
     start_proc kubelet nsenter --mount="$KUBELET_NS" "$K8S_BIN/kubelet" \
         --config "$CLUSTER_DIR/kubelet.yaml" --kubeconfig "$CLUSTER_DIR/kubelet.kubeconfig" \

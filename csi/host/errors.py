@@ -14,6 +14,7 @@ The tree::
     +-- UnsupportedFilesystem      a filesystem type this host layer does not make or grow
     +-- GrowNeedsPrivilege         online ext4 growth without CAP_SYS_RESOURCE
     +-- KeyMismatch                a directory encrypted under another fscrypt policy or key
+    +-- ExtentsUnavailable         the filesystem cannot map a file's extents (no FIEMAP)
 
 ``message`` is safe to show a caller: stderr is already stripped of the strings the caller
 marked sensitive. Which status code each one becomes is decided once, in ``csi.status``.
@@ -80,3 +81,8 @@ class GrowNeedsPrivilege(HostError):
 
 class KeyMismatch(HostError):
     """The directory is encrypted with another key or policy version."""
+
+
+class ExtentsUnavailable(HostError):
+    """The filesystem cannot say where a file's extents are (no FIEMAP); callers fall back
+    to reading the data."""

@@ -14,6 +14,8 @@ from csi.errors import (
 from csi.layout import check_id
 from csi.locks import KeyedLocks
 from csi.pb import csi_pb2, csi_pb2_grpc
+from csi.services import legacy_condition
+from csi.services.health_rpcs import ControllerHealthRpcs
 from csi.services.snapshot_rpcs import SnapshotRpcs
 from csi.state.records import AccessType, Phase, VolumeRecord
 from csi.validation import (
@@ -44,7 +46,8 @@ CAPABILITIES = (
     RPC.CLONE_VOLUME,
     RPC.EXPAND_VOLUME,
     RPC.LIST_VOLUMES_PUBLISHED_NODES,
-    RPC.VOLUME_CONDITION,
+    RPC.GET_VOLUME_HEALTH,
+    RPC.LIST_VOLUME_HEALTH,
 )
 
 
@@ -61,7 +64,7 @@ def _source(request: csi_pb2.CreateVolumeRequest) -> SourceRef | None:
     raise InvalidArgument("volume_content_source names neither a snapshot nor a volume")
 
 
-class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
+class ControllerService(SnapshotRpcs, ControllerHealthRpcs, csi_pb2_grpc.ControllerServicer):
     def __init__(
         self,
         config: Config,
@@ -99,11 +102,16 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
             volume.content_source.volume.volume_id = source_id
         return volume
 
-    def _condition(
-        self, record: VolumeRecord, host: health.HostView | None = None
-    ) -> csi_pb2.VolumeCondition:
-        condition = health.check(self._volumes, record, host)
-        return csi_pb2.VolumeCondition(abnormal=condition.abnormal, message=condition.message)
+    def _legacy_condition(
+        self,
+        status: csi_pb2.ListVolumesResponse.VolumeStatus
+        | csi_pb2.ControllerGetVolumeResponse.VolumeStatus,
+        record: VolumeRecord,
+        host: health.HostView | None = None,
+    ) -> None:
+        """The CSI 1.12 condition in ``status``, for peers that still read it."""
+        if self._config.legacy_volume_condition:
+            legacy_condition.attach(status, health.check(self._volumes, record, host))
 
     def _published_nodes(self, record: VolumeRecord) -> list[str]:
         return [self._config.node_id] if record.targets else []
@@ -203,9 +211,9 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
                 next_token = paging.issue(entries[-1].volume.volume_id)
                 break
             status = csi_pb2.ListVolumesResponse.VolumeStatus(
-                published_node_ids=self._published_nodes(record),
-                volume_condition=self._condition(record, host),
+                published_node_ids=self._published_nodes(record)
             )
+            self._legacy_condition(status, record, host)
             entries.append(
                 csi_pb2.ListVolumesResponse.Entry(volume=self._volume(record), status=status)
             )
@@ -216,9 +224,9 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
     ) -> csi_pb2.ControllerGetVolumeResponse:
         record = self._ready_record(check_id(request.volume_id))
         status = csi_pb2.ControllerGetVolumeResponse.VolumeStatus(
-            published_node_ids=self._published_nodes(record),
-            volume_condition=self._condition(record),
+            published_node_ids=self._published_nodes(record)
         )
+        self._legacy_condition(status, record)
         return csi_pb2.ControllerGetVolumeResponse(volume=self._volume(record), status=status)
 
     def ControllerExpandVolume(
@@ -274,6 +282,8 @@ class ControllerService(SnapshotRpcs, csi_pb2_grpc.ControllerServicer):
         offered = [
             t for t in CAPABILITIES if t != RPC.EXPAND_VOLUME or self._config.controller_expansion
         ]
+        if self._config.legacy_volume_condition:
+            offered.append(legacy_condition.CONTROLLER_CAPABILITY)  # type: ignore[arg-type]
         return csi_pb2.ControllerGetCapabilitiesResponse(
             capabilities=[csi_pb2.ControllerServiceCapability(rpc=RPC(type=t)) for t in offered]
         )

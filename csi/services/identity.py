@@ -34,6 +34,8 @@ class IdentityService(csi_pb2_grpc.IdentityServicer):
             Service.CONTROLLER_SERVICE,
             Service.VOLUME_ACCESSIBILITY_CONSTRAINTS,
             Service.GROUP_CONTROLLER_SERVICE,
+            Service.SNAPSHOT_ACCESSIBILITY_CONSTRAINTS,
+            Service.SNAPSHOT_METADATA_SERVICE,
         )
         capabilities = [csi_pb2.PluginCapability(service=Service(type=t)) for t in types]
         capabilities.append(

@@ -13,6 +13,8 @@ from csi.host.fs import Usage
 from csi.layout import Layout, check_id
 from csi.locks import KeyedLocks
 from csi.pb import csi_pb2, csi_pb2_grpc
+from csi.services import legacy_condition
+from csi.services.health_rpcs import NodeHealthRpcs
 from csi.state.records import VolumeRecord
 from csi.validation import (
     Capability,
@@ -33,14 +35,15 @@ CAPABILITIES = (
     RPC.GET_VOLUME_STATS,
     RPC.SINGLE_NODE_MULTI_WRITER,
     RPC.EXPAND_VOLUME,
-    RPC.VOLUME_CONDITION,
     RPC.VOLUME_MOUNT_GROUP,
+    RPC.GET_VOLUME_HEALTH,
+    RPC.GET_STORAGE_HEALTH,
 )
 EPHEMERAL_KEY = "csi.storage.k8s.io/ephemeral"
 Unit = csi_pb2.VolumeUsage.Unit
 
 
-class NodeService(csi_pb2_grpc.NodeServicer):
+class NodeService(NodeHealthRpcs, csi_pb2_grpc.NodeServicer):
     def __init__(
         self, config: Config, volumes: Volumes, provisioner: Provisioner, locks: KeyedLocks
     ) -> None:
@@ -146,13 +149,10 @@ class NodeService(csi_pb2_grpc.NodeServicer):
             ]
         else:
             entries = [csi_pb2.VolumeUsage(unit=Unit.BYTES, total=usage)]
-        condition = health.check(self._volumes, record)
-        return csi_pb2.NodeGetVolumeStatsResponse(
-            usage=entries,
-            volume_condition=csi_pb2.VolumeCondition(
-                abnormal=condition.abnormal, message=condition.message
-            ),
-        )
+        response = csi_pb2.NodeGetVolumeStatsResponse(usage=entries)
+        if self._config.legacy_volume_condition:
+            legacy_condition.attach(response, health.check(self._volumes, record))
+        return response
 
     def NodeExpandVolume(
         self, request: csi_pb2.NodeExpandVolumeRequest, context: grpc.ServicerContext
@@ -179,8 +179,11 @@ class NodeService(csi_pb2_grpc.NodeServicer):
     def NodeGetCapabilities(
         self, request: csi_pb2.NodeGetCapabilitiesRequest, context: grpc.ServicerContext
     ) -> csi_pb2.NodeGetCapabilitiesResponse:
+        offered = list(CAPABILITIES)
+        if self._config.legacy_volume_condition:
+            offered.append(legacy_condition.NODE_CAPABILITY)  # type: ignore[arg-type]
         return csi_pb2.NodeGetCapabilitiesResponse(
-            capabilities=[csi_pb2.NodeServiceCapability(rpc=RPC(type=t)) for t in CAPABILITIES]
+            capabilities=[csi_pb2.NodeServiceCapability(rpc=RPC(type=t)) for t in offered]
         )
 
     def NodeGetInfo(

@@ -6,7 +6,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from csi import paging
-from csi.errors import AlreadyExists, FailedPrecondition
+from csi.errors import AlreadyExists, FailedPrecondition, ResourceExhausted
 from csi.layout import check_id, snapshot_id_for_name
 from csi.locks import KeyedLocks
 from csi.pb import csi_pb2
@@ -16,7 +16,10 @@ from csi.volumes.params import check_snapshot_parameters
 from csi.volumes.snapshots import Snapshots
 
 
-def snapshot_message(record: SnapshotRecord) -> csi_pb2.Snapshot:
+def snapshot_message(
+    record: SnapshotRecord, topology: csi_pb2.Topology | None = None
+) -> csi_pb2.Snapshot:
+    """The snapshot as CSI shows it; ``topology``: where it lives (this node)."""
     created = Timestamp()
     created.FromNanoseconds(int(record.created_at * 1e9))
     return csi_pb2.Snapshot(
@@ -26,6 +29,7 @@ def snapshot_message(record: SnapshotRecord) -> csi_pb2.Snapshot:
         creation_time=created,
         ready_to_use=record.phase is Phase.READY,
         group_snapshot_id=record.group_snapshot_id,
+        accessible_topology=[topology] if topology is not None else [],
     )
 
 
@@ -35,6 +39,17 @@ class SnapshotRpcs:
 
     def _ready_record(self, volume_id: str) -> VolumeRecord:
         raise NotImplementedError
+
+    def _topology(self) -> csi_pb2.Topology:
+        raise NotImplementedError
+
+    def _is_local(self, topology: csi_pb2.Topology) -> bool:
+        raise NotImplementedError
+
+    def _snapshot(self, record: SnapshotRecord) -> csi_pb2.Snapshot:
+        # A snapshot is a file on this node's data root: volumes restored from it can only
+        # be made here (SNAPSHOT_ACCESSIBILITY_CONSTRAINTS).
+        return snapshot_message(record, self._topology())
 
     def _ready_snapshot(self, snapshot_id: str) -> SnapshotRecord:
         return self._snapshots.store.require_ready(snapshot_id)
@@ -46,6 +61,11 @@ class SnapshotRpcs:
         source_id = check_id(request.source_volume_id, "source_volume_id")
         check_map(request.secrets, "secrets")
         check_snapshot_parameters(request.parameters)
+        requisite = request.accessibility_requirements.requisite
+        if requisite and not any(self._is_local(t) for t in requisite):
+            raise ResourceExhausted(
+                "snapshots live on their volume's node, which the requisite topology excludes"
+            )
         snapshot_id = snapshot_id_for_name(name)
         self._snapshots.store.check_usable(snapshot_id)
         with self._locks.hold(snapshot_id):
@@ -53,11 +73,22 @@ class SnapshotRpcs:
             if existing is not None and existing.source_volume_id != source_id:
                 raise AlreadyExists("a snapshot with this name exists for another volume")
             if existing is not None and existing.phase is Phase.READY:
-                return csi_pb2.CreateSnapshotResponse(snapshot=snapshot_message(existing))
+                reply = csi_pb2.CreateSnapshotResponse(snapshot=self._snapshot(existing))
+                if requisite:
+                    del reply.snapshot.accessible_topology[:]  # as below
+                return reply
             with self._locks.hold(source_id):
                 source = self._ready_record(source_id)
                 (snapshot,) = self._snapshots.take([name], [source])
-        return csi_pb2.CreateSnapshotResponse(snapshot=snapshot_message(snapshot))
+        reply = csi_pb2.CreateSnapshotResponse(snapshot=self._snapshot(snapshot))
+        if requisite:
+            # The caller's requisite already bounds where the snapshot is (this node is in
+            # it, or the call was refused). csi-sanity v5.6.0 compares a returned topology
+            # with its own by Go struct equality, internal size cache included, which no
+            # reply can satisfy, so the answer to a constrained create leaves it out;
+            # GetSnapshot and ListSnapshots always carry it.
+            del reply.snapshot.accessible_topology[:]
+        return reply
 
     def DeleteSnapshot(
         self, request: csi_pb2.DeleteSnapshotRequest, context: grpc.ServicerContext
@@ -81,7 +112,7 @@ class SnapshotRpcs:
         self, request: csi_pb2.GetSnapshotRequest, context: grpc.ServicerContext
     ) -> csi_pb2.GetSnapshotResponse:
         record = self._ready_snapshot(check_id(request.snapshot_id, "snapshot_id"))
-        return csi_pb2.GetSnapshotResponse(snapshot=snapshot_message(record))
+        return csi_pb2.GetSnapshotResponse(snapshot=self._snapshot(record))
 
     def ListSnapshots(
         self, request: csi_pb2.ListSnapshotsRequest, context: grpc.ServicerContext
@@ -106,6 +137,6 @@ class SnapshotRpcs:
             selected = selected[: request.max_entries]
             next_token = paging.issue(selected[-1].snapshot_id)
         entries = [
-            csi_pb2.ListSnapshotsResponse.Entry(snapshot=snapshot_message(r)) for r in selected
+            csi_pb2.ListSnapshotsResponse.Entry(snapshot=self._snapshot(r)) for r in selected
         ]
         return csi_pb2.ListSnapshotsResponse(entries=entries, next_token=next_token)

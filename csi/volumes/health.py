@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from csi.host import loopdev, mount
 from csi.host.errors import LoopDeviceUnreadable
 from csi.state.records import VolumeRecord
+from csi.volumes.conditions import HEALTHY, Condition, found
+from csi.volumes.conditions import Problem as P
 from csi.volumes.manager import Volumes
 
 SYS_EXT4 = Path("/sys/fs/ext4")
 
-
-@dataclass(frozen=True)
-class Condition:
-    abnormal: bool
-    message: str
-
-
-HEALTHY = Condition(False, "volume is healthy")
+__all__ = ["HEALTHY", "Condition", "HostView", "check"]
 
 
 class HostView:
@@ -56,7 +50,7 @@ def check(volumes: Volumes, record: VolumeRecord, host: HostView | None = None) 
     facts = backend.facts
     data = backend.path(record)
     if not data.exists():
-        return Condition(True, f"the volume's {facts.data_noun} {data} is missing")
+        return found(P.DATA_MISSING, noun=facts.data_noun, path=data)
     if not record.in_use and not facts.loop_device:
         return HEALTHY  # nothing on the host to inspect
     host = host or HostView.read()
@@ -64,25 +58,23 @@ def check(volumes: Volumes, record: VolumeRecord, host: HostView | None = None) 
     try:
         device = host.writable_device(data) if facts.loop_device else None
     except LoopDeviceUnreadable as exc:
-        return Condition(True, exc.message)
+        return found(P.LOOP_UNIDENTIFIED, detail=exc.message)
     if record.staging_path:
         if facts.loop_device and device is None:
-            return Condition(True, "the volume is staged but its loop device is detached")
+            return found(P.LOOP_DETACHED)
         if facts.staging_mount:
             staged = mount.mounts_at(record.staging_path, table)
             if not staged:
-                return Condition(True, f"the staging mount at {record.staging_path} is gone")
+                return found(P.STAGING_MOUNT_GONE, path=record.staging_path)
             if staged[-1].read_only and not record.staged_read_only:
-                return Condition(
-                    True, "the filesystem is mounted read-only (remounted after an error?)"
-                )
+                return found(P.READ_ONLY_REMOUNT)
     for target in record.targets:
         if not mount.mounts_at(target, table):
-            return Condition(True, f"the publish target {target} is no longer mounted")
+            return found(P.TARGET_MOUNT_GONE, path=target)
     if device is not None and record.fs_type == "ext4":
         errors = _ext4_errors(device)
         if errors:
-            return Condition(True, f"the ext4 filesystem has recorded {errors} error(s); run fsck")
+            return found(P.FILESYSTEM_ERRORS, fs="ext4", count=errors)
     if device is not None and loopdev.device_size(device) < record.capacity_bytes:
-        return Condition(True, "the loop device is smaller than the volume; expand it again")
+        return found(P.DEVICE_TOO_SMALL)
     return HEALTHY

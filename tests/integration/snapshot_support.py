@@ -15,6 +15,7 @@ import grpc
 from csi.pb import csi_pb2, csi_pb2_grpc
 from tests.helpers import status_of
 from tests.integration.support import MIB, Flavour, Kubelet, read_at, write_at
+from tests.legacy_condition import Legacy, legacy_condition
 
 GIB = 1024 * MIB
 BLOCK_OFFSET = 3 * MIB + 17  # where block tests keep their bytes (not on a sector boundary)
@@ -178,12 +179,10 @@ class Session:
         found = sorted((self.kubelet.data_dir / "snapshots").glob(f"{snapshot_id}.*"))
         return found[0] if found else None
 
-    def condition(self, volume_id: str) -> csi_pb2.VolumeCondition:
+    def condition(self, volume_id: str) -> Legacy | None:
+        """The CSI 1.12 condition ControllerGetVolume reports."""
         request = csi_pb2.ControllerGetVolumeRequest(volume_id=volume_id)
-        condition: csi_pb2.VolumeCondition = self.controller.ControllerGetVolume(
-            request
-        ).status.volume_condition
-        return condition
+        return legacy_condition(self.controller.ControllerGetVolume(request).status)
 
     # -- node ------------------------------------------------------------------------
     def mount(self, volume_id: str, flavour: Flavour, pod: str = "") -> Path:

@@ -13,6 +13,7 @@ from csi.pb import csi_pb2
 from tests.helpers import mount_capability, status_of
 from tests.integration.snapshot_support import fs_total
 from tests.integration.support import MIB, Kubelet, loop_devices, mounts_at
+from tests.legacy_condition import legacy_condition
 
 EPHEMERAL = "csi.storage.k8s.io/ephemeral"
 POD_CONTEXT = {  # what kubelet adds to an inline volume's attributes
@@ -88,7 +89,7 @@ def test_inline_loop_volume(inline: Inline, kubelet: Kubelet) -> None:
     assert kubelet.record(volume_id).is_file()
     stats = kubelet.stats(volume_id, target)
     assert stats.usage[0].total == total
-    assert not stats.volume_condition.abnormal
+    assert legacy_condition(stats) == (False, "volume is healthy")
 
     inline.unpublish(volume_id, target)
     assert not mounts_at(target)

@@ -35,6 +35,7 @@ from tests.integration.support import (
     write_at,
     write_error,
 )
+from tests.legacy_condition import legacy_condition
 
 DATA = b"must survive the expansion\n" * 200
 
@@ -68,7 +69,7 @@ def test_xfs_grows_online(session: Session) -> None:
     assert get(target, XFS, len(DATA)) == DATA
     stats = session.kubelet.stats(volume, target)
     assert stats.usage[0].total == fs_total(target)
-    assert not stats.volume_condition.abnormal, stats.volume_condition.message
+    assert legacy_condition(stats) == (False, "volume is healthy")
 
 
 def test_ext4_grows_offline_at_next_stage(session: Session) -> None:

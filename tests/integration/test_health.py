@@ -9,6 +9,7 @@ import pytest
 from csi.pb import csi_pb2
 from tests.integration.snapshot_support import Session
 from tests.integration.support import DIRECTORY, EXT4, Flavour, loops_for, mounts_at, sh
+from tests.legacy_condition import legacy_condition
 
 
 def node_id(session: Session) -> str:
@@ -23,11 +24,15 @@ def listed_status(session: Session, volume_id: str) -> csi_pb2.ListVolumesRespon
 
 
 def conditions(session: Session, volume_id: str, path: Path | None) -> list[tuple[bool, str]]:
-    """The condition from ControllerGetVolume, ListVolumes and (given a path) the node."""
-    found = [session.condition(volume_id), listed_status(session, volume_id).volume_condition]
+    """The 1.12 condition from ControllerGetVolume, ListVolumes and (given a path) the node."""
+    found = [
+        session.condition(volume_id),
+        legacy_condition(listed_status(session, volume_id)),
+    ]
     if path is not None:
-        found.append(session.kubelet.stats(volume_id, path).volume_condition)
-    return [(c.abnormal, c.message) for c in found]
+        found.append(legacy_condition(session.kubelet.stats(volume_id, path)))
+    assert all(c is not None for c in found), "a reply lacks the 1.12 condition"
+    return [(c.abnormal, c.message) for c in found if c is not None]
 
 
 def assert_healthy(session: Session, volume_id: str, path: Path | None = None) -> None:

@@ -18,6 +18,7 @@ from csi.layout import Layout
 from csi.pb import csi_pb2
 from tests.helpers import block_capability, mount_capability, running_driver
 from tests.integration.support import Kubelet, loops_under, mounts_under
+from tests.legacy_condition import legacy_condition
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "records-v1"
 
@@ -77,7 +78,7 @@ def test_new_driver_serves_and_deletes_volumes_of_schema_1(old_node: Path, tmp_p
         assert {e.volume.volume_id: dict(e.volume.volume_context) for e in listed} == {
             i: r["parameters"] for i, r in volumes.items()
         }
-        assert all(not e.status.volume_condition.abnormal for e in listed)
+        assert all(legacy_condition(e.status) == (False, "volume is healthy") for e in listed)
         # The files now hold the current schema.
         for path in (old_node / "state" / "volumes").glob("*.json"):
             assert json.loads(path.read_text())["schema"] == 2

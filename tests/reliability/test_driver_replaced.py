@@ -28,6 +28,7 @@ from tests.integration.support import (
     mounts_under,
     wait_for_backing_name,
 )
+from tests.legacy_condition import legacy_condition
 from tests.reliability import namespaces
 from tests.reliability.host_checks import image_path
 from tests.reliability.lifecycle import BLOCK, EXT4, LOOPS, Life
@@ -173,10 +174,8 @@ def test_new_driver_reports_the_volume_healthy(node: Node, flavour: Flavour) -> 
     healthy = "volume is healthy"
 
     stats = life.driver.kubelet.stats(life.volume_id, life.target)
-    assert stats.volume_condition.message == healthy
-    assert not stats.volume_condition.abnormal
+    assert legacy_condition(stats) == (False, healthy)
     listed = life.driver.client.controller.ListVolumes(csi_pb2.ListVolumesRequest())
     (entry,) = listed.entries
-    assert entry.status.volume_condition.message == healthy
-    assert not entry.status.volume_condition.abnormal
+    assert legacy_condition(entry.status) == (False, healthy)
     life.finish()

@@ -18,7 +18,7 @@ from tests.helpers import need, need_root, need_tool
 
 # Every spec the advertised capabilities enable; a change here must be explained in the
 # README's csi-sanity section.
-EXPECTED_PASSED = 77
+EXPECTED_PASSED = 84
 SUMMARY = re.compile(
     r"(?P<passed>\d+) Passed \| (?P<failed>\d+) Failed \|(?: \d+ Flaked \|)?"
     r" (?P<pending>\d+) Pending \| (?P<skipped>\d+) Skipped"

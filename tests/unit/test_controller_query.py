@@ -40,9 +40,11 @@ def test_controller_capabilities(driver: RunningDriver) -> None:
         RPC.CLONE_VOLUME,
         RPC.EXPAND_VOLUME,
         RPC.LIST_VOLUMES_PUBLISHED_NODES,
-        RPC.VOLUME_CONDITION,
+        RPC.GET_VOLUME_HEALTH,
+        RPC.LIST_VOLUME_HEALTH,
+        11,  # CSI 1.12's VOLUME_CONDITION, for Kubernetes 1.34-1.36
     }
-    assert len(response.capabilities) == 12
+    assert len(response.capabilities) == 14
 
 
 # -- ListVolumes -------------------------------------------------------------------------

@@ -33,13 +33,15 @@ def test_plugin_capabilities(driver: RunningDriver) -> None:
             Service.CONTROLLER_SERVICE,
             Service.VOLUME_ACCESSIBILITY_CONSTRAINTS,
             Service.GROUP_CONTROLLER_SERVICE,
+            Service.SNAPSHOT_ACCESSIBILITY_CONSTRAINTS,
+            Service.SNAPSHOT_METADATA_SERVICE,
         ]
     )
     expansion = [
         c.volume_expansion.type for c in response.capabilities if c.HasField("volume_expansion")
     ]
     assert expansion == [Expansion.ONLINE]
-    assert len(response.capabilities) == 4
+    assert len(response.capabilities) == 6
 
 
 def test_probe_ready(driver: RunningDriver) -> None:
@@ -69,10 +71,12 @@ def test_node_get_capabilities(driver: RunningDriver) -> None:
         NodeRPC.GET_VOLUME_STATS,
         NodeRPC.SINGLE_NODE_MULTI_WRITER,
         NodeRPC.EXPAND_VOLUME,
-        NodeRPC.VOLUME_CONDITION,
         NodeRPC.VOLUME_MOUNT_GROUP,
+        NodeRPC.GET_VOLUME_HEALTH,
+        NodeRPC.GET_STORAGE_HEALTH,
+        4,  # CSI 1.12's VOLUME_CONDITION, for Kubernetes 1.34-1.36
     }
-    assert len(response.capabilities) == 6
+    assert len(response.capabilities) == 8
 
 
 def test_volume_stats_unknown_volume(driver: RunningDriver, tmp_path: Path) -> None:
