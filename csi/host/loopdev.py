@@ -34,6 +34,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,8 @@ from csi.host.errors import LoopDeviceUnreadable
 SYS_BLOCK = Path("/sys/block")
 DEV = Path("/dev")
 DELETED_SUFFIX = " (deleted)"
+# How long a detach waits for a brief opener to close the device (see detach).
+DETACH_WAIT = 0.5
 
 LOOP_GET_STATUS64 = 0x4C05
 # struct loop_info64 (linux/loop.h): lo_device, lo_inode, lo_rdevice, lo_offset and
@@ -212,8 +215,20 @@ def attach(backing_file: Path, *, read_only: bool = False) -> str:
 
 
 def detach(device: str) -> None:
-    """LOOP_CLR_FD; a device still open elsewhere is freed by the kernel at its last close."""
+    """LOOP_CLR_FD; a device still open elsewhere is freed by the kernel at its last close.
+
+    Brief openers are common: a concurrent ``losetup --find`` handed the same free device
+    holds it open through its 200 ms back-off, a probe reads it. So a detach the kernel
+    could only mark pending waits up to DETACH_WAIT for that close, and callers see the
+    device gone in the usual case; a lasting opener (a pod) leaves it pending, as before.
+    """
     kernel.loop_detach(device)
+    loop = SYS_BLOCK / os.path.basename(device) / "loop"
+    deadline = time.monotonic() + DETACH_WAIT
+    while _read(loop / "autoclear") == "1" and _read(loop / "backing_file"):
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.005)
 
 
 def is_read_only(device: str) -> bool:
