@@ -1,7 +1,8 @@
 """The one table from what went wrong to the status code and message a caller receives.
 
-Domain errors (``csi.errors``), host errors (``csi.host.errors``), the OS errors a full disk
-raises, and ``NotImplementedError`` each have an entry; an exception is looked up by its
+Domain errors (``csi.errors``), host errors (``csi.host.errors``; a failed system call also
+by its errno), the OS errors a full disk raises, and ``NotImplementedError`` each have an
+entry; an exception is looked up by its
 class, then by each base class in turn, so a subclass may have an entry of its own (a tool
 that ran out of space is RESOURCE_EXHAUSTED, other tool failures INTERNAL). Anything else is
 unexpected: INTERNAL with a reference to the log line that holds its traceback, never the
@@ -42,6 +43,14 @@ STATUS_OF: Mapping[type[BaseException], grpc.StatusCode] = MappingProxyType(
         host.CommandTimedOut: Code.INTERNAL,
         host.DeadlineReached: Code.DEADLINE_EXCEEDED,
         host.CommandError: Code.INTERNAL,
+        # A system call that failed: the driver's failure, with the kernel's reason; by
+        # errno below where the reason is the host's state or the caller's input.
+        host.SyscallFailed: Code.INTERNAL,
+        host.MountFailed: Code.INTERNAL,
+        host.UnmountFailed: Code.INTERNAL,
+        host.LoopFailed: Code.INTERNAL,
+        host.MountOptionsRefused: Code.INVALID_ARGUMENT,
+        host.InvalidMountOption: Code.INVALID_ARGUMENT,
         host.LoopDeviceUnreadable: Code.INTERNAL,
         host.FormatRefused: Code.FAILED_PRECONDITION,
         host.UnsupportedFilesystem: Code.FAILED_PRECONDITION,
@@ -63,6 +72,16 @@ ERRNO_STATUS: Mapping[int, tuple[grpc.StatusCode, str]] = MappingProxyType(
 )
 
 
+# A failed system call whose errno says more than "the driver failed".
+SYSCALL_ERRNO_STATUS: Mapping[int, grpc.StatusCode] = MappingProxyType(
+    {
+        errno.ENOSPC: Code.RESOURCE_EXHAUSTED,  # a mount or loop-device limit of the host
+        errno.EDQUOT: Code.RESOURCE_EXHAUSTED,
+        errno.EBUSY: Code.FAILED_PRECONDITION,  # in use: unmount or detach it first
+    }
+)
+
+
 @dataclass(frozen=True)
 class Failure:
     """How a call ends: ``ref`` is set when the error was unexpected (log its traceback)."""
@@ -78,11 +97,20 @@ def _errno_rule(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
     return None
 
 
+def _syscall_code(exc: BaseException) -> grpc.StatusCode | None:
+    if isinstance(exc, host.SyscallFailed) and not isinstance(exc, host.MountOptionsRefused):
+        return SYSCALL_ERRNO_STATUS.get(exc.errno)
+    return None
+
+
 def code_of(exc: BaseException) -> grpc.StatusCode | None:
     """The code the table gives ``exc`` (None if it is unexpected)."""
     rule = _errno_rule(exc)
     if rule is not None:
         return rule[0]
+    by_errno = _syscall_code(exc)
+    if by_errno is not None:
+        return by_errno
     for cls in type(exc).__mro__:
         code = STATUS_OF.get(cls)
         if code is not None:

@@ -9,6 +9,13 @@ The tree::
     |   +-- ToolMissing            it is not installed
     |   +-- CommandTimedOut        it ran past its own cap and was killed
     |       +-- DeadlineReached    it ran past the deadline of the call it served, and was killed
+    +-- SyscallFailed              a system call refused (``step`` names it, ``errno`` why)
+    |   +-- MountFailed            mount(2): a filesystem, a bind, a remount, a propagation
+    |   |   +-- MountOptionsRefused    ... EINVAL while the caller's filesystem options were
+    |   |                              passed: the kernel (or the filesystem) refused them
+    |   +-- UnmountFailed          umount2(2)
+    |   +-- LoopFailed             a loop-control or loop-device ioctl
+    +-- InvalidMountOption         a mount option this mount cannot apply, refused before any call
     +-- LoopDeviceUnreadable       an attached loop device whose backing file cannot be told
     +-- FormatRefused              mkfs asked to format something that already holds a signature
     +-- UnsupportedFilesystem      a filesystem type this host layer does not make or grow
@@ -60,6 +67,39 @@ class CommandTimedOut(CommandError):
 
 class DeadlineReached(CommandTimedOut):
     """The call's caller stopped waiting; the command was killed rather than left running."""
+
+
+class SyscallFailed(HostError):
+    """A system call of ``csi.host.kernel`` failed; ``errno`` is the kernel's reason and
+    ``step`` the seam's name for the call (``mount:bind``, ``loop:configure``...)."""
+
+    def __init__(self, message: str, *, step: str, errno: int) -> None:
+        super().__init__(message)
+        self.step = step
+        self.errno = errno
+
+
+class MountFailed(SyscallFailed):
+    pass
+
+
+class MountOptionsRefused(MountFailed):
+    """EINVAL from mount(2) with filesystem options from the caller: most likely an option
+    the filesystem does not know or a value it does not accept."""
+
+
+class UnmountFailed(SyscallFailed):
+    pass
+
+
+class LoopFailed(SyscallFailed):
+    pass
+
+
+class InvalidMountOption(HostError):
+    """A mount option that is neither a flag this mount applies nor filesystem data it can
+    pass on (a bind mount carries no filesystem options): refused before anything changes.
+    The message names the option by position only: option values may be secrets."""
 
 
 class LoopDeviceUnreadable(HostError):

@@ -1,5 +1,5 @@
-"""Loop devices: found by their backing file's identity (ioctl, no fork), attached and
-detached with losetup.
+"""Loop devices: found by their backing file's identity, attached, detached and resized
+through the ioctls of csi.host.kernel (no fork).
 
 A loop device is never *identified* by its backing file's name. The kernel prints that
 name (sysfs ``loop/backing_file``, ``losetup --list``) relative to the mount it was
@@ -16,7 +16,7 @@ relative to some mount still ends with the file's own name (the kernel builds it
 file's dentry, and follows renames), so no device of the image is skipped unless someone
 attached it through another hard link or a bind mount of the file itself. Opening every
 loop device instead would make the driver an opener of devices that are not its own (snaps,
-other drivers): a ``losetup --detach`` of theirs would then wait for our close, and the
+other drivers): a detach of theirs would then wait for our close, and the
 ioctl would block on a backing file whose network filesystem hangs.
 
 A device whose backing file was deleted (sysfs appends " (deleted)", relative name or not)
@@ -34,24 +34,27 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from csi.host import kernel
 from csi.host.errors import LoopDeviceUnreadable
-from csi.host.run import run
 
 SYS_BLOCK = Path("/sys/block")
 DEV = Path("/dev")
 DELETED_SUFFIX = " (deleted)"
+# How long a detach waits for a brief opener to close the device (see detach).
+DETACH_WAIT = 0.5
 
 LOOP_GET_STATUS64 = 0x4C05
 # struct loop_info64 (linux/loop.h): lo_device, lo_inode, lo_rdevice, lo_offset and
 # lo_sizelimit (__u64); lo_number, lo_encrypt_type, lo_encrypt_key_size and lo_flags (__u32);
 # lo_file_name[64], lo_crypt_name[64], lo_encrypt_key[32] (__u8); lo_init[2] (__u64).
-LOOP_INFO64 = struct.Struct("=5Q4I64s64s32s2Q")
-LO_FLAGS_READ_ONLY = 1
-LO_FLAGS_AUTOCLEAR = 4
+# (The layout is kernel.py's: attaching fills the same structure.)
+LOOP_INFO64 = kernel.LOOP_INFO64
+LO_FLAGS_READ_ONLY = kernel.LO_FLAGS_READ_ONLY
+LO_FLAGS_AUTOCLEAR = kernel.LO_FLAGS_AUTOCLEAR
 # The device is unbound, being torn down, or gone (removed, or no node for it in /dev).
 _GONE = (errno.ENXIO, errno.ENODEV, errno.ENOENT)
 
@@ -205,17 +208,27 @@ def devices_for(image: Path | str, *, read_only: bool | None = False) -> list[st
 
 
 def attach(backing_file: Path, *, read_only: bool = False) -> str:
-    """Attach ``backing_file`` to a free loop device. Reuse is the caller's policy
-    (csi.volumes.loop), and so is serialising: concurrent `losetup --find` calls collide."""
-    argv = ["losetup", "--find", "--show"]
-    if read_only:
-        argv.append("--read-only")
-    argv.append(str(backing_file))
-    return run(argv).stdout.strip()
+    """Attach ``backing_file`` to a free loop device (LOOP_CTL_GET_FREE, LOOP_CONFIGURE).
+    Reuse is the caller's policy (csi.volumes.loop), and so is serialising: the kernel may
+    hand two concurrent callers the same free device (the loser retries, see kernel.py)."""
+    return kernel.loop_attach(str(backing_file), read_only=read_only)
 
 
 def detach(device: str) -> None:
-    run(["losetup", "--detach", device])
+    """LOOP_CLR_FD; a device still open elsewhere is freed by the kernel at its last close.
+
+    Brief openers are common: a concurrent ``losetup --find`` handed the same free device
+    holds it open through its 200 ms back-off, a probe reads it. So a detach the kernel
+    could only mark pending waits up to DETACH_WAIT for that close, and callers see the
+    device gone in the usual case; a lasting opener (a pod) leaves it pending, as before.
+    """
+    kernel.loop_detach(device)
+    loop = SYS_BLOCK / os.path.basename(device) / "loop"
+    deadline = time.monotonic() + DETACH_WAIT
+    while _read(loop / "autoclear") == "1" and _read(loop / "backing_file"):
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.005)
 
 
 def is_read_only(device: str) -> bool:
@@ -223,7 +236,7 @@ def is_read_only(device: str) -> bool:
 
 
 def refresh_size(device: str) -> None:
-    run(["losetup", "--set-capacity", device])
+    kernel.loop_set_capacity(device)
 
 
 def device_size(device: str) -> int:

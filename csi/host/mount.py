@@ -1,13 +1,16 @@
-"""Mount table reads (/proc/self/mountinfo) and mount/umount through util-linux."""
+"""Mount table reads (/proc/self/mountinfo); mounts and unmounts through csi.host.kernel."""
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from csi.host.run import run
+from csi.host import kernel, mountopts
+from csi.host.errors import MountFailed, MountOptionsRefused
+from csi.host.mountopts import MS_BIND, MS_RDONLY
 
 MOUNTINFO = Path("/proc/self/mountinfo")
 
@@ -113,14 +116,28 @@ def mount(
     options: Sequence[str] = (),
     sensitive: Sequence[str] = (),
 ) -> None:
-    """Mount ``source``; ``sensitive`` lists the caller's flags to keep out of errors."""
-    argv = ["mount"]
-    if fs_type:
-        argv += ["-t", fs_type]
-    if options:
-        argv += ["-o", ",".join(options)]
-    argv += ["--", source, str(target)]
-    run(argv, sensitive=sensitive)
+    """Mount the filesystem on ``source`` (a device) at ``target``: ``options`` are read as
+    mount(8) reads them (csi.host.mountopts). ``sensitive`` lists the caller's options;
+    errors never show any option, so they need no redaction."""
+    parsed = mountopts.for_filesystem(options)
+    target = str(target)
+    try:
+        kernel.mount("mount:fs", source, target, fs_type, parsed.set_flags, parsed.data_string)
+    except MountFailed as failed:
+        if failed.errno == errno.EINVAL and set(parsed.data) & set(sensitive):
+            raise MountOptionsRefused(
+                f"mount failed at {target}: the kernel refused the mount (EINVAL): "
+                f"{fs_type or 'the filesystem'} did not accept the mount flags given (or it is "
+                "damaged)",
+                step=failed.step,
+                errno=failed.errno,
+            ) from None
+        raise
+    try:
+        _propagate(target, parsed)
+    except BaseException:
+        unmount(target)
+        raise
 
 
 def bind_mount(
@@ -130,30 +147,44 @@ def bind_mount(
     read_only: bool,
     flags: Sequence[str] = (),
     target_fd: int | None = None,
+    refuse_fs_options: bool = False,
 ) -> None:
     """Bind ``source`` onto ``target``; then apply ro and per-mount flags by a remount.
 
-    With ``target_fd`` (an O_PATH descriptor of the target) the bind goes through
+    ``flags`` are read as mount(8) reads them: per-mount flags and propagation apply, ``ro``
+    and ``rw`` are ignored (``read_only`` decides), filesystem options do not reach a bind
+    (ignored, or refused before anything is mounted with ``refuse_fs_options``). With
+    ``target_fd`` (an O_PATH descriptor of the target) the bind goes through
     /proc/self/fd, which the kernel resolves to that exact file: no path walk to race with.
     Once mounted, the target is a mount point and cannot be renamed away.
     """
-    if target_fd is None:
-        run(["mount", "--bind", "--", str(source), str(target)])
-    else:
-        through = f"/proc/self/fd/{target_fd}"
-        argv = ["mount", "--bind", "--no-canonicalize", "--", str(source), through]
-        run(argv, pass_fds=(target_fd,))
-    extra = [f for f in flags if f not in ("bind", "rw", "ro")]
-    if read_only or extra:
-        options = ["remount", "bind", "ro" if read_only else "rw", *extra]
-        try:
-            run(["mount", "-o", ",".join(options), "--", str(target)], sensitive=extra)
-        except Exception:
-            unmount(target)
-            raise
+    parsed = mountopts.for_bind(flags, refuse_data=refuse_fs_options)
+    # Read-only or not is the caller's ``read_only`` (the access mode), never a flag's.
+    parsed = mountopts.MountOptions(
+        (parsed.set_flags & ~MS_RDONLY) | (MS_RDONLY if read_only else 0),
+        parsed.cleared & ~MS_RDONLY,
+        parsed.propagation,
+    )
+    through = str(target) if target_fd is None else f"/proc/self/fd/{target_fd}"
+    kernel.mount("mount:bind", str(source), through, None, MS_BIND, what=f"of {source}")
+    try:
+        if parsed.set_flags or parsed.cleared:
+            current = mountopts.flags_from_statvfs(os.statvfs(target).f_flag)
+            wanted = mountopts.remount_flags(current, parsed)
+            kernel.mount("mount:remount", None, str(target), None, wanted)
+        _propagate(str(target), parsed)
+    except BaseException:
+        unmount(target)
+        raise
+
+
+def _propagate(target: str, parsed: mountopts.MountOptions) -> None:
+    for change in parsed.propagation:
+        kernel.mount("mount:propagation", None, target, None, change)
 
 
 def unmount(target: Path | str) -> None:
     """Unmount every mount stacked on ``target``; a no-op if nothing is mounted."""
-    while is_mount_point(target):
-        run(["umount", "--", str(target)])
+    path = str(target)
+    while kernel.umount(path, is_mounted=lambda: is_mount_point(path)):
+        pass

@@ -1,15 +1,14 @@
 """Every host program the driver runs, and the Debian package that provides it.
 
 The single list the container image (Dockerfile), Probe and hack/lib.sh are checked against:
-``run()`` refuses a program that is not declared here.
+``run()`` refuses a program that is not declared here. Mounts, unmounts and loop devices
+need no program: they are system calls (csi.host.kernel); what is left has no kernel
+interface (making, checking, growing and probing filesystems).
 """
 
 from __future__ import annotations
 
 HOST_TOOLS: dict[str, str] = {
-    "mount": "mount",
-    "umount": "mount",
-    "losetup": "mount",
     "blkid": "util-linux",
     "mkfs.ext4": "e2fsprogs",
     "e2fsck": "e2fsprogs",
@@ -21,9 +20,6 @@ HOST_TOOLS: dict[str, str] = {
 # Without these the driver cannot serve any volume; Probe fails until they are present.
 # (xfs tools are optional: only xfs volumes need them, and they fail with a clear error.)
 ESSENTIAL_TOOLS: tuple[str, ...] = (
-    "mount",
-    "umount",
-    "losetup",
     "blkid",
     "mkfs.ext4",
     "e2fsck",

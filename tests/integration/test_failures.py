@@ -1,4 +1,5 @@
-"""Host tools that fail: every step rolls back, and a retry afterwards succeeds."""
+"""Host tools and system calls that fail: every step rolls back, and a retry afterwards
+succeeds. Forked tools fail through PATH shims, system calls through CSI_FAIL_SYSCALL."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import grpc
 import pytest
 
 from csi.host.errors import FormatRefused
+from csi.host.kernel import FAULT_ENV
 from csi.host.mkfs import make_filesystem
 from csi.pb import csi_pb2
 from tests.helpers import need_tool
@@ -82,18 +84,20 @@ def test_failing_mkfs_leaves_nothing(kubelet: Kubelet, shims: Shims, flavour: Fl
     kubelet.delete(volume_id)
 
 
-def test_failing_mount_during_stage_detaches_the_loop(kubelet: Kubelet, shims: Shims) -> None:
+def test_failing_mount_during_stage_detaches_the_loop(
+    kubelet: Kubelet, monkeypatch: pytest.MonkeyPatch
+) -> None:
     volume_id = kubelet.create("unlucky", EXT4)
     image = kubelet.image(volume_id)
     staging = kubelet.staging(volume_id)
-    shims.fail("mount")
+    monkeypatch.setenv(FAULT_ENV, "mount:fs")
     error = rpc_error(lambda: kubelet.stage(volume_id, staging, EXT4.cap()))
     assert error.code() == grpc.StatusCode.INTERNAL
     assert "mount" in (error.details() or "")
     assert loops_for(image) == [], "a failed stage left its loop device attached"
     assert not mounts_at(staging)
 
-    shims.heal("mount")
+    monkeypatch.delenv(FAULT_ENV)
     kubelet.stage(volume_id, staging, EXT4.cap())
     assert len(loops_for(image)) == 1
     assert mounts_at(staging)[0].fs_type == "ext4"
@@ -102,31 +106,35 @@ def test_failing_mount_during_stage_detaches_the_loop(kubelet: Kubelet, shims: S
 
 
 @pytest.mark.parametrize("flavour", [EXT4, DIRECTORY], ids=lambda f: f.id)
-@pytest.mark.parametrize("tool", ["mount", "umount"])
-def test_failing_mount_tools_around_publish(
-    kubelet: Kubelet, shims: Shims, flavour: Flavour, tool: str
+@pytest.mark.parametrize("step", ["mount:bind", "mount:remount", "umount"])
+def test_failing_mount_calls_around_publish(
+    kubelet: Kubelet, monkeypatch: pytest.MonkeyPatch, flavour: Flavour, step: str
 ) -> None:
     cap = flavour.cap()
     volume_id = kubelet.create("wobbly", flavour)
     staging = kubelet.staging(volume_id)
     target = kubelet.target("pod")
     kubelet.stage(volume_id, staging, cap)
-    if tool == "mount":
-        shims.fail("mount")
-        error = rpc_error(lambda: kubelet.publish(volume_id, staging, target, cap))
+    if step.startswith("mount:"):
+        # The remount applies the flags: nosuid makes the publish take that second step.
+        flagged = flavour.cap(flags=("nosuid",))
+        monkeypatch.setenv(FAULT_ENV, step)
+        error = rpc_error(lambda: kubelet.publish(volume_id, staging, target, flagged))
         assert error.code() == grpc.StatusCode.INTERNAL
+        assert step in (error.details() or "")
         assert not target.exists(), "a failed publish left the target it created"
-        shims.heal("mount")
-        kubelet.publish(volume_id, staging, target, cap)
+        assert not mounts_at(target), "a failed remount left the bind behind"
+        monkeypatch.delenv(FAULT_ENV)
+        kubelet.publish(volume_id, staging, target, flagged)
     else:
         kubelet.publish(volume_id, staging, target, cap)
         (target / "note").write_text("in use")
-        shims.fail("umount")
+        monkeypatch.setenv(FAULT_ENV, step)
         error = rpc_error(lambda: kubelet.unpublish(volume_id, target))
         assert error.code() == grpc.StatusCode.INTERNAL
         assert (target / "note").read_text() == "in use", "target lost while still mounted"
         assert "umount" in (error.details() or "")
-        shims.heal("umount")
+        monkeypatch.delenv(FAULT_ENV)
     assert len(mounts_at(target)) == 1
     kubelet.unpublish(volume_id, target)
     assert not target.exists()

@@ -1,10 +1,12 @@
-"""Failing host tools: a PATH shim makes one tool fail; the call says so and rolls back.
+"""Failing host steps: one tool or one system call fails; the call says so and rolls back.
 
-For every RPC that runs losetup, mkfs.ext4, mount, resize2fs or blkid: with a failing shim
-first on the driver's PATH the call must fail with INTERNAL or FAILED_PRECONDITION (never
-UNKNOWN) naming the tool, and leave host and record as they were (no new loop device,
-mount, target or scratch file; the record byte-for-byte). After a restart without the shim,
-the orchestrator's retry succeeds and the volume lives on to a clean delete.
+Forked tools (mkfs.ext4, resize2fs) fail through a shim first on the driver's PATH; mounts,
+unmounts and loop-device ioctls, which fork nothing, fail through the seam's
+CSI_FAIL_SYSCALL (csi.host.kernel) naming one step. For every RPC that takes such a step,
+the call must fail with INTERNAL or FAILED_PRECONDITION (never UNKNOWN) naming the tool or
+the step, and leave host and record as they were (no new loop device, mount, target or
+scratch file; the record byte-for-byte). After a restart without the fault, the
+orchestrator's retry succeeds and the volume lives on to a clean delete.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from csi.host.kernel import FAULT_ENV, STEPS
+from csi.host.tools import HOST_TOOLS
 from tests.integration.support import DIRECTORY, Flavour, loops_for, mounts_under
 from tests.reliability.driver_process import DriverProcess, rpc_error
 from tests.reliability.host_checks import image_path, scratch_files
@@ -25,7 +29,7 @@ IN_USE = ("create", "stage", "publish", "write")
 
 @dataclass(frozen=True)
 class Case:
-    tool: str
+    tool: str  # a program of csi.host.tools, or a step of csi.host.kernel
     flavour: Flavour
     setup: tuple[str, ...]
     op: str
@@ -34,21 +38,35 @@ class Case:
     def id(self) -> str:
         return f"{self.tool}-{self.op}-{self.flavour.id}"
 
+    @property
+    def syscall(self) -> bool:
+        return self.tool in STEPS
+
 
 CASES = [
     Case("mkfs.ext4", EXT4, (), "create"),
-    Case("losetup", EXT4, ("create",), "stage"),
-    Case("losetup", BLOCK, ("create",), "stage"),
-    Case("mount", EXT4, ("create",), "stage"),
-    Case("mount", DIRECTORY, ("create",), "stage"),
-    Case("mount", EXT4, ("create", "stage"), "publish"),
-    Case("mount", BLOCK, ("create", "stage"), "publish"),
-    Case("mount", DIRECTORY, ("create", "stage"), "publish"),
+    Case("loop:find", EXT4, ("create",), "stage"),
+    Case("loop:configure", EXT4, ("create",), "stage"),
+    Case("loop:configure", BLOCK, ("create",), "stage"),
+    Case("mount:fs", EXT4, ("create",), "stage"),
+    Case("mount:bind", DIRECTORY, ("create",), "stage"),
+    Case("mount:bind", EXT4, ("create", "stage"), "publish"),
+    Case("mount:bind", BLOCK, ("create", "stage"), "publish"),
+    Case("mount:bind", DIRECTORY, ("create", "stage"), "publish"),
     Case("resize2fs", EXT4, ("create", "expand"), "stage"),
     Case("resize2fs", EXT4, (*IN_USE, "expand"), "node-expand"),
-    Case("losetup", BLOCK, IN_USE, "expand"),
-    Case("losetup", EXT4, (*IN_USE, "unpublish"), "unstage"),
+    Case("loop:capacity", BLOCK, IN_USE, "expand"),
+    Case("umount", EXT4, IN_USE, "unpublish"),
+    Case("umount", DIRECTORY, IN_USE, "unpublish"),
+    Case("umount", BLOCK, IN_USE, "unpublish"),
+    Case("umount", EXT4, (*IN_USE, "unpublish"), "unstage"),
+    Case("umount", DIRECTORY, (*IN_USE, "unpublish"), "unstage"),
+    Case("loop:clear", EXT4, (*IN_USE, "unpublish"), "unstage"),
+    Case("loop:clear", BLOCK, (*IN_USE, "unpublish"), "unstage"),
 ]
+# Steps a lifecycle of Life's takes only with flags (remount: tests/integration/
+# test_failures.py) or never (propagation: no caller asks for it).
+ELSEWHERE = {"mount:remount", "mount:propagation"}
 
 
 def make_shim(directory: Path, tool: str) -> Path:
@@ -74,15 +92,19 @@ def host_view(life: Life) -> dict[str, object]:
     }
 
 
-def test_every_tool_is_covered() -> None:
+def test_every_tool_and_step_is_covered() -> None:
     # blkid only runs to name what sits on a damaged image, which is refused before any
-    # tool could fail (tests/integration/test_damaged_image.py).
-    assert {c.tool for c in CASES} == {"losetup", "mkfs.ext4", "mount", "resize2fs"}
+    # tool could fail (tests/integration/test_damaged_image.py); xfs tools and e2fsck run
+    # only for xfs volumes or a grown ext4 (tests/integration/test_failures.py, test_expand).
+    tools = {c.tool for c in CASES if not c.syscall}
+    assert tools == {"mkfs.ext4", "resize2fs"}
+    assert tools <= set(HOST_TOOLS)
+    assert {c.tool for c in CASES if c.syscall} == STEPS - ELSEWHERE
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_failing_tool_rolls_back_and_retry_succeeds(
-    driver_process: DriverProcess, tmp_path: Path, case: Case
+def test_failing_step_rolls_back_and_retry_succeeds(
+    driver_process: DriverProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: Case
 ) -> None:
     life = Life(driver_process, case.flavour)
     if case.setup:
@@ -91,7 +113,12 @@ def test_failing_tool_rolls_back_and_retry_succeeds(
             life.do(step)
         assert driver_process.stop() == 0
 
-    driver_process.start(path_prefix=make_shim(tmp_path / "shims", case.tool))
+    if case.syscall:
+        monkeypatch.setenv(FAULT_ENV, case.tool)  # the driver's environment is ours, copied
+        driver_process.start()
+        monkeypatch.delenv(FAULT_ENV)
+    else:
+        driver_process.start(path_prefix=make_shim(tmp_path / "shims", case.tool))
     before = host_view(life)
     error = rpc_error(lambda: life.do(case.op))
     codes = (grpc.StatusCode.INTERNAL, grpc.StatusCode.FAILED_PRECONDITION)
@@ -99,7 +126,7 @@ def test_failing_tool_rolls_back_and_retry_succeeds(
     assert case.tool in (error.details() or ""), f"error does not name {case.tool}"
     after = host_view(life)
     record_changed = after.pop("record") != before.pop("record")
-    if case.op == "unstage":
+    if case.op == "unstage" and case.tool == "loop:clear":
         # The unmount went through and the detach did not: nothing to roll back, but the
         # record must still cover the loop device that is left.
         assert after["mounts"] == []

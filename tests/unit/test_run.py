@@ -112,13 +112,13 @@ def test_a_quick_command_within_the_deadline_succeeds(shims: Shims) -> None:
 
 
 def test_failures_are_typed_and_redacted(shims: Shims) -> None:
-    shims.put("mount", "echo 'mount: bad option pass=hunter2' >&2; exit 32")
+    shims.put("blkid", "echo 'blkid: bad option pass=hunter2' >&2; exit 32")
     with pytest.raises(CommandFailed) as caught:
-        run(["mount"], sensitive=["pass=hunter2"])
+        run(["blkid"], sensitive=["pass=hunter2"])
     error = caught.value
     assert not isinstance(error, NoSpace)
-    assert (error.tool, error.returncode) == ("mount", 32)
-    assert error.message == "mount failed (exit 32): mount: bad option ***"
+    assert (error.tool, error.returncode) == ("blkid", 32)
+    assert error.message == "blkid failed (exit 32): blkid: bad option ***"
     assert "hunter2" not in error.stderr
 
 

@@ -1,0 +1,287 @@
+"""The one seam between the host layer and the kernel's mount and loop interfaces.
+
+Every mount, unmount and loop-device change the driver makes is one of the calls here:
+``mount(2)`` and ``umount2(2)`` through libc, and the ioctls of ``/dev/loop-control`` and
+``/dev/loopN``. Nothing forks. A failure comes back as the typed host error of its kind
+(``MountFailed``, ``UnmountFailed``, ``LoopFailed``) carrying the errno, never as a bare
+OSError, so ``csi.status`` can give it its code.
+
+Fault injection lives here too, so the reliability tier can fail each step on demand: with
+``CSI_FAIL_SYSCALL`` set to a comma-separated list of steps (``mount:bind``, or a whole
+family such as ``loop``), each selected step fails with EIO before it reaches the kernel,
+exactly as a real failure would surface. Unset (production), the check is one dictionary
+lookup per call. The variable is read at each call, so a test may set it in-process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import os
+import stat
+import struct
+from collections.abc import Callable
+from functools import partial
+from typing import TypeVar
+
+from csi.host.errors import LoopFailed, MountFailed, UnmountFailed
+
+FAULT_ENV = "CSI_FAIL_SYSCALL"
+# Every step the seam can be told to fail; a selector names a step or its family.
+STEPS = frozenset(
+    {
+        "mount:fs",  # mount a filesystem from a device
+        "mount:bind",  # bind a file or directory onto a target
+        "mount:remount",  # change a bind mount's per-mount flags (ro, nosuid, ...)
+        "mount:propagation",  # make a mount shared, private, slave or unbindable
+        "umount",
+        "loop:find",  # LOOP_CTL_GET_FREE
+        "loop:configure",  # LOOP_CONFIGURE (or LOOP_SET_FD + LOOP_SET_STATUS64)
+        "loop:clear",  # LOOP_CLR_FD
+        "loop:capacity",  # LOOP_SET_CAPACITY
+    }
+)
+
+# umount2(2) flags.
+UMOUNT_NOFOLLOW = 8
+
+LOOP_CONTROL = "/dev/loop-control"
+LOOP_SET_FD = 0x4C00
+LOOP_CLR_FD = 0x4C01
+LOOP_SET_STATUS64 = 0x4C04
+LOOP_SET_CAPACITY = 0x4C07
+LOOP_CONFIGURE = 0x4C0A
+LOOP_CTL_GET_FREE = 0x4C82
+# struct loop_info64, as loopdev.py reads it, and struct loop_config around it: the backing
+# fd and the logical block size (__u32 each), the loop_info64, 64 reserved bytes.
+LOOP_INFO64 = struct.Struct("=5Q4I64s64s32s2Q")
+LOOP_CONFIG = struct.Struct("=2I" + LOOP_INFO64.format.lstrip("=") + "8Q")
+LO_FLAGS_READ_ONLY = 1
+LO_FLAGS_AUTOCLEAR = 4
+# Two attachers may be handed the same free device; the loser retries with a new one.
+ATTACH_ATTEMPTS = 16
+
+T = TypeVar("T")
+
+
+class _Libc:
+    """libc's mount(2) and umount2(2), typed once."""
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.mount = libc.mount
+        self.mount.argtypes = [
+            ctypes.c_char_p,
+            ctypes.c_char_p,
+            ctypes.c_char_p,
+            ctypes.c_ulong,
+            ctypes.c_char_p,
+        ]
+        self.mount.restype = ctypes.c_int
+        self.umount2 = libc.umount2
+        self.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        self.umount2.restype = ctypes.c_int
+
+
+_LIBC = _Libc()
+
+
+def selected(step: str) -> bool:
+    """Is ``step`` selected to fail by CSI_FAIL_SYSCALL?"""
+    wanted = os.environ.get(FAULT_ENV)
+    if not wanted:
+        return False
+    family = step.split(":", 1)[0]
+    return any(s in (step, family) for s in wanted.split(","))
+
+
+def _injected(step: str) -> OSError:
+    return OSError(errno.EIO, f"{os.strerror(errno.EIO)} (injected by {FAULT_ENV}={step})")
+
+
+def errno_name(code: int) -> str:
+    return errno.errorcode.get(code, f"errno {code}")
+
+
+def _reason(exc: OSError) -> str:
+    code = exc.errno or 0
+    return f"{exc.strerror or os.strerror(code)} [{errno_name(code)}]"
+
+
+# -- mount(2), umount2(2) --------------------------------------------------------------------
+def mount(
+    step: str,
+    source: str | None,
+    target: str,
+    fs_type: str | None,
+    flags: int,
+    data: str | None = None,
+    *,
+    what: str = "",
+) -> None:
+    """mount(2); ``step`` names it for fault injection and errors, ``what`` describes the
+    mount for the error message (never the caller's options: they may hold secrets)."""
+    try:
+        if selected(step):
+            raise _injected(step)
+        rc = _LIBC.mount(
+            None if source is None else os.fsencode(source),
+            os.fsencode(target),
+            None if fs_type is None else fs_type.encode(),
+            flags,
+            None if data is None else data.encode(),
+        )
+        if rc != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+    except OSError as exc:
+        code = exc.errno or errno.EIO
+        raise MountFailed(
+            f"mount failed ({step}{', ' + what if what else ''} at {target}): {_reason(exc)}",
+            step=step,
+            errno=code,
+        ) from None
+
+
+def umount(target: str, *, is_mounted: Callable[[], bool]) -> bool:
+    """umount2(2) of the top mount at ``target`` (symlinks not followed). Returns False if
+    nothing is mounted there (EINVAL, ENOENT); ``is_mounted`` is asked only when the step is
+    selected to fail, so an injected failure hits real unmounts only."""
+    try:
+        if selected("umount") and is_mounted():
+            raise _injected("umount")
+        if _LIBC.umount2(os.fsencode(target), UMOUNT_NOFOLLOW) == 0:
+            return True
+        code = ctypes.get_errno()
+        if code in (errno.EINVAL, errno.ENOENT, errno.ENOTDIR):
+            return False  # not a mount point, or no such path: nothing mounted there
+        raise OSError(code, os.strerror(code))
+    except OSError as exc:
+        code = exc.errno or errno.EIO
+        raise UnmountFailed(
+            f"umount failed at {target}: {_reason(exc)}", step="umount", errno=code
+        ) from None
+
+
+# -- loop devices ----------------------------------------------------------------------------
+def _loop_call(step: str, device: str, call: Callable[[], T]) -> T:
+    try:
+        if selected(step):
+            raise _injected(step)
+        return call()
+    except OSError as exc:
+        raise _loop_failed(step, device, exc) from None
+
+
+def _loop_failed(step: str, device: str, exc: OSError) -> LoopFailed:
+    code = exc.errno or errno.EIO
+    return LoopFailed(f"{step} failed on {device}: {_reason(exc)}", step=step, errno=code)
+
+
+def _open_device(number: int, mode: int) -> int:
+    """Open /dev/loopN; if the node is missing (a /dev without devtmpfs), make it from the
+    numbers sysfs gives the device."""
+    path = f"/dev/loop{number}"
+    try:
+        return os.open(path, mode | os.O_CLOEXEC)
+    except FileNotFoundError:
+        with open(f"/sys/block/loop{number}/dev") as fh:
+            major, minor = (int(x) for x in fh.read().split(":"))
+        with contextlib.suppress(FileExistsError):
+            os.mknod(path, 0o660 | stat.S_IFBLK, os.makedev(major, minor))
+        return os.open(path, mode | os.O_CLOEXEC)
+
+
+def _info(backing: str, read_only: bool) -> bytes:
+    name = os.fsencode(backing)[:63]
+    flags = LO_FLAGS_READ_ONLY if read_only else 0
+    return LOOP_INFO64.pack(0, 0, 0, 0, 0, 0, 0, 0, flags, name, b"", b"", 0, 0)
+
+
+def _configure(device_fd: int, backing_fd: int, info: bytes) -> None:
+    """Bind the backing file in one step; kernels before 5.8 lack LOOP_CONFIGURE and get
+    the two-step LOOP_SET_FD + LOOP_SET_STATUS64, undone if its second step fails."""
+    config = LOOP_CONFIG.pack(backing_fd, 0, *LOOP_INFO64.unpack(info), *([0] * 8))
+    try:
+        fcntl.ioctl(device_fd, LOOP_CONFIGURE, config)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTTY):
+            raise
+    fcntl.ioctl(device_fd, LOOP_SET_FD, backing_fd)
+    try:
+        fcntl.ioctl(device_fd, LOOP_SET_STATUS64, info)
+    except OSError:
+        fcntl.ioctl(device_fd, LOOP_CLR_FD, 0)
+        raise
+
+
+def loop_attach(backing: str, *, read_only: bool) -> str:
+    """Bind ``backing`` to a free loop device (no autoclear, like ``losetup --find``);
+    returns /dev/loopN. A read-only device is opened, bound and flagged read-only."""
+    mode = os.O_RDONLY if read_only else os.O_RDWR
+    try:
+        backing_fd = os.open(backing, mode | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _loop_failed("loop:configure", backing, exc) from None
+    try:
+        control = _loop_call("loop:find", LOOP_CONTROL, lambda: os.open(LOOP_CONTROL, os.O_RDWR))
+        try:
+            return _attach_free(control, backing_fd, _info(backing, read_only), mode)
+        finally:
+            os.close(control)
+    finally:
+        os.close(backing_fd)
+
+
+def _get_free(control: int) -> int:
+    return int(fcntl.ioctl(control, LOOP_CTL_GET_FREE))
+
+
+def _attach_free(control: int, backing_fd: int, info: bytes, mode: int) -> str:
+    for _ in range(ATTACH_ATTEMPTS):
+        number = _loop_call("loop:find", LOOP_CONTROL, partial(_get_free, control))
+        device = f"/dev/loop{number}"
+        fd = _loop_call("loop:configure", device, partial(_open_device, number, mode))
+        try:
+            _loop_call("loop:configure", device, partial(_configure, fd, backing_fd, info))
+            return device
+        except LoopFailed as failed:
+            if failed.errno != errno.EBUSY:
+                raise
+            # Another attacher bound it between our find and our configure: find again.
+        finally:
+            os.close(fd)
+    raise LoopFailed(
+        f"loop:configure failed: every free device was taken first ({ATTACH_ATTEMPTS} tries)",
+        step="loop:configure",
+        errno=errno.EBUSY,
+    )
+
+
+def _with_device(step: str, device: str, request: int) -> None:
+    def call() -> None:
+        fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(fd, request, 0)
+        finally:
+            os.close(fd)
+
+    _loop_call(step, device, call)
+
+
+def loop_detach(device: str) -> None:
+    """LOOP_CLR_FD: unbind now, or (device still open elsewhere) when the last opener
+    closes it, as the kernel decides. A device already unbound is left as it is."""
+    try:
+        _with_device("loop:clear", device, LOOP_CLR_FD)
+    except LoopFailed as failed:
+        if failed.errno != errno.ENXIO:
+            raise
+
+
+def loop_set_capacity(device: str) -> None:
+    """LOOP_SET_CAPACITY: the device takes its backing file's current size."""
+    _with_device("loop:capacity", device, LOOP_SET_CAPACITY)
