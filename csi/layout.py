@@ -28,6 +28,7 @@ VOLUME_ID_PREFIX = "vol-"
 SNAPSHOT_ID_PREFIX = "snap-"
 GROUP_ID_PREFIX = "group-"
 PARTIAL_SUFFIX = ".partial"
+DELETING_SUFFIX = ".deleting"  # a directory volume on its way out
 
 
 def volume_id_for_name(name: str) -> str:
@@ -115,6 +116,10 @@ class Layout:
     def ephemeral_staging(self, volume_id: str) -> Path:
         """The private staging path of an ephemeral inline volume."""
         return self.root / "ephemeral" / check_id(volume_id)
+
+    def doomed(self, path: Path) -> Path:
+        """The name a directory takes while it is deleted (a retry finishes it there)."""
+        return path.with_name(path.name + DELETING_SUFFIX)
 
     def partial(self, path: Path) -> Path:
         """The scratch name a multi-step create builds before renaming into place."""

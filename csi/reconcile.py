@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from csi.host import freeze, loopdev, mount
-from csi.layout import PARTIAL_SUFFIX, Layout, is_valid_id
+from csi.layout import DELETING_SUFFIX, PARTIAL_SUFFIX, Layout, is_valid_id
 from csi.state.records import Phase, VolumeRecord
 from csi.state.store import RecordStore
 from csi.volumes.backend import facts_for
-from csi.volumes.directory import DELETING_SUFFIX
 from csi.volumes.groups import GroupSnapshots
 from csi.volumes.manager import Volumes
 from csi.volumes.snapshots import Snapshots

@@ -53,6 +53,7 @@ STATUS_OF: Mapping[type[BaseException], grpc.StatusCode] = MappingProxyType(
         host.InvalidMountOption: Code.INVALID_ARGUMENT,
         host.LoopDeviceUnreadable: Code.INTERNAL,
         host.FormatRefused: Code.FAILED_PRECONDITION,
+        host.MountPointUnusable: Code.FAILED_PRECONDITION,
         host.UnsupportedFilesystem: Code.FAILED_PRECONDITION,
         host.GrowNeedsPrivilege: Code.FAILED_PRECONDITION,
         host.KeyMismatch: Code.FAILED_PRECONDITION,

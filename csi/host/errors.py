@@ -16,6 +16,7 @@ The tree::
     |   +-- UnmountFailed          umount2(2)
     |   +-- LoopFailed             a loop-control or loop-device ioctl
     +-- InvalidMountOption         a mount option this mount cannot apply, refused before any call
+    +-- MountPointUnusable         a publish target that cannot be made or is not what it should be
     +-- LoopDeviceUnreadable       an attached loop device whose backing file cannot be told
     +-- FormatRefused              mkfs asked to format something that already holds a signature
     +-- UnsupportedFilesystem      a filesystem type this host layer does not make or grow
@@ -126,3 +127,7 @@ class KeyMismatch(HostError):
 class ExtentsUnavailable(HostError):
     """The filesystem cannot say where a file's extents are (no FIEMAP); callers fall back
     to reading the data."""
+
+
+class MountPointUnusable(HostError):
+    """A mount point that cannot be made, or is not the kind (or empty) it must be."""

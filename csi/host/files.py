@@ -62,3 +62,29 @@ def extend(path: Path, size: int) -> None:
     """Grow the file (sparse) to at least ``size``; never shrinks it."""
     if path.stat().st_size < size:
         os.truncate(path, size)
+
+
+def move(src: Path, dst: Path) -> None:
+    """Rename within one filesystem (atomic; not made durable here)."""
+    os.rename(src, dst)
+
+
+def is_empty_dir(path: Path) -> bool:
+    with os.scandir(path) as entries:
+        return next(entries, None) is None
+
+
+def grow_durably(path: Path, size: int) -> int:
+    """Grow the file (sparse) to at least ``size`` and make the new size durable; returns
+    its size. Never shrinks, and a no-op once done, so a retry after a crash finds the work
+    done."""
+    current = path.stat().st_size
+    if current >= size:
+        return current
+    os.truncate(path, size)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return size

@@ -90,3 +90,38 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o600, *, durable: boo
 def durable_rename(src: Path, dst: Path) -> None:
     os.rename(src, dst)
     fsync_dir(dst.parent)
+
+
+@dataclass(frozen=True)
+class Space:
+    """A filesystem's room and whether it takes writes (statvfs)."""
+
+    read_only: bool
+    total_bytes: int
+    available_bytes: int
+    total_inodes: int
+    available_inodes: int
+
+
+def space(path: Path | str) -> Space:
+    """Room on the filesystem holding ``path``; OSError if it cannot be read."""
+    st = os.statvfs(path)
+    return Space(
+        read_only=bool(st.f_flag & os.ST_RDONLY),
+        total_bytes=st.f_blocks * st.f_frsize,
+        available_bytes=st.f_bavail * st.f_frsize,
+        total_inodes=st.f_files,
+        available_inodes=st.f_favail,
+    )
+
+
+SYS_EXT4 = Path("/sys/fs/ext4")
+
+
+def ext4_error_count(device: str) -> int:
+    """Errors the kernel counted on the ext4 filesystem of ``device`` since it was mounted
+    (0 when it cannot tell)."""
+    try:
+        return int((SYS_EXT4 / os.path.basename(device) / "errors_count").read_text())
+    except (OSError, ValueError):
+        return 0

@@ -7,7 +7,7 @@ volumes/conditions.py) into the wire's entries; a healthy volume has none.
 
 from __future__ import annotations
 
-import os
+import posixpath
 from collections.abc import Sequence
 
 import grpc
@@ -77,10 +77,10 @@ def at_paths(record: VolumeRecord, staging: str, publish: str) -> list[Condition
     """What the CO's own paths say: a path it staged or published the volume at, that the
     driver does not hold the volume at, means the workload cannot reach it there."""
     problems: list[Condition] = []
-    if publish and os.path.normpath(publish) not in record.targets:
+    if publish and posixpath.normpath(publish) not in record.targets:
         problems.append(found(Problem.TARGET_MOUNT_GONE, path=publish))
     recorded = record.staging_path
-    if staging and not record.ephemeral and os.path.normpath(staging) != recorded:
+    if staging and not record.ephemeral and posixpath.normpath(staging) != recorded:
         problems.append(found(Problem.STAGING_MOUNT_GONE, path=staging))
     return problems
 

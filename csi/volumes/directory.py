@@ -7,12 +7,11 @@ by an older driver is still a use of the volume, and unstage removes it.
 
 from __future__ import annotations
 
-import os
-import shutil
+import contextlib
 from pathlib import Path
 
 from csi.errors import FailedPrecondition
-from csi.host import fs, mount
+from csi.host import files, fs, mount
 from csi.host.copy import copy_tree
 from csi.host.fs import durable_rename
 from csi.layout import Layout
@@ -20,7 +19,6 @@ from csi.state.records import VolumeRecord
 from csi.volumes import targets
 from csi.volumes.backend import DIRECTORY, KindFacts
 
-DELETING_SUFFIX = ".deleting"
 DEFAULT_MODE = 0o777  # pods of any uid may write; fsGroup handling narrows it
 
 
@@ -44,34 +42,31 @@ class DirectoryBackend:
         if final.is_dir():
             return
         partial = self._layout.partial(final)
-        if partial.exists():
-            shutil.rmtree(partial)
+        files.remove(partial)
         try:
             if source is None:
-                partial.mkdir(mode=0o700)
+                files.make_dir(partial)
                 mode = record.spec.mode
-                os.chmod(partial, DEFAULT_MODE if mode is None else mode)
+                files.set_mode(partial, DEFAULT_MODE if mode is None else mode)
             else:
                 self.copy_content(source, partial)
             durable_rename(partial, final)
         except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                files.remove(partial)
             raise
 
     def delete(self, record: VolumeRecord) -> None:
         final = self.path(record)
-        doomed = final.with_name(final.name + DELETING_SUFFIX)
+        doomed = self._layout.doomed(final)
         if final.exists():
             if mount.mounts_under(final):
                 raise FailedPrecondition("volume directory still has mounts beneath it")
             # Not fsynced: the record already says ``deleting`` durably, and a retry (or
             # start-up reconciliation) finishes the delete under either name.
-            os.rename(final, doomed)
-        if doomed.exists():
-            shutil.rmtree(doomed)
-        partial = self._layout.partial(final)
-        if partial.exists():
-            shutil.rmtree(partial)
+            files.move(final, doomed)
+        files.remove(doomed)
+        files.remove(self._layout.partial(final))
 
     def capacity_on_disk(self, record: VolumeRecord) -> int:
         return record.capacity_bytes
@@ -105,7 +100,7 @@ class DirectoryBackend:
         """Published, or staged: the record names a staging path the orchestrator still
         has (it removes the path once unstaged, so a stage recorded before a power loss
         and undone after it does not hold the volume forever)."""
-        staged = bool(record.staging_path) and os.path.isdir(record.staging_path)
+        staged = bool(record.staging_path) and Path(record.staging_path).is_dir()
         return staged or targets.mounted_anywhere(record)
 
     def unstage(self, record: VolumeRecord, staging: Path) -> None:

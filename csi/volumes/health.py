@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from csi.host import loopdev, mount
+from csi.host import fs, loopdev, mount
 from csi.host.errors import LoopDeviceUnreadable
 from csi.state.records import VolumeRecord
 from csi.volumes.conditions import HEALTHY, Condition, found
 from csi.volumes.conditions import Problem as P
 from csi.volumes.manager import Volumes
-
-SYS_EXT4 = Path("/sys/fs/ext4")
 
 __all__ = ["HEALTHY", "Condition", "HostView", "check"]
 
@@ -35,13 +32,6 @@ class HostView:
             self._loops = loopdev.LoopTable.read()
         found = self._loops.devices_of(image)
         return found[0] if found else None
-
-
-def _ext4_errors(device: str) -> int:
-    try:
-        return int((SYS_EXT4 / os.path.basename(device) / "errors_count").read_text())
-    except (OSError, ValueError):
-        return 0
 
 
 def check(volumes: Volumes, record: VolumeRecord, host: HostView | None = None) -> Condition:
@@ -72,7 +62,7 @@ def check(volumes: Volumes, record: VolumeRecord, host: HostView | None = None) 
         if not mount.mounts_at(target, table):
             return found(P.TARGET_MOUNT_GONE, path=target)
     if device is not None and record.fs_type == "ext4":
-        errors = _ext4_errors(device)
+        errors = fs.ext4_error_count(device)
         if errors:
             return found(P.FILESYSTEM_ERRORS, fs="ext4", count=errors)
     if device is not None and loopdev.device_size(device) < record.capacity_bytes:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from csi.errors import FailedPrecondition
 from csi.faults import crash_point
-from csi.host import loopdev, mount
+from csi.host import files, loopdev, mount
 from csi.host.copy import clone_or_copy
 from csi.host.fs import create_sparse_file, durable_rename
 from csi.layout import Layout
@@ -60,7 +59,7 @@ class LoopImages:
         if final.is_file():
             return
         partial = self.layout.partial(final)
-        partial.unlink(missing_ok=True)
+        files.remove_file(partial)
         try:
             if source is None:
                 create_sparse_file(partial, record.capacity_bytes)
@@ -70,11 +69,10 @@ class LoopImages:
                 crash_point("create:formatted")
             else:
                 self.copy_content(source, partial)
-                if partial.stat().st_size < record.capacity_bytes:
-                    os.truncate(partial, record.capacity_bytes)
+                files.extend(partial, record.capacity_bytes)
             durable_rename(partial, final)
         except BaseException:
-            partial.unlink(missing_ok=True)
+            files.remove_file(partial)
             raise
 
     def delete(self, record: VolumeRecord) -> None:
@@ -83,8 +81,8 @@ class LoopImages:
             if mount.mounts_of_device(device):
                 raise FailedPrecondition(f"volume is still mounted through {device}")
             loopdev.detach(device)
-        final.unlink(missing_ok=True)
-        self.layout.partial(final).unlink(missing_ok=True)
+        files.remove_file(final)
+        files.remove_file(self.layout.partial(final))
 
     def device(self, record: VolumeRecord) -> str | None:
         """The image's writable loop device, if one is attached."""
@@ -147,17 +145,5 @@ class LoopImages:
 
 
 def grow_image(image: Path, size: int) -> int:
-    """Grow the image file (sparse, durably) to at least ``size``; returns its size.
-
-    Never shrinks, and a no-op once done: a retry after a crash finds the work done.
-    """
-    current = image.stat().st_size
-    if current >= size:
-        return current
-    os.truncate(image, size)
-    fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return size
+    """Grow the image file (sparse, durably) to at least ``size``; returns its size."""
+    return files.grow_durably(image, size)

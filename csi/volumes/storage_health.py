@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from csi.host import loopspace
+from csi.host import fs, loopspace
 from csi.volumes.conditions import Condition, found
 from csi.volumes.conditions import Problem as P
 
@@ -25,26 +24,25 @@ def check(root: Path, loop_volumes: bool = True) -> list[Condition]:
     ``loop_volumes``: whether loop devices matter here (the check is skipped otherwise).
     """
     try:
-        st = os.statvfs(root)
+        st = fs.space(root)
     except FileNotFoundError:
         return [found(P.ROOT_MISSING, path=root)]
     except OSError as exc:
-        return [found(P.ROOT_MISSING, path=f"{root} ({os.strerror(exc.errno or 0)})")]
+        return [found(P.ROOT_MISSING, path=f"{root} ({exc.strerror})")]
     found_: list[Condition] = []
-    if st.f_flag & os.ST_RDONLY:
+    if st.read_only:
         found_.append(found(P.ROOT_READ_ONLY, path=root))
-    total, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
-    if free < FULL_BYTES or (st.f_files and st.f_favail == 0):
+    total, free = st.total_bytes, st.available_bytes
+    files, favail = st.total_inodes, st.available_inodes
+    if free < FULL_BYTES or (files and favail == 0):
         unit = "space" if free < FULL_BYTES else "inodes"
         found_.append(found(P.ROOT_FULL, path=root, unit=unit))
     elif total and free < total * NEARLY_FULL_SHARE:
         found_.append(
             found(P.ROOT_NEARLY_FULL, path=root, free=_mib(free), total=_mib(total), unit="MiB")
         )
-    elif st.f_files and st.f_favail < st.f_files * NEARLY_FULL_SHARE:
-        found_.append(
-            found(P.ROOT_NEARLY_FULL, path=root, free=st.f_favail, total=st.f_files, unit="inodes")
-        )
+    elif files and favail < files * NEARLY_FULL_SHARE:
+        found_.append(found(P.ROOT_NEARLY_FULL, path=root, free=favail, total=files, unit="inodes"))
     if loop_volumes:
         space = loopspace.read()
         if space.exhausted:

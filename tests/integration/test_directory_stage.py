@@ -16,6 +16,7 @@ import grpc
 from csi.pb import csi_pb2
 from tests.helpers import status_of
 from tests.integration.support import DIRECTORY, READER_ONLY, Kubelet, mounts_at, mounts_under
+from tests.legacy_condition import legacy_condition
 
 Unit = csi_pb2.VolumeUsage.Unit
 
@@ -36,7 +37,9 @@ def test_stage_mounts_nothing_and_publish_binds_the_directory(kubelet: Kubelet) 
     expected = os.statvfs(kubelet.directory(volume_id))
     total = {u.unit: u.total for u in stats.usage}
     assert total[Unit.BYTES] == expected.f_blocks * expected.f_frsize
-    assert not stats.volume_condition.abnormal, stats.volume_condition.message
+    condition = legacy_condition(stats)  # the 1.12 condition, still sent beside 1.13 health
+    assert condition is not None
+    assert not condition.abnormal, condition.message
 
     kubelet.unpublish(volume_id, target)
     assert not target.exists()
