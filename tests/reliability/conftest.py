@@ -12,7 +12,12 @@ import pytest
 
 from tests.helpers import need_root
 from tests.reliability.driver_process import DriverProcess
+from tests.reliability.fuzz_strategies import SEED, SEED_ENV
 from tests.reliability.host_checks import clean_up_host, leftovers
+
+
+def pytest_report_header() -> str:
+    return f"fuzz seed: {SEED} (replay with {SEED_ENV}={SEED})"
 
 
 @pytest.fixture(autouse=True)
