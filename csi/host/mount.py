@@ -48,7 +48,9 @@ def _unescape(field: str) -> str:
 
 def parse_mountinfo(text: str) -> list[MountEntry]:
     entries: list[MountEntry] = []
-    for line in text.splitlines():
+    # Only "\n" ends a line: the kernel escapes space, tab, newline and backslash in paths
+    # but nothing else, and str.splitlines() would also break at \x1c-\x1e, \x85, \u2028...
+    for line in text.split("\n"):
         if not line:
             continue
         left, _, right = line.partition(" - ")
