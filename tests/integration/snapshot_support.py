@@ -10,11 +10,10 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import grpc
-
 from csi.pb import csi_pb2, csi_pb2_grpc
-from tests.helpers import status_of
-from tests.integration.support import MIB, Flavour, Kubelet, read_at, write_at
+from tests.support.host import read_at, write_at
+from tests.support.kubelet import MIB, Flavour, Kubelet
+from tests.support.status import status_of
 
 GIB = 1024 * MIB
 BLOCK_OFFSET = 3 * MIB + 17  # where block tests keep their bytes (not on a sector boundary)
@@ -80,15 +79,6 @@ def fill_until_full(path: Path, limit: int) -> tuple[int, int | None]:
     finally:
         os.close(fd)
     return written, None
-
-
-def rpc_error(call: Callable[[], object]) -> grpc.RpcError:
-    """The gRPC error ``call`` ends with; fails the test if it succeeds."""
-    try:
-        call()
-    except grpc.RpcError as exc:
-        return exc
-    raise AssertionError("the call succeeded but an error was expected")
 
 
 class Session:

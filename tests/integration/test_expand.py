@@ -9,7 +9,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.helpers import need_tool, running_driver
 from tests.integration.snapshot_support import (
     Session,
     fill_until_full,
@@ -18,23 +17,13 @@ from tests.integration.snapshot_support import (
     get,
     has_cap_sys_resource,
     put,
-    rpc_error,
 )
-from tests.integration.support import (
-    BLOCK,
-    EXT4,
-    MIB,
-    XFS,
-    Flavour,
-    Kubelet,
-    device_size,
-    loops_for,
-    mounts_at,
-    read_at,
-    record_growth_behind_the_driver,
-    write_at,
-    write_error,
-)
+from tests.integration.support import record_growth_behind_the_driver
+from tests.support.driver import running_driver
+from tests.support.host import device_size, loops_for, mounts_at, read_at, write_at, write_error
+from tests.support.kubelet import BLOCK, EXT4, MIB, XFS, Flavour, Kubelet
+from tests.support.prerequisites import need_tool
+from tests.support.status import rpc_error
 
 DATA = b"must survive the expansion\n" * 200
 

@@ -8,7 +8,8 @@ import pytest
 
 from csi.pb import csi_pb2
 from tests.integration.snapshot_support import Session
-from tests.integration.support import DIRECTORY, EXT4, Flavour, loops_for, mounts_at, sh
+from tests.support.host import loops_for, mounts_at, sh
+from tests.support.kubelet import DIRECTORY, EXT4, Flavour
 
 
 def node_id(session: Session) -> str:

@@ -35,12 +35,15 @@ from hypothesis import HealthCheck, example, given, seed, settings
 from hypothesis import strategies as st
 
 from csi.pb import csi_pb2, csi_pb2_grpc
-from tests.helpers import RunningDriver, block_capability, need_root, running_driver
-from tests.integration.support import force_cleanup, loops_under, mounts_under
 from tests.reliability.fuzz_strategies import SEED, Hints, regressions, request_for
-from tests.reliability.hostile import DIRECTORY, EXT4, MIB, Caller, listing, make_canary, methods
+from tests.reliability.hostile import DIRECTORY, EXT4, listing, make_canary, methods
 from tests.reliability.hostile import rpc as rpc_for
 from tests.reliability.hostile_values import UNKNOWN_VOLUME, hostile_strings
+from tests.support.driver import RunningDriver, running_driver
+from tests.support.host import loops_under, mounts_under
+from tests.support.invariants import no_leftovers
+from tests.support.kubelet import MIB, Kubelet, block_capability
+from tests.support.prerequisites import need_root
 
 pb = csi_pb2
 Code = grpc.StatusCode
@@ -52,7 +55,7 @@ TIMEOUT = 10.0
 @dataclass
 class Fuzz:
     rd: RunningDriver
-    caller: Caller
+    caller: Kubelet
     root: Path
     canary: Path
     foreign: Path  # a mount of the test's own, in the hints' paths: it must stay mounted
@@ -68,7 +71,7 @@ def host_view(root: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(sorted(mounts_under(root))), tuple(loops_under(root))
 
 
-def make_base(caller: Caller) -> list[str]:
+def make_base(caller: Kubelet) -> list[str]:
     """The module's snapshot and volumes (directory, block, ext4); idempotent, so an
     example that deleted one gets it back, with the same ID (IDs come from names)."""
     ctl = caller.client.controller
@@ -90,29 +93,31 @@ def fuzz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzz]:
     (links / "to-canary").symlink_to(canary)
     foreign = root / "foreign"
     foreign.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "fuzz-foreign", str(foreign)], check=True)
     overrides = {"default_volume_size": 16 * MIB, "max_volume_size": 256 * MIB}
-    try:
-        with running_driver(data, capacity_limit=2048 * MIB, **overrides) as rd:
-            caller = Caller(rd.client, root / "kubelet")
-            ids = make_base(caller)
-            staging, target = caller.staging("fuzz"), caller.target("fuzz")
-            pods = str(target.parent.parent)
-            paths = [str(staging), str(target), str(links / "to-canary"), str(data), "rel/x"]
-            paths += [str(data / "volumes" / ids[1]), f"{pods}/new", "/a/../b", "/x\x00y"]
-            paths.append(str(foreign))
-            junk = list(hostile_strings(canary).values())
-            names = ["fuzz-dir", "fuzz-ext4", "fuzz-new", "fuzz-new-2"]
-            hints = Hints([*ids, "csi-" + "a" * 64, UNKNOWN_VOLUME], names, paths, pods, junk,
-                          ext4=ids[-1], directory=ids[1], snapshot=ids[0],
-                          staging=str(staging), target=str(target))  # fmt: skip
-            base = frozenset(ids)
-            yield Fuzz(rd, caller, root, canary, foreign, staging, target, ids[-1], base, hints)
-    finally:
-        subprocess.run(["umount", "--", str(foreign)], check=False)
-        leaked = mounts_under(root)
-        force_cleanup(root)
-    assert not leaked, f"mounts left behind: {leaked}"
+    with no_leftovers(root):
+        subprocess.run(["mount", "-t", "tmpfs", "fuzz-foreign", str(foreign)], check=True)
+        try:
+            with running_driver(data, capacity_limit=2048 * MIB, **overrides) as rd:
+                yield fuzz_on(rd, root, canary, foreign)
+        finally:
+            subprocess.run(["umount", "--", str(foreign)], check=False)
+
+
+def fuzz_on(rd: RunningDriver, root: Path, canary: Path, foreign: Path) -> Fuzz:
+    data, links = rd.data_dir, root / "links"
+    caller = Kubelet(rd.client, root / "kubelet", data)
+    ids = make_base(caller)
+    staging, target = caller.staging("fuzz"), caller.target("fuzz")
+    pods = str(target.parent.parent)
+    paths = [str(staging), str(target), str(links / "to-canary"), str(data), "rel/x"]
+    paths += [str(data / "volumes" / ids[1]), f"{pods}/new", "/a/../b", "/x\x00y"]
+    paths.append(str(foreign))
+    junk = list(hostile_strings(canary).values())
+    names = ["fuzz-dir", "fuzz-ext4", "fuzz-new", "fuzz-new-2"]
+    hints = Hints([*ids, "csi-" + "a" * 64, UNKNOWN_VOLUME], names, paths, pods, junk,
+                  ext4=ids[-1], directory=ids[1], snapshot=ids[0],
+                  staging=str(staging), target=str(target))  # fmt: skip
+    return Fuzz(rd, caller, root, canary, foreign, staging, target, ids[-1], frozenset(ids), hints)
 
 
 def reset(f: Fuzz) -> None:
