@@ -36,11 +36,17 @@ from hypothesis import strategies as st
 
 from csi.pb import csi_pb2, csi_pb2_grpc
 from tests.reliability.fuzz_strategies import SEED, Hints, regressions, request_for
-from tests.reliability.hostile import DIRECTORY, EXT4, listing, make_canary, methods
+from tests.reliability.hostile import DIRECTORY, EXT4, Entry, listing, make_canary, methods
 from tests.reliability.hostile import rpc as rpc_for
 from tests.reliability.hostile_values import UNKNOWN_VOLUME, hostile_strings
 from tests.support.driver import RunningDriver, running_driver
-from tests.support.host import loops_under, mounts_under
+from tests.support.host import (
+    backing_names_under,
+    loop_is_dying,
+    loops_under,
+    mounts_under,
+    settle_loops,
+)
 from tests.support.invariants import no_leftovers
 from tests.support.kubelet import MIB, Kubelet, block_capability
 from tests.support.prerequisites import need_root
@@ -67,7 +73,9 @@ class Fuzz:
 
 
 def host_view(root: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Mount points under the test's root and loop devices backed by files under it."""
+    """Mount points under the test's root and loop devices backed by files under it (once
+    any whose detach is pending has gone)."""
+    settle_loops(root)
     return tuple(sorted(mounts_under(root))), tuple(loops_under(root))
 
 
@@ -188,6 +196,7 @@ def test_fuzz(fuzz: Fuzz, group: str) -> None:
     host = host_view(f.root)
     assert f.foreign in [Path(p) for p in host[0]], "the test's own mount is missing"
     internals = Internals()
+    first: list[str] = []
     logging.getLogger("csi.rpc").addHandler(internals)
     cases = st.sampled_from(methods(group)).flatmap(
         lambda m: st.tuples(st.just(m), request_for(m, f.hints), st.integers(0, 2))
@@ -208,14 +217,13 @@ def test_fuzz(fuzz: Fuzz, group: str) -> None:
         finally:
             reset(f)
         seen[f"{method.name}:{code.name}"] += 1
-        replay = f"(replay: LOCALVOL_FUZZ_SEED={SEED})"
-        wrong = (Code.UNKNOWN, Code.INTERNAL, Code.DEADLINE_EXCEEDED, Code.UNAVAILABLE)
-        assert code not in wrong, (
-            f"{method.name}: {code.name} {details} {internals.cause(details)} {replay}"
-        )
-        assert listing(f.canary) == canary, f"the canary changed {replay}"
-        assert set(os.listdir(f.root)) == beside, f"files appeared beside the data root {replay}"
-        assert host_view(f.root) == host, f"mounts or loop devices changed {replay}"
+        try:
+            check(f, method.name, code, details, canary, beside, host, internals)
+        except AssertionError as exc:
+            # What an example leaks stays for the next ones: shrinking then reports the
+            # simplest of them. The first failing example is the one that made the leak.
+            first.append(f"{method.name} setup={setup} {request!r}: {exc}")
+            raise AssertionError(f"{exc}\nfirst failing example: {first[0]}") from None
 
     for case in regressions(group, f.hints):
         one = example(case=case)(one)
@@ -225,6 +233,27 @@ def test_fuzz(fuzz: Fuzz, group: str) -> None:
     finally:
         logging.getLogger("csi.rpc").removeHandler(internals)
     print(f"{group}: {sum(seen.values())} examples, {dict(sorted(seen.items()))}")
+
+
+def check(
+    f: Fuzz,
+    method: str,
+    code: grpc.StatusCode,
+    details: str,
+    canary: dict[str, Entry],
+    beside: set[str],
+    host: tuple[tuple[str, ...], tuple[str, ...]],
+    internals: Internals,
+) -> None:
+    """One example's outcome: a status a caller can act on, nothing changed that it made."""
+    replay = f"(replay: LOCALVOL_FUZZ_SEED={SEED})"
+    wrong = (Code.UNKNOWN, Code.INTERNAL, Code.DEADLINE_EXCEEDED, Code.UNAVAILABLE)
+    assert code not in wrong, f"{method}: {code.name} {details} {internals.cause(details)} {replay}"
+    assert listing(f.canary) == canary, f"the canary changed {replay}"
+    assert set(os.listdir(f.root)) == beside, f"files appeared beside the data root {replay}"
+    now = host_view(f.root)
+    loops = {d: (b, loop_is_dying(d)) for d, b in backing_names_under(f.root).items()}
+    assert now == host, f"mounts or loop devices changed {replay}: {now}, {loops}"
 
 
 def _call(call: object, request: Message) -> tuple[grpc.StatusCode, str]:

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +105,25 @@ def backing_names_under(root: Path | str) -> dict[str, str]:
     base = os.path.realpath(root) + "/"
     bound = _bound_loops()
     return {d: b.removesuffix(DELETED) for d, b in bound.items() if b.startswith(base)}
+
+
+def loop_is_dying(device: str) -> bool:
+    """True if ``device``'s detach is pending: ``losetup --detach`` on a device someone
+    still has open (udev's blkid probe after an unmount, say) only sets autoclear, and the
+    kernel lets go of it when the last opener closes."""
+    try:
+        return (SYS_BLOCK / Path(device).name / "loop" / "autoclear").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+def settle_loops(root: Path | str, timeout: float = 5.0) -> None:
+    """Wait (up to ``timeout``) until no loop device backed by a file under ``root`` is
+    dying. Checks then see what stays: a device still bound afterwards, dying or not, is
+    reported as it always was."""
+    deadline = time.monotonic() + timeout
+    while any(loop_is_dying(d) for d in loops_under(root)) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def file_id(path: Path | str) -> tuple[int, int]:

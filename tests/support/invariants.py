@@ -24,6 +24,7 @@ from tests.support.host import (
     mounts_at,
     mounts_of,
     mounts_under,
+    settle_loops,
     sh,
     thaw,
 )
@@ -34,7 +35,9 @@ SCRATCH_SUFFIXES = (".partial", ".deleting", ".tmp")
 
 # -- nothing left behind ---------------------------------------------------------------
 def leftovers(root: Path) -> tuple[list[str], list[str]]:
-    """(mount points, loop devices) under ``root``; a loop counts if its file is under it."""
+    """(mount points, loop devices) under ``root``; a loop counts if its file is under it.
+    Dying loop devices (detach pending) get a few seconds to go first."""
+    settle_loops(root)
     return mounts_under(root), loops_under(root)
 
 
@@ -142,6 +145,7 @@ def assert_consistent(
     records need only cover the host: a path the host lost stays recorded until the
     orchestrator stages or unpublishes again.
     """
+    settle_loops(data_dir)  # a device whose detach is pending is on its way out
     records = volume_records(data_dir)
     for record in records:
         assert record.phase is Phase.READY, f"{record.volume_id} left in phase {record.phase}"
