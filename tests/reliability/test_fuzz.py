@@ -42,10 +42,10 @@ from tests.reliability.hostile_values import UNKNOWN_VOLUME, hostile_strings
 from tests.support.driver import RunningDriver, running_driver
 from tests.support.host import (
     backing_names_under,
+    live,
     loop_is_dying,
     loops_under,
     mounts_under,
-    settle_loops,
 )
 from tests.support.invariants import no_leftovers
 from tests.support.kubelet import MIB, Kubelet, block_capability
@@ -73,10 +73,9 @@ class Fuzz:
 
 
 def host_view(root: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Mount points under the test's root and loop devices backed by files under it (once
-    any whose detach is pending has gone)."""
-    settle_loops(root)
-    return tuple(sorted(mounts_under(root))), tuple(loops_under(root))
+    """Mount points under the test's root and loop devices backed by files under it, but
+    for those whose detach is pending (``tests.support.host.live``)."""
+    return tuple(sorted(mounts_under(root))), tuple(live(loops_under(root)))
 
 
 def make_base(caller: Kubelet) -> list[str]:

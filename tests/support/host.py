@@ -15,7 +15,6 @@ import json
 import os
 import re
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,13 +116,13 @@ def loop_is_dying(device: str) -> bool:
         return False
 
 
-def settle_loops(root: Path | str, timeout: float = 5.0) -> None:
-    """Wait (up to ``timeout``) until no loop device backed by a file under ``root`` is
-    dying. Checks then see what stays: a device still bound afterwards, dying or not, is
-    reported as it always was."""
-    deadline = time.monotonic() + timeout
-    while any(loop_is_dying(d) for d in loops_under(root)) and time.monotonic() < deadline:
-        time.sleep(0.05)
+def live(devices: list[str]) -> list[str]:
+    """The devices whose detach has not been asked for. A dying device is held by someone
+    else: udev's probe for a moment, or a mount namespace another process
+    made (copying our mounts, then never seeing our unmount), which pins the filesystem
+    until that process ends. The driver counts such a device as gone (not usable), and so
+    do the checks: what it would still hold open, a mount, is checked on its own."""
+    return [d for d in devices if not loop_is_dying(d)]
 
 
 def file_id(path: Path | str) -> tuple[int, int]:

@@ -18,13 +18,13 @@ from csi.state.records import AccessType, Phase, SnapshotRecord, VolumeKind, Vol
 from tests.support.host import (
     backing_names_under,
     file_id,
+    live,
     loops_backed_by,
     loops_for,
     loops_under,
     mounts_at,
     mounts_of,
     mounts_under,
-    settle_loops,
     sh,
     thaw,
 )
@@ -36,9 +36,8 @@ SCRATCH_SUFFIXES = (".partial", ".deleting", ".tmp")
 # -- nothing left behind ---------------------------------------------------------------
 def leftovers(root: Path) -> tuple[list[str], list[str]]:
     """(mount points, loop devices) under ``root``; a loop counts if its file is under it.
-    Dying loop devices (detach pending) get a few seconds to go first."""
-    settle_loops(root)
-    return mounts_under(root), loops_under(root)
+    A loop device whose detach is pending is not the test's any more (``host.live``)."""
+    return mounts_under(root), live(loops_under(root))
 
 
 def clean_up_host(root: Path) -> None:
@@ -125,9 +124,10 @@ def scratch_files(data_dir: Path) -> list[str]:
 def devices_of(image: Path) -> list[str]:
     """The image's loop devices: those backed by its inode, whatever name the kernel shows
     for it (one attached by a driver in another mount namespace reads ``/images/...``), and
-    those still named after its path (a deleted image's, which no other file can be)."""
+    those still named after its path (a deleted image's, which no other file can be);
+    devices whose detach is pending left out (``host.live``)."""
     by_id = loops_backed_by(file_id(image), image.name) if image.exists() else []
-    return sorted({*by_id, *loops_for(image)})
+    return live(sorted({*by_id, *loops_for(image)}))
 
 
 # -- the invariants --------------------------------------------------------------------
@@ -145,7 +145,6 @@ def assert_consistent(
     records need only cover the host: a path the host lost stays recorded until the
     orchestrator stages or unpublishes again.
     """
-    settle_loops(data_dir)  # a device whose detach is pending is on its way out
     records = volume_records(data_dir)
     for record in records:
         assert record.phase is Phase.READY, f"{record.volume_id} left in phase {record.phase}"
@@ -179,7 +178,7 @@ def assert_consistent(
             if devices and record.access_type is AccessType.MOUNT:
                 staged = {m.source for m in mounts_at(record.staging_path)}
                 assert staged == {devices[0]}, f"staging mounts {staged}, device {devices[0]}"
-    images = backing_names_under(data_dir)
+    images = {d: b for d, b in backing_names_under(data_dir).items() if live([d])}
     known = {str(image_path(data_dir, r.volume_id)) for r in records if r.staging_path}
     assert set(images.values()) <= known, f"loop devices on unknown files: {images}"
 
