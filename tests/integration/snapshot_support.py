@@ -35,9 +35,10 @@ def fs_total(path: Path) -> int:
     return st.f_blocks * st.f_frsize
 
 
-def free_bytes(path: Path) -> int:
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
+def used_under(root: Path) -> int:
+    """Bytes the files under ``root`` really occupy (holes excluded): what a test's own
+    data root holds, whatever other processes do to the filesystem it is on."""
+    return sum(p.lstat().st_blocks * 512 for p in root.rglob("*") if not p.is_symlink())
 
 
 def allocated(path: Path) -> int:
