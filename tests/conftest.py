@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import RunningDriver, running_driver
+from tests.support.driver import RunningDriver, running_driver
 
 
 @pytest.fixture

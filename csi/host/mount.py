@@ -51,8 +51,8 @@ def _unescape(field: str) -> str:
 
 def parse_mountinfo(text: str) -> list[MountEntry]:
     entries: list[MountEntry] = []
-    # Lines end in "\n" only: splitlines() would also split at \x1c-\x1e, \x85 or
-    # \u2028, which mountinfo leaves unescaped inside a path.
+    # Only "\n" ends a line: the kernel escapes space, tab, newline and backslash in paths
+    # but nothing else, and str.splitlines() would also break at \x1c-\x1e, \x85, \u2028...
     for line in text.split("\n"):
         if not line:
             continue

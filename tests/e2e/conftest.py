@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.cluster import REPO, Cluster
-from tests.helpers import IN_CI, need, need_root
+from tests.support.prerequisites import IN_CI, need, need_root
 
 KEEP = os.environ.get("LOCALVOL_E2E_KEEP", "") not in ("", "0")
 REPORT_KEY = pytest.StashKey[list[str]]()

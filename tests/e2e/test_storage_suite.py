@@ -22,7 +22,7 @@ from csi.host.mkfs import MIN_FS_SIZE
 from csi.units import parse_size
 from tests.e2e import storage_suite
 from tests.e2e.cluster import REPO, Cluster, wait_until
-from tests.helpers import need
+from tests.support.prerequisites import need
 
 SELECTION = storage_suite.SELECTIONS["default"]
 

@@ -7,27 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import RunningDriver, need_root
 from tests.integration.encryption_support import KeyedSession
-from tests.integration.support import Kubelet, force_cleanup, loops_under, mounts_under
+from tests.support.driver import RunningDriver
+from tests.support.invariants import no_leftovers
+from tests.support.kubelet import Kubelet
 
 
 @pytest.fixture(autouse=True)
 def _root_and_no_leftovers(tmp_path: Path) -> Iterator[None]:
-    """Needs root; afterwards no mount or loop device under ``tmp_path`` may remain.
+    """Needs root; afterwards no mount and no loop device under ``tmp_path`` may remain.
 
     Autouse fixtures are set up first and torn down last, so every driver started by the
-    test has already stopped when this runs. Leftovers are cleaned up forcibly before the
-    assertion, so one failing test does not poison the next one or the machine.
+    test has stopped when this runs (tests.support.invariants.no_leftovers).
     """
-    need_root()
-    yield
-    leaked_mounts = mounts_under(tmp_path)
-    leaked_loops = loops_under(tmp_path)
-    force_cleanup(tmp_path)
-    assert not leaked_mounts, f"test left mounts behind: {leaked_mounts}"
-    assert not leaked_loops, f"test left loop devices attached: {leaked_loops}"
-    assert not mounts_under(tmp_path), "forced cleanup could not unmount everything"
+    with no_leftovers(tmp_path):
+        yield
 
 
 @pytest.fixture

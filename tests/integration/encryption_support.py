@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from csi.pb import csi_pb2
-from tests import helpers
-from tests.helpers import Client
 from tests.integration.snapshot_support import Session
-from tests.integration.support import MIB, MULTI_WRITER, Flavour, loops_for, mounts_at, sh
+from tests.support import driver
+from tests.support.driver import Client
+from tests.support.host import loops_for, mounts_at, sh
+from tests.support.kubelet import MIB, MULTI_WRITER, Flavour
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET_KEY = "encryptionKey"
@@ -197,8 +198,11 @@ def mounted_read_only(image: Path, where: Path) -> Iterator[Path]:
 
 
 class PsSampler:
-    """Samples ``ps -ww -eo args`` every 10 ms until stopped; keeps every line seen.
+    """Samples the command lines of this test's own processes (its children and theirs:
+    the driver and every tool it runs) every 10 ms until stopped; keeps every line seen.
 
+    ``ps -ww -eo pid,ppid,args`` is read whole, but only lines of processes descended from
+    this one are kept: no other process on the machine can appear in (or fail) a check.
     ``-ww``: without a terminal, plain ``ps -eo args`` cuts each line at 80 columns.
     """
 
@@ -209,9 +213,11 @@ class PsSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        me = os.getpid()
+        argv = ["ps", "-ww", "-eo", "pid=,ppid=,args="]
         while not self._stop.is_set():
-            proc = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True)
-            self.lines.update(proc.stdout.splitlines())
+            proc = subprocess.run(argv, capture_output=True, text=True)
+            self.lines.update(_descendants(proc.stdout, me))
             self.samples += 1
             self._stop.wait(0.01)
 
@@ -224,6 +230,28 @@ class PsSampler:
         self._thread.join(timeout=10)
 
 
+def _descendants(table: str, ancestor: int) -> list[str]:
+    """The command lines in ``ps -eo pid=,ppid=,args=`` output of ``ancestor``'s
+    descendants."""
+    parents: dict[int, int] = {}
+    commands: dict[int, str] = {}
+    for line in table.splitlines():
+        fields = line.split(None, 2)
+        if len(fields) < 2 or not (fields[0].isdigit() and fields[1].isdigit()):
+            continue
+        pid, ppid = int(fields[0]), int(fields[1])
+        parents[pid], commands[pid] = ppid, fields[2] if len(fields) > 2 else ""
+    found: list[str] = []
+    for pid, command in commands.items():
+        seen, up = set(), parents.get(pid)
+        while up is not None and up not in seen and up != ancestor:
+            seen.add(up)
+            up = parents.get(up)
+        if up == ancestor:
+            found.append(command)
+    return found
+
+
 def driver_subprocess(data: Path, log: Path) -> AbstractContextManager[Client]:
     """``python -m csi`` at debug level on ``data``, serving until the block ends."""
-    return helpers.driver_subprocess(data, log, node_id="enc-node")
+    return driver.driver_subprocess(data, log, node_id="enc-node")

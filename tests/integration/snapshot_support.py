@@ -10,12 +10,11 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import grpc
-
 from csi.pb import csi_pb2, csi_pb2_grpc
-from tests.helpers import status_of
-from tests.integration.support import MIB, Flavour, Kubelet, read_at, write_at
 from tests.legacy_condition import Legacy, legacy_condition
+from tests.support.host import read_at, write_at
+from tests.support.kubelet import MIB, Flavour, Kubelet
+from tests.support.status import status_of
 
 GIB = 1024 * MIB
 BLOCK_OFFSET = 3 * MIB + 17  # where block tests keep their bytes (not on a sector boundary)
@@ -37,9 +36,10 @@ def fs_total(path: Path) -> int:
     return st.f_blocks * st.f_frsize
 
 
-def free_bytes(path: Path) -> int:
-    st = os.statvfs(path)
-    return st.f_bavail * st.f_frsize
+def used_under(root: Path) -> int:
+    """Bytes the files under ``root`` really occupy (holes excluded): what a test's own
+    data root holds, whatever other processes do to the filesystem it is on."""
+    return sum(p.lstat().st_blocks * 512 for p in root.rglob("*") if not p.is_symlink())
 
 
 def allocated(path: Path) -> int:
@@ -81,15 +81,6 @@ def fill_until_full(path: Path, limit: int) -> tuple[int, int | None]:
     finally:
         os.close(fd)
     return written, None
-
-
-def rpc_error(call: Callable[[], object]) -> grpc.RpcError:
-    """The gRPC error ``call`` ends with; fails the test if it succeeds."""
-    try:
-        call()
-    except grpc.RpcError as exc:
-        return exc
-    raise AssertionError("the call succeeded but an error was expected")
 
 
 class Session:

@@ -11,16 +11,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.helpers import status_of
-from tests.integration.support import (
-    DIRECTORY,
-    EXT4,
-    READER_ONLY,
-    SINGLE_WRITER,
-    Flavour,
-    Kubelet,
-    mounts_at,
-)
+from tests.support.host import mounts_at
+from tests.support.kubelet import DIRECTORY, EXT4, READER_ONLY, SINGLE_WRITER, Flavour, Kubelet
+from tests.support.status import status_of
 
 MOUNTABLE = pytest.mark.parametrize("flavour", [EXT4, DIRECTORY], ids=lambda f: f.id)
 

@@ -20,8 +20,9 @@ from tests.integration.encryption_support import (
     cap_with,
     with_params,
 )
-from tests.integration.snapshot_support import rpc_error
-from tests.integration.support import DIRECTORY, EXT4, Flavour, mounts_at
+from tests.support.host import mounts_at
+from tests.support.kubelet import DIRECTORY, EXT4, Flavour
+from tests.support.status import rpc_error
 
 Code = grpc.StatusCode
 GROUP, MEMBER, OUTSIDER_GROUP = 4242, 4243, 4343

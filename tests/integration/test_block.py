@@ -9,18 +9,9 @@ import stat
 import grpc
 
 from csi.pb import csi_pb2
-from tests.helpers import status_of
-from tests.integration.support import (
-    BLOCK,
-    MIB,
-    Kubelet,
-    device_size,
-    loops_for,
-    mounts_at,
-    read_at,
-    write_at,
-    write_error,
-)
+from tests.support.host import device_size, loops_for, mounts_at, read_at, write_at, write_error
+from tests.support.kubelet import BLOCK, MIB, Kubelet
+from tests.support.status import status_of
 
 OFFSET = 5 * MIB + 123
 PAYLOAD = b"block payload \x00\xff" * 64

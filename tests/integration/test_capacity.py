@@ -10,7 +10,9 @@ import grpc
 import pytest
 
 from csi.pb import csi_pb2
-from tests.helpers import block_capability, mount_capability, running_driver
+from tests.support.driver import running_driver
+from tests.support.kubelet import block_capability, mount_capability
+from tests.support.status import raises_code
 
 MIB = 1024 * 1024
 
@@ -43,9 +45,8 @@ def test_sparse_images_are_not_promised_twice(tmp_path: Path, overcommit: bool) 
             if overcommit:
                 second = controller.CreateVolume(create_request("second", size, block=True))
             else:
-                with pytest.raises(grpc.RpcError) as refused:
+                with raises_code(grpc.StatusCode.RESOURCE_EXHAUSTED):
                     controller.CreateVolume(create_request("second", size, block=True))
-                assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
             capacity = controller.GetCapacity(csi_pb2.GetCapacityRequest()).available_capacity
             if not overcommit:
                 assert capacity < size, "GetCapacity still offers the space promised to 'first'"

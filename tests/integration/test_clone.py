@@ -5,9 +5,11 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from tests.helpers import need_tool
-from tests.integration.snapshot_support import Session, get, put, rpc_error
-from tests.integration.support import BLOCK, DIRECTORY, EXT4, XFS, Flavour, loops_for
+from tests.integration.snapshot_support import Session, get, put
+from tests.support.host import loops_for
+from tests.support.kubelet import BLOCK, DIRECTORY, EXT4, XFS, Flavour
+from tests.support.prerequisites import need_tool
+from tests.support.status import rpc_error
 
 ORIGINAL = b"written to the source before cloning\n" * 50
 CLONE_ONLY = b"written to the clone only, never seen by the source\n" * 50

@@ -7,8 +7,8 @@ import hashlib
 import grpc
 
 from tests.integration.encryption_support import KeyedSession
-from tests.integration.snapshot_support import rpc_error
-from tests.integration.support import EXT4, MIB
+from tests.support.kubelet import EXT4, MIB
+from tests.support.status import rpc_error
 
 
 def test_stage_refuses_to_format_a_damaged_image(session: KeyedSession) -> None:

@@ -14,9 +14,10 @@ import subprocess
 import grpc
 
 from csi.pb import csi_pb2
-from tests.helpers import status_of
-from tests.integration.support import DIRECTORY, READER_ONLY, Kubelet, mounts_at, mounts_under
 from tests.legacy_condition import legacy_condition
+from tests.support.host import mounts_at, mounts_under
+from tests.support.kubelet import DIRECTORY, READER_ONLY, Kubelet
+from tests.support.status import status_of
 
 Unit = csi_pb2.VolumeUsage.Unit
 

@@ -29,8 +29,10 @@ from tests.integration.encryption_support import (
     mounted_read_only,
     secrets,
 )
-from tests.integration.snapshot_support import fs_total, has_cap_sys_resource, rpc_error
-from tests.integration.support import EXT4, MIB, READER_ONLY, Kubelet, loops_for, sh
+from tests.integration.snapshot_support import fs_total, has_cap_sys_resource
+from tests.support.host import loops_for, sh
+from tests.support.kubelet import EXT4, MIB, READER_ONLY, Kubelet
+from tests.support.status import rpc_error
 
 Code = grpc.StatusCode
 MARK = f"CANARY-{uuid.uuid4().hex}"

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
 from csi.pb import csi_pb2
-from tests.helpers import mount_capability, status_of
 from tests.integration.snapshot_support import fs_total
-from tests.integration.support import MIB, Kubelet, loop_devices, mounts_at
 from tests.legacy_condition import legacy_condition
+from tests.support.host import loops_for, mounts_at
+from tests.support.kubelet import MIB, Kubelet, mount_capability
+from tests.support.status import status_of
 
 EPHEMERAL = "csi.storage.k8s.io/ephemeral"
 POD_CONTEXT = {  # what kubelet adds to an inline volume's attributes
@@ -80,8 +80,7 @@ def test_inline_loop_volume(inline: Inline, kubelet: Kubelet) -> None:
     assert image.stat().st_size == 64 * MIB
     (entry,) = mounts_at(target)
     assert entry.fs_type == "ext4", "default: a loop volume formatted ext4"
-    assert entry.source in loop_devices()
-    assert loop_devices()[entry.source] == os.path.realpath(image)
+    assert loops_for(image) == [entry.source]
     total = fs_total(target)
     assert 0.8 * 64 * MIB <= total <= 64 * MIB, f"filesystem spans {total} bytes"
     (target / "scratch.txt").write_text("pod scratch data\n")
@@ -97,7 +96,7 @@ def test_inline_loop_volume(inline: Inline, kubelet: Kubelet) -> None:
     assert not image.exists(), "the inline volume's image must be deleted"
     assert not kubelet.record(volume_id).exists(), "the record must be removed"
     assert records(kubelet) == []
-    assert os.path.realpath(image) not in loop_devices().values()
+    assert loops_for(image) == []
     assert list((kubelet.data_dir / "images").iterdir()) == []
     leftovers = kubelet.data_dir / "ephemeral"
     assert not leftovers.exists() or list(leftovers.iterdir()) == []

@@ -9,33 +9,22 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.helpers import need_tool, running_driver
 from tests.integration.snapshot_support import (
     Session,
     fill_until_full,
-    free_bytes,
     fs_total,
     get,
     has_cap_sys_resource,
     put,
-    rpc_error,
+    used_under,
 )
-from tests.integration.support import (
-    BLOCK,
-    EXT4,
-    MIB,
-    XFS,
-    Flavour,
-    Kubelet,
-    device_size,
-    loops_for,
-    mounts_at,
-    read_at,
-    record_growth_behind_the_driver,
-    write_at,
-    write_error,
-)
+from tests.integration.support import record_growth_behind_the_driver
 from tests.legacy_condition import legacy_condition
+from tests.support.driver import running_driver
+from tests.support.host import device_size, loops_for, mounts_at, read_at, write_at, write_error
+from tests.support.kubelet import BLOCK, EXT4, MIB, XFS, Flavour, Kubelet
+from tests.support.prerequisites import need_tool
+from tests.support.status import rpc_error
 
 DATA = b"must survive the expansion\n" * 200
 
@@ -159,13 +148,13 @@ def test_loop_volume_refuses_writes_beyond_its_size(session: Session) -> None:
     target = session.mount(volume, EXT4)
     data_root = session.kubelet.data_dir
     os.sync()
-    free_before = free_bytes(data_root)
+    used_before = used_under(data_root)
 
     written, failure = fill_until_full(target / "too-much", 2 * EXT4.size)
     assert failure == errno.ENOSPC, f"wrote {written} bytes, then errno {failure}"
     assert written <= EXT4.size
     os.sync()
-    dropped = free_before - free_bytes(data_root)
+    dropped = used_under(data_root) - used_before
     assert dropped <= EXT4.size + 4 * MIB, f"the data root lost {dropped} bytes"
     assert session.kubelet.image(volume).stat().st_size == EXT4.size
 

@@ -14,18 +14,10 @@ from csi.host.errors import FormatRefused
 from csi.host.kernel import FAULT_ENV
 from csi.host.mkfs import make_filesystem
 from csi.pb import csi_pb2
-from tests.helpers import need_tool
-from tests.integration.support import (
-    DIRECTORY,
-    EXT4,
-    MIB,
-    XFS,
-    Flavour,
-    Kubelet,
-    loops_for,
-    mounts_at,
-    sh,
-)
+from tests.support.host import loops_for, mounts_at, sh
+from tests.support.kubelet import DIRECTORY, EXT4, MIB, XFS, Flavour, Kubelet
+from tests.support.prerequisites import need_tool
+from tests.support.status import rpc_error
 
 
 class Shims:
@@ -48,12 +40,6 @@ class Shims:
 @pytest.fixture
 def shims(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Shims:
     return Shims(tmp_path / "shims", monkeypatch)
-
-
-def rpc_error(call: object) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as caught:
-        call()  # type: ignore[operator]
-    return caught.value
 
 
 def fs_type_of(path: Path) -> str:

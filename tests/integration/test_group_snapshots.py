@@ -5,9 +5,9 @@ from __future__ import annotations
 import grpc
 
 from csi.pb import csi_pb2
-from tests.helpers import status_of
-from tests.integration.snapshot_support import Session, get, put, rpc_error
-from tests.integration.support import EXT4
+from tests.integration.snapshot_support import Session, get, put
+from tests.support.kubelet import EXT4
+from tests.support.status import rpc_error, status_of
 
 DATA = {"db": b"database pages\n" * 300, "wal": b"write-ahead log\n" * 300}
 LATER = b"changed after the group snapshot\n" * 300

@@ -8,17 +8,10 @@ import stat
 import grpc
 import pytest
 
-from tests.helpers import need_tool, status_of
-from tests.integration.support import (
-    BLOCK,
-    DIRECTORY,
-    EXT4,
-    XFS,
-    Flavour,
-    Kubelet,
-    loops_for,
-    mounts_at,
-)
+from tests.support.host import loops_for, mounts_at
+from tests.support.kubelet import BLOCK, DIRECTORY, EXT4, XFS, Flavour, Kubelet
+from tests.support.prerequisites import need_tool
+from tests.support.status import status_of
 
 
 @pytest.mark.parametrize("flavour", [EXT4, XFS, DIRECTORY, BLOCK], ids=lambda f: f.id)

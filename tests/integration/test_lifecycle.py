@@ -8,16 +8,10 @@ import grpc
 import pytest
 
 from csi.pb import csi_pb2
-from tests.helpers import need_tool, status_of
-from tests.integration.support import (
-    DIRECTORY,
-    EXT4,
-    XFS,
-    Flavour,
-    Kubelet,
-    loops_for,
-    mounts_at,
-)
+from tests.support.host import loops_for, mounts_at
+from tests.support.kubelet import DIRECTORY, EXT4, XFS, Flavour, Kubelet
+from tests.support.prerequisites import need_tool
+from tests.support.status import status_of
 
 Unit = csi_pb2.VolumeUsage.Unit
 

@@ -13,8 +13,9 @@ import grpc
 import pytest
 
 from csi.pb import csi_pb2
-from tests.helpers import RunningDriver, mount_capability, running_driver
-from tests.integration.support import MIB, Kubelet, mounts_under
+from tests.support.driver import RunningDriver, running_driver
+from tests.support.host import mounts_under
+from tests.support.kubelet import MIB, Kubelet, mount_capability
 
 DIRECTORY = {"volumeType": "directory"}
 Call = Callable[[], object]

@@ -16,15 +16,9 @@ from pathlib import Path
 
 import grpc
 
-from tests.helpers import status_of
-from tests.integration.support import (
-    BLOCK,
-    Kubelet,
-    device_size,
-    loops_for,
-    read_at,
-    write_at,
-)
+from tests.support.host import device_size, loops_for, read_at, write_at
+from tests.support.kubelet import BLOCK, Kubelet
+from tests.support.status import status_of
 
 OLD = b"old volume's bytes " * 16
 NEW = b"new volume's bytes " * 16

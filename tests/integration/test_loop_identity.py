@@ -19,18 +19,17 @@ from pathlib import Path
 import pytest
 
 from csi.host import loopdev
-from tests.helpers import need, need_tool
-from tests.integration.support import (
-    MIB,
-    attach_in_a_vanished_namespace,
+from tests.integration.support import attach_in_a_vanished_namespace, wait_for_backing_name
+from tests.support.host import (
     file_id,
-    loop_backing_ids,
+    loop_backing_id,
     loop_backing_name,
     loops_backed_by,
     loops_for,
     sh,
-    wait_for_backing_name,
 )
+from tests.support.kubelet import MIB
+from tests.support.prerequisites import need, need_tool
 
 LOOP_CTL_ADD = 0x4C80
 LOOP_CTL_REMOVE = 0x4C81
@@ -64,7 +63,7 @@ def test_device_attached_through_a_vanished_bind_mount_is_found(tmp_path: Path) 
         # What the bug saw: the kernel's name for the file no longer names it.
         assert wait_for_backing_name(device, "/images/vol-a.img") == "/images/vol-a.img"
         assert loops_for(image) == [], "by name, the device is lost"
-        assert loops_backed_by(file_id(image)) == [device]
+        assert loops_backed_by(file_id(image), image.name) == [device]
         # The driver still knows it, by identity.
         assert loopdev.devices_for(image) == [device]
         assert loopdev.devices_for(image, read_only=None) == [device]
@@ -74,7 +73,7 @@ def test_device_attached_through_a_vanished_bind_mount_is_found(tmp_path: Path) 
         assert found.usable
     finally:
         detach(device)
-    assert loops_backed_by(file_id(image)) == []
+    assert loops_backed_by(file_id(image), image.name) == []
 
 
 @contextmanager
@@ -155,12 +154,11 @@ def test_identity_matches_stat_on_every_kind_of_filesystem(tmp_path: Path, kind:
             images.append(root / "lower.img")
         devices = [attach(image) for image in images]
         try:
-            listed = loop_backing_ids()
             scanned = {d.path: d for d in loopdev.all_devices()}
             for image, device in zip(images, devices, strict=True):
                 st = os.stat(image)
                 assert scanned[device].backing == loopdev.FileId(st.st_dev, st.st_ino)
-                assert listed[device][:2] == (st.st_dev, st.st_ino), "losetup disagrees"
+                assert loop_backing_id(device) == (st.st_dev, st.st_ino), "losetup disagrees"
                 assert loopdev.devices_for(image) == [device]
         finally:
             for device in devices:

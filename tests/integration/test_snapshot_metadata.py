@@ -12,9 +12,12 @@ import pytest
 
 from csi.host import extents
 from csi.pb import csi_pb2, csi_pb2_grpc
-from tests.helpers import RunningDriver, need_tool, running_driver
-from tests.integration.snapshot_support import Session, rpc_error
-from tests.integration.support import BLOCK, DIRECTORY, MIB, sh, write_at
+from tests.integration.snapshot_support import Session
+from tests.support.driver import RunningDriver, running_driver
+from tests.support.host import sh, write_at
+from tests.support.kubelet import BLOCK, DIRECTORY, MIB
+from tests.support.prerequisites import need_tool
+from tests.support.status import rpc_error
 
 BLOCKSIZE = 4096
 FIRST = [(0, 2), (100, 1), (1000, 3)]  # (block number, count) written before snapshot 1

@@ -9,25 +9,11 @@ import grpc
 import pytest
 
 from csi.pb import csi_pb2
-from tests.helpers import need_tool, status_of
-from tests.integration.snapshot_support import (
-    GIB,
-    Session,
-    allocated,
-    fs_total,
-    get,
-    put,
-    rpc_error,
-)
-from tests.integration.support import (
-    BLOCK,
-    DIRECTORY,
-    EXT4,
-    MIB,
-    XFS,
-    Flavour,
-    device_size,
-)
+from tests.integration.snapshot_support import GIB, Session, allocated, fs_total, get, put
+from tests.support.host import device_size
+from tests.support.kubelet import BLOCK, DIRECTORY, EXT4, MIB, XFS, Flavour
+from tests.support.prerequisites import need_tool
+from tests.support.status import rpc_error, status_of
 
 OLD = b"before the snapshot\n" * 100
 NEW = b"AFTER  the snapshot\n" * 100

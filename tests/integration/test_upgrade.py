@@ -16,9 +16,10 @@ import pytest
 
 from csi.layout import Layout
 from csi.pb import csi_pb2
-from tests.helpers import block_capability, mount_capability, running_driver
-from tests.integration.support import Kubelet, loops_under, mounts_under
 from tests.legacy_condition import legacy_condition
+from tests.support.driver import running_driver
+from tests.support.host import loops_under, mounts_under
+from tests.support.kubelet import Kubelet, block_capability, mount_capability
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "records-v1"
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from csi.pb import csi_pb2
-from tests.helpers import RunningDriver, running_driver
 from tests.integration.snapshot_support import Session
-from tests.integration.support import BLOCK, EXT4, MIB, Flavour, loops_for, sh
+from tests.support.driver import RunningDriver, running_driver
+from tests.support.host import loops_for, sh
+from tests.support.kubelet import BLOCK, EXT4, MIB, Flavour
 
 Status = tuple[str, str]  # (type name, reason)
 

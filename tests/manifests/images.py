@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import need
 from tests.manifests.support import ROOT
+from tests.support.prerequisites import need
 
 HACK_IMAGES = ROOT / "hack" / "images"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from tests.helpers import need
+from tests.support.prerequisites import need
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

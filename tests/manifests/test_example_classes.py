@@ -10,7 +10,7 @@ import pytest
 
 from csi.state.records import AccessType
 from csi.volumes.encryption import MIN_SECRET_BYTES, SECRET_KEY
-from csi.volumes.params import is_encrypted, parse_spec
+from csi.volumes.params import parse_spec
 from tests.manifests.support import DEPLOY, Obj, build, load_file
 
 PREFIX = "csi.storage.k8s.io/"
@@ -32,7 +32,7 @@ def test_example_class_is_accepted_by_the_driver(entry: tuple[Path, Obj]) -> Non
     path, sc = entry
     params = sc.get("parameters", {})
     spec = parse_spec(params, [AccessType.MOUNT], [])
-    if not is_encrypted(spec.parameters()):
+    if not spec.encrypted:
         return
     names = {params.get(f"{PREFIX}{role}-secret-name") for role in SECRET_ROLES}
     namespaces = {params.get(f"{PREFIX}{role}-secret-namespace") for role in SECRET_ROLES}

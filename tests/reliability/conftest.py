@@ -10,26 +10,24 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import need_root
-from tests.reliability.driver_process import DriverProcess
-from tests.reliability.host_checks import clean_up_host, leftovers
+from tests.reliability.fuzz_strategies import SEED, SEED_ENV
+from tests.support.driver import DriverProcess
+from tests.support.invariants import no_leftovers
+
+
+def pytest_report_header() -> str:
+    return f"fuzz seed: {SEED} (replay with {SEED_ENV}={SEED})"
 
 
 @pytest.fixture(autouse=True)
 def _root_and_no_leftovers(tmp_path: Path) -> Iterator[None]:
-    """Needs root; afterwards no mount point and no loop device under ``tmp_path`` remains.
+    """Needs root; afterwards no mount and no loop device under ``tmp_path`` may remain.
 
-    Autouse fixtures are set up first and torn down last, so drivers started by the test
-    have stopped when this runs. Leftovers are removed by force (thawing first, so a frozen
-    filesystem cannot hang the unmount) before the assertion, so one failure stays local.
+    Autouse fixtures are set up first and torn down last, so every driver started by the
+    test has stopped when this runs (tests.support.invariants.no_leftovers).
     """
-    need_root()
-    yield
-    leaked_mounts, leaked_loops = leftovers(tmp_path)
-    clean_up_host(tmp_path)
-    assert not leaked_mounts, f"test left mounts behind: {leaked_mounts}"
-    assert not leaked_loops, f"test left loop devices attached: {leaked_loops}"
-    assert leftovers(tmp_path) == ([], []), "forced cleanup could not remove everything"
+    with no_leftovers(tmp_path):
+        yield
 
 
 @pytest.fixture

@@ -6,9 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from csi.pb import csi_pb2
-from tests.helpers import Client, mount_capability
-from tests.integration.support import MIB, Flavour
-from tests.reliability.driver_process import DriverProcess
+from tests.support.driver import Client, DriverProcess
+from tests.support.kubelet import MIB, Flavour, mount_capability
 
 EXT4 = Flavour("ext4", {"volumeType": "loop", "fsType": "ext4"}, 16 * MIB, fs_type="ext4")
 DAMAGED_NAME, HEALTHY_NAME = "damaged-volume", "healthy-volume"

@@ -8,10 +8,15 @@ Node paths are confined to the caller's kubelet directory, relative junk and pla
 driver must refuse (symlinks, the data root): a random absolute path could name a real
 mount on the test machine, and NodeUnpublishVolume unmounts whatever it is given (see the
 xfail in test_bad_input_edges).
+
+``SEED`` is drawn afresh for each run unless ``LOCALVOL_FUZZ_SEED`` names one (a replay);
+``regressions`` holds requests that once found a bug, replayed first on every run.
 """
 
 from __future__ import annotations
 
+import os
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +27,16 @@ from google.protobuf.message_factory import GetMessageClass
 from hypothesis import strategies as st
 
 from csi.pb import csi_pb2 as pb
+
+SEED_ENV = "LOCALVOL_FUZZ_SEED"
+
+
+def _seed() -> int:
+    chosen = os.environ.get(SEED_ENV, "").strip()
+    return int(chosen) if chosen else random.SystemRandom().randrange(2**32)
+
+
+SEED = _seed()
 
 MIB, GIB = 1 << 20, 1 << 30
 F = FieldDescriptor
@@ -210,3 +225,70 @@ def request_for(draw: st.DrawFn, method: MethodDescriptor, hints: Hints) -> Mess
             out.ClearField(field.name)
             out.MergeFrom(single)
     return out
+
+
+Case = tuple[MethodDescriptor, Message, int]  # method, request, setup (0, 1 staged, 2 published)
+
+
+def _method(name: str) -> MethodDescriptor:
+    for service in pb.DESCRIPTOR.services_by_name.values():
+        if name in service.methods_by_name:
+            return service.methods_by_name[name]
+    raise KeyError(name)
+
+
+def _cap(mode: int = 1, flags: Sequence[str] = ()) -> pb.VolumeCapability:
+    return pb.VolumeCapability(
+        mount=pb.VolumeCapability.MountVolume(mount_flags=list(flags)),
+        access_mode=pb.VolumeCapability.AccessMode(mode=mode),  # type: ignore[arg-type]
+    )
+
+
+def regressions(group: str, h: Hints) -> list[Case]:
+    """Requests that once ended as INTERNAL or harmed the host (each bug fixed since; see
+    test_bad_input_edges), for the service ``group``: kept so they are tried on every run."""
+    overlong = "/" + "x/" * 10_000
+    cases: dict[str, list[tuple[str, Message, int]]] = {
+        "Controller": [
+            # An access mode outside the enum: INTERNAL (ValueError from Mode.Name).
+            ("CreateVolume", pb.CreateVolumeRequest(name="fuzz-new",
+                volume_capabilities=[_cap(99)]), 0),
+            ("ValidateVolumeCapabilities", pb.ValidateVolumeCapabilitiesRequest(
+                volume_id=h.ext4, volume_capabilities=[_cap(-1)]), 0),
+            ("GetCapacity", pb.GetCapacityRequest(volume_capabilities=[_cap(99)]), 0),
+        ],
+        "Node": [
+            ("NodeStageVolume", pb.NodeStageVolumeRequest(volume_id=h.ext4,
+                staging_target_path=h.staging, volume_capability=_cap(99)), 0),
+            ("NodePublishVolume", pb.NodePublishVolumeRequest(volume_id=h.ext4,
+                staging_target_path=h.staging, target_path=h.target,
+                volume_capability=_cap(-1)), 1),
+            # Flags that are no mount option reached mount(8): INTERNAL "mount failed".
+            ("NodeStageVolume", pb.NodeStageVolumeRequest(volume_id=h.ext4,
+                staging_target_path=h.staging, volume_capability=_cap(1, ["../canary"])), 0),
+            ("NodeStageVolume", pb.NodeStageVolumeRequest(volume_id=h.ext4,
+                staging_target_path=h.staging, volume_capability=_cap(1, ["a\\b", "."])), 0),
+            ("NodePublishVolume", pb.NodePublishVolumeRequest(volume_id=h.ext4,
+                staging_target_path=h.staging, target_path=h.target,
+                volume_capability=_cap(1, ["\u202enoexec"])), 1),
+            # A target whose name holds a character str.splitlines() breaks lines at
+            # (mountinfo escapes only space, tab, newline and backslash): the mount table
+            # was misread, the target's mount never found, and it stayed mounted.
+            *[("NodePublishVolume", pb.NodePublishVolumeRequest(volume_id=h.ext4,
+                staging_target_path=h.staging, target_path=f"{h.pods}/{name}",
+                volume_capability=_cap()), 1)
+              for name in ("line\u2028sep", "next\x85line", "group\x1dsep")],
+            # Unpublish of a path the driver never published (a mount of someone else's).
+            *[("NodeUnpublishVolume", pb.NodeUnpublishVolumeRequest(volume_id=h.ext4,
+                target_path=path), setup) for path in h.paths for setup in (0, 2)],
+            # Unstage at a wrong path must keep the record's real staging path.
+            ("NodeUnstageVolume", pb.NodeUnstageVolumeRequest(volume_id=h.ext4,
+                staging_target_path=h.paths[2]), 1),
+            # Paths longer than PATH_MAX: INTERNAL (ENAMETOOLONG).
+            ("NodeGetVolumeStats", pb.NodeGetVolumeStatsRequest(volume_id=h.ext4,
+                volume_path=overlong), 1),
+            ("NodeExpandVolume", pb.NodeExpandVolumeRequest(volume_id=h.ext4,
+                volume_path=overlong), 1),
+        ],
+    }  # fmt: skip
+    return [(_method(name), request, setup) for name, request, setup in cases.get(group, [])]

@@ -9,8 +9,10 @@ from pathlib import Path
 import grpc
 
 from csi.pb import csi_pb2, csi_pb2_grpc
-from tests.helpers import Client, mount_capability
-from tests.reliability.hostile import EXT4, status
+from tests.reliability.hostile import EXT4
+from tests.support.driver import Client
+from tests.support.kubelet import mount_capability
+from tests.support.status import status
 
 Code = grpc.StatusCode
 INVALID = frozenset({Code.INVALID_ARGUMENT})

@@ -16,25 +16,18 @@ import grpc
 
 from csi.layout import volume_id_for_name
 from csi.pb import csi_pb2
-from tests.integration.support import (
-    DIRECTORY,
-    MIB,
-    Flavour,
-    device_size,
-    read_at,
-    write_at,
-)
-from tests.reliability.driver_process import DriverProcess, error_of
-from tests.reliability.host_checks import (
+from tests.support.driver import DriverProcess
+from tests.support.host import device_size, is_frozen, read_at, read_ext4_file, write_at
+from tests.support.invariants import (
     assert_consistent,
     assert_nothing_of,
     devices_of,
     image_path,
-    is_frozen,
-    read_ext4_file,
     record_of,
     snapshot_records,
 )
+from tests.support.kubelet import DIRECTORY, MIB, Flavour
+from tests.support.status import error_of
 
 EXT4 = Flavour("ext4", {"volumeType": "loop", "fsType": "ext4"}, 32 * MIB, fs_type="ext4")
 BLOCK = Flavour("block", {"volumeType": "loop"}, 16 * MIB, block=True)

@@ -15,15 +15,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.helpers import need_tool
-from tests.integration.support import (
-    file_id,
-    loops_backed_by,
-    mounts_at,
-    mounts_under,
-    sh,
-)
-from tests.reliability.driver_process import DriverProcess, driver_argv
+from tests.support.driver import DriverProcess, driver_argv
+from tests.support.host import file_id, loops_backed_by, mounts_at, mounts_under, sh
+from tests.support.prerequisites import need_tool
 
 # Run by sh in the new namespace: bind the data dir onto the driver's view of it, then
 # become the driver (exec keeps the PID, so SIGTERM reaches the driver itself).
@@ -57,7 +51,7 @@ class Node:
         self.kubelet_root = root / "kubelet"
         self.views = root / "views"
         self.drivers: list[NamespacedDriver] = []
-        self.identities: set[tuple[int, int]] = set()
+        self.identities: set[tuple[tuple[int, int], str]] = set()  # (identity, file name)
 
     def driver(self, name: str, *, kubelet_shared: bool = True) -> NamespacedDriver:
         driver = NamespacedDriver(self, name, kubelet_shared=kubelet_shared)
@@ -67,13 +61,14 @@ class Node:
     def remember(self, image: Path) -> tuple[int, int]:
         """The image's identity, kept so teardown finds its devices under any name."""
         identity = file_id(image)
-        self.identities.add(identity)
+        self.identities.add((identity, image.name))
         return identity
 
     def leftover_devices(self) -> list[str]:
         images = self.data_dir / "images"
-        current = {file_id(p) for p in images.iterdir()} if images.is_dir() else set()
-        return sorted({d for i in self.identities | current for d in loops_backed_by(i)})
+        current = {(file_id(p), p.name) for p in images.iterdir()} if images.is_dir() else set()
+        known = self.identities | current
+        return sorted({d for identity, name in known for d in loops_backed_by(identity, name)})
 
 
 def _bind_onto_itself(path: Path, propagation: str) -> None:

@@ -21,8 +21,9 @@ import grpc
 from google.protobuf.message import Message
 
 from csi.pb import csi_pb2
-from tests.helpers import driver_subprocess, mount_capability
 from tests.reliability.hostile import methods, rpc
+from tests.support.driver import driver_subprocess
+from tests.support.kubelet import mount_capability
 
 REPO = Path(__file__).resolve().parents[2]
 MARK = uuid.uuid4().hex  # every canary holds it; finding it anywhere is a leak

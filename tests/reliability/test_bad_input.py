@@ -19,9 +19,7 @@ import pytest
 
 from csi.layout import is_valid_id
 from csi.pb import csi_pb2, csi_pb2_grpc
-from tests.helpers import mount_capability, need_root, running_driver
-from tests.integration.support import force_cleanup, loops_under, mounts_under
-from tests.reliability.hostile import EXT4, Caller, listing, make_canary, names_under, status
+from tests.reliability.hostile import EXT4, listing, make_canary, names_under
 from tests.reliability.hostile_values import (
     HARMLESS_NAMES,
     INVALID,
@@ -34,6 +32,12 @@ from tests.reliability.hostile_values import (
     id_calls,
     node_calls,
 )
+from tests.support.driver import running_driver
+from tests.support.host import loops_under, mounts_under
+from tests.support.invariants import no_leftovers
+from tests.support.kubelet import Kubelet, mount_capability
+from tests.support.prerequisites import need_root
+from tests.support.status import status
 
 pb = csi_pb2
 RESERVED_KEY = "csi.storage.k8s.io/pvc/name"  # provisioner metadata: accepted, ignored
@@ -41,7 +45,7 @@ RESERVED_KEY = "csi.storage.k8s.io/pvc/name"  # provisioner metadata: accepted, 
 
 @dataclass
 class Env:
-    caller: Caller
+    caller: Kubelet
     group: csi_pb2_grpc.GroupControllerStub
     root: Path
     data: Path
@@ -68,28 +72,26 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     links.mkdir()
     (links / "to-canary").symlink_to(canary)
     (links / "to-data").symlink_to(data)
-    try:
-        with running_driver(data) as rd:
-            caller = Caller(rd.client, root / "kubelet")
-            staged, spare = caller.create("bad-input-staged"), caller.create("bad-input-spare")
-            staging = caller.staging("main")
-            caller.stage(staged, staging)
-            snap = pb.CreateSnapshotRequest(name="bad-input-snap", source_volume_id=spare)
-            snapshot = rd.client.controller.CreateSnapshot(snap).snapshot.snapshot_id
-            group = csi_pb2_grpc.GroupControllerStub(rd.client.channel)
-            target = caller.target("bad-input")
-            yield Env(
-                caller, group, root, data, canary, staged, staging, spare,
-                caller.staging("spare"), snapshot, target,
-            )  # fmt: skip
-            caller.unstage(staged, staging)
-            rd.client.controller.DeleteSnapshot(pb.DeleteSnapshotRequest(snapshot_id=snapshot))
-            caller.delete(staged)
-            caller.delete(spare)
-    finally:
-        leaked = mounts_under(root), loops_under(root)
-        force_cleanup(root)
-    assert leaked == ([], []), f"left behind (mounts, loop devices): {leaked}"
+    with no_leftovers(root), running_driver(data) as rd:
+        caller = Kubelet(rd.client, root / "kubelet", rd.data_dir)
+        staged, spare = (
+            caller.create("bad-input-staged", EXT4),
+            caller.create("bad-input-spare", EXT4),
+        )
+        staging = caller.staging("main")
+        caller.stage(staged, staging)
+        snap = pb.CreateSnapshotRequest(name="bad-input-snap", source_volume_id=spare)
+        snapshot = rd.client.controller.CreateSnapshot(snap).snapshot.snapshot_id
+        group = csi_pb2_grpc.GroupControllerStub(rd.client.channel)
+        target = caller.target("bad-input")
+        yield Env(
+            caller, group, root, data, canary, staged, staging, spare,
+            caller.staging("spare"), snapshot, target,
+        )  # fmt: skip
+        caller.unstage(staged, staging)
+        rd.client.controller.DeleteSnapshot(pb.DeleteSnapshotRequest(snapshot_id=snapshot))
+        caller.delete(staged)
+        caller.delete(spare)
 
 
 @pytest.fixture
@@ -249,7 +251,7 @@ def test_hostile_mount_flags(checked: Env) -> None:
     staging = e.spare_staging
     for label, v in e.strings().items():
         for rpc, call, undo in [
-            ("NodeStageVolume", lambda v=v: e.caller.stage(e.spare, staging, (v,)),
+            ("NodeStageVolume", lambda v=v: e.caller.stage(e.spare, staging, flags=(v,)),
              lambda: e.caller.unstage(e.spare, staging)),
             ("NodePublishVolume", lambda v=v: e.caller.client.node.NodePublishVolume(
                 pb.NodePublishVolumeRequest(volume_id=e.staged, staging_target_path=str(

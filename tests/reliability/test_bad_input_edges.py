@@ -17,32 +17,28 @@ import grpc
 import pytest
 
 from csi.pb import csi_pb2
-from tests.helpers import need_root, running_driver
-from tests.integration.support import force_cleanup, mounts_under
-from tests.reliability.hostile import (
-    DIRECTORY,
-    EXT4,
-    Caller,
-    listing,
-    make_canary,
-    read_record,
-    status,
-)
+from tests.reliability.hostile import DIRECTORY, EXT4, listing, make_canary
+from tests.support.driver import running_driver
+from tests.support.host import mounts_under
+from tests.support.invariants import clean_up_host, read_record
+from tests.support.kubelet import Kubelet
+from tests.support.prerequisites import need_root
+from tests.support.status import status
 
 Code = grpc.StatusCode
 OK = Code.OK
 
 
 @contextmanager
-def fresh(tmp_path: Path) -> Iterator[tuple[Caller, Path]]:
+def fresh(tmp_path: Path) -> Iterator[tuple[Kubelet, Path]]:
     """A driver on ``tmp_path/data``, a canary beside it; everything removed afterwards."""
     need_root()
     canary = make_canary(tmp_path / "canary")
     try:
         with running_driver(tmp_path / "data") as running:
-            yield Caller(running.client, tmp_path / "kubelet"), canary
+            yield Kubelet(running.client, tmp_path / "kubelet", running.data_dir), canary
     finally:
-        force_cleanup(tmp_path)
+        clean_up_host(tmp_path)
 
 
 def test_unstage_at_a_wrong_path_keeps_the_volume_staged(tmp_path: Path) -> None:
@@ -123,7 +119,7 @@ def test_flags_that_cannot_be_mount_options_are_invalid(tmp_path: Path) -> None:
         volume_id = caller.create("vol", EXT4)
         staging = caller.staging("vol")
         for flag in flags:
-            stage = lambda f=flag: caller.stage(volume_id, staging, (f,))  # noqa: E731
+            stage = lambda f=flag: caller.stage(volume_id, staging, flags=(f,))  # noqa: E731
             codes[flag] = status(stage)[0]
             caller.unstage(volume_id, staging)
         caller.delete(volume_id)

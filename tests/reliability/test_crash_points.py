@@ -18,11 +18,11 @@ import subprocess
 import pytest
 
 from csi.faults import POINTS
-from tests.helpers import need
-from tests.integration.support import Flavour
-from tests.reliability.driver_process import DriverProcess, crash_during
-from tests.reliability.host_checks import assert_consistent
 from tests.reliability.lifecycle import ALL, EXT4, LOOPS, Life
+from tests.support.driver import DriverProcess, crash_during
+from tests.support.invariants import assert_consistent
+from tests.support.kubelet import Flavour
+from tests.support.prerequisites import need
 
 # Which kinds of volume pass through each crash point.
 APPLIES: dict[str, tuple[Flavour, ...]] = {

@@ -17,7 +17,6 @@ import grpc
 import pytest
 
 from csi.pb import csi_pb2
-from tests.integration.support import DIRECTORY, MIB, Flavour, loops_under
 from tests.reliability.damage_support import (
     DAMAGED_NAME,
     EXT4,
@@ -25,8 +24,11 @@ from tests.reliability.damage_support import (
     calls_for,
     serve_normally,
 )
-from tests.reliability.driver_process import DriverProcess, error_of, rpc_error
-from tests.reliability.host_checks import assert_consistent, image_path
+from tests.support.driver import DriverProcess
+from tests.support.host import loops_under
+from tests.support.invariants import assert_consistent, image_path
+from tests.support.kubelet import DIRECTORY, MIB, Flavour
+from tests.support.status import error_of, rpc_error
 
 Damage = Callable[[bytes, dict[str, object]], bytes]
 

@@ -19,14 +19,11 @@ import pytest
 
 from csi.pb import csi_pb2
 from csi.state.records import Phase, VolumeRecord
-from tests.integration.support import DIRECTORY, MIB, Flavour, loops_under, mounts_under
-from tests.reliability.driver_process import DriverProcess, rpc_error
-from tests.reliability.host_checks import (
-    assert_consistent,
-    clean_up_host,
-    is_frozen,
-    scratch_files,
-)
+from tests.support.driver import DriverProcess
+from tests.support.host import is_frozen, loops_under, mounts_under
+from tests.support.invariants import assert_consistent, clean_up_host, scratch_files
+from tests.support.kubelet import DIRECTORY, MIB, Flavour
+from tests.support.status import rpc_error
 
 EXT4 = Flavour("ext4", {"volumeType": "loop", "fsType": "ext4"}, 16 * MIB, fs_type="ext4")
 ROOT_SIZE = 64 * MIB

@@ -19,20 +19,14 @@ from pathlib import Path
 import pytest
 
 from csi.pb import csi_pb2
-from tests.integration.support import (
-    Flavour,
-    attach_in_a_vanished_namespace,
-    loops_backed_by,
-    loops_for,
-    mounts_at,
-    mounts_under,
-    wait_for_backing_name,
-)
+from tests.integration.support import attach_in_a_vanished_namespace, wait_for_backing_name
 from tests.legacy_condition import legacy_condition
 from tests.reliability import namespaces
-from tests.reliability.host_checks import image_path
 from tests.reliability.lifecycle import BLOCK, EXT4, LOOPS, Life
 from tests.reliability.namespaces import NamespacedDriver, Node
+from tests.support.host import loops_backed_by, loops_for, mounts_at, mounts_under
+from tests.support.invariants import image_path
+from tests.support.kubelet import Flavour
 
 IN_USE = ("create", "stage", "publish", "write")
 
@@ -60,7 +54,7 @@ class HandOver:
                 self.life.do(op)
         self.image = image_path(node.data_dir, self.life.volume_id)
         self.identity = node.remember(self.image)
-        (self.device,) = loops_backed_by(self.identity)
+        (self.device,) = loops_backed_by(self.identity, self.image.name)
         assert old.stop() == 0
         # What the new driver's kernel says: the name is relative to A's vanished bind mount.
         name = f"/images/{self.image.name}"
@@ -86,7 +80,7 @@ class HandOver:
         new.start()
 
     def devices(self) -> list[str]:
-        return loops_backed_by(self.identity)
+        return loops_backed_by(self.identity, self.image.name)
 
 
 @pytest.mark.parametrize("flavour", LOOPS, ids=lambda f: f.id)

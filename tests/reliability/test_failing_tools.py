@@ -19,10 +19,12 @@ import pytest
 
 from csi.host.kernel import FAULT_ENV, STEPS
 from csi.host.tools import HOST_TOOLS
-from tests.integration.support import DIRECTORY, Flavour, loops_for, mounts_under
-from tests.reliability.driver_process import DriverProcess, rpc_error
-from tests.reliability.host_checks import image_path, scratch_files
 from tests.reliability.lifecycle import BLOCK, EXT4, Life
+from tests.support.driver import DriverProcess
+from tests.support.host import loops_for, mounts_under
+from tests.support.invariants import image_path, scratch_files
+from tests.support.kubelet import DIRECTORY, Flavour
+from tests.support.status import rpc_error
 
 IN_USE = ("create", "stage", "publish", "write")
 

@@ -15,17 +15,11 @@ import grpc
 import pytest
 
 from csi.pb import csi_pb2
-from tests.helpers import RunningDriver, mount_capability, running_driver
-from tests.integration.support import loops_under, mounts_under
-from tests.reliability.hostile import (
-    EXT4,
-    MIB,
-    Caller,
-    check_consistent,
-    no_leaks,
-    race,
-    read_record,
-)
+from tests.reliability.hostile import EXT4, race
+from tests.support.driver import RunningDriver, running_driver
+from tests.support.host import loops_under, mounts_under
+from tests.support.invariants import check_consistent, no_leftovers, read_record
+from tests.support.kubelet import MIB, Kubelet, mount_capability
 
 Code = grpc.StatusCode
 ROUNDS = 20
@@ -44,7 +38,7 @@ def pair(n: int, first: Callable[[], object], second: Callable[[], object]) -> t
 
 @pytest.fixture(autouse=True)
 def _no_leaks(tmp_path: Path) -> Iterator[None]:
-    with no_leaks(tmp_path):
+    with no_leftovers(tmp_path):
         yield
 
 
@@ -55,13 +49,13 @@ def driver(tmp_path: Path) -> Iterator[RunningDriver]:
 
 
 @pytest.fixture
-def caller(driver: RunningDriver, tmp_path: Path) -> Caller:
-    return Caller(driver.client, tmp_path / "kubelet")
+def caller(driver: RunningDriver, tmp_path: Path) -> Kubelet:
+    return Kubelet(driver.client, tmp_path / "kubelet", driver.data_dir)
 
 
 @pytest.mark.parametrize("round_", range(3))
 def test_concurrent_creates_of_one_name_make_one_volume(
-    driver: RunningDriver, caller: Caller, round_: int
+    driver: RunningDriver, caller: Kubelet, round_: int
 ) -> None:
     request = csi_pb2.CreateVolumeRequest(
         name=f"pvc-race-{round_}",
@@ -89,8 +83,8 @@ def test_concurrent_creates_of_one_name_make_one_volume(
     assert not any((data / "images").iterdir())
 
 
-def test_publish_races_delete_of_a_staged_volume(driver: RunningDriver, caller: Caller) -> None:
-    volume_id = caller.create("pvc-publish-delete")
+def test_publish_races_delete_of_a_staged_volume(driver: RunningDriver, caller: Kubelet) -> None:
+    volume_id = caller.create("pvc-publish-delete", EXT4)
     staging = caller.staging("publish-delete")
     caller.stage(volume_id, staging)
     outcomes: set[tuple[Code, Code]] = set()
@@ -116,10 +110,10 @@ def test_publish_races_delete_of_a_staged_volume(driver: RunningDriver, caller: 
     print(f"publish/delete outcomes: {sorted((a.name, b.name) for a, b in outcomes)}")
 
 
-def test_stage_races_delete_of_an_unstaged_volume(driver: RunningDriver, caller: Caller) -> None:
+def test_stage_races_delete_of_an_unstaged_volume(driver: RunningDriver, caller: Kubelet) -> None:
     outcomes: set[tuple[Code, Code]] = set()
     for n in range(ROUNDS // 2):
-        volume_id = caller.create(f"pvc-stage-delete-{n}")
+        volume_id = caller.create(f"pvc-stage-delete-{n}", EXT4)
         staging = caller.staging(f"stage-delete-{n}")
         stage, delete = pair(
             n,
@@ -138,8 +132,8 @@ def test_stage_races_delete_of_an_unstaged_volume(driver: RunningDriver, caller:
     print(f"stage/delete outcomes: {sorted((a.name, b.name) for a, b in outcomes)}")
 
 
-def test_stage_races_unstage(driver: RunningDriver, caller: Caller) -> None:
-    volume_id = caller.create("pvc-stage-unstage")
+def test_stage_races_unstage(driver: RunningDriver, caller: Kubelet) -> None:
+    volume_id = caller.create("pvc-stage-unstage", EXT4)
     staging = caller.staging("stage-unstage")
     for n in range(ROUNDS):
         codes = race(
@@ -160,11 +154,11 @@ def test_stage_races_unstage(driver: RunningDriver, caller: Caller) -> None:
     caller.delete(volume_id)
 
 
-def test_snapshot_races_delete_of_its_source(driver: RunningDriver, caller: Caller) -> None:
+def test_snapshot_races_delete_of_its_source(driver: RunningDriver, caller: Kubelet) -> None:
     snapshots = driver.data_dir / "snapshots"
     outcomes: set[tuple[Code, Code]] = set()
     for n in range(ROUNDS // 2):
-        volume_id = caller.create(f"pvc-snap-source-{n}")
+        volume_id = caller.create(f"pvc-snap-source-{n}", EXT4)
         taken: list[csi_pb2.Snapshot] = []
 
         def snapshot(v: str = volume_id, i: int = n, out: list[csi_pb2.Snapshot] = taken) -> None:

@@ -11,19 +11,9 @@ from csi.layout import Layout, volume_id_for_name
 from csi.pb import csi_pb2
 from csi.state.records import AccessType, Phase, VolumeKind, VolumeRecord, VolumeSpec
 from csi.state.store import StateStore
-from tests.helpers import RunningDriver, running_driver
-from tests.integration.support import (
-    BLOCK,
-    EXT4,
-    MIB,
-    Flavour,
-    Kubelet,
-    loops_for,
-    mounts_at,
-    read_at,
-    sh,
-    write_at,
-)
+from tests.support.driver import RunningDriver, running_driver
+from tests.support.host import loops_for, mounts_at, read_at, sh, write_at
+from tests.support.kubelet import BLOCK, EXT4, MIB, Flavour, Kubelet
 
 OFFSET = 3 * MIB
 

@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from csi.pb import csi_pb2
-from tests.reliability.hostile import MIB, methods, no_leaks
+from tests.reliability.hostile import methods
 from tests.reliability.secret_support import (
     CONTEXT,
     MARK,
@@ -31,6 +31,8 @@ from tests.reliability.secret_support import (
     files_holding,
     secret_fields,
 )
+from tests.support.invariants import no_leftovers
+from tests.support.kubelet import MIB
 
 pb = csi_pb2
 Code = grpc.StatusCode
@@ -41,7 +43,7 @@ EPHEMERAL = {**CONTEXT, "csi.storage.k8s.io/ephemeral": "true", "volumeType": "d
 
 @pytest.fixture(autouse=True)
 def _no_leaks(tmp_path: Path) -> Iterator[None]:
-    with no_leaks(tmp_path):
+    with no_leftovers(tmp_path):
         yield
 
 

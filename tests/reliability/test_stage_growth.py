@@ -8,9 +8,9 @@ import os
 import pytest
 
 from tests.integration.support import record_growth_behind_the_driver
-from tests.reliability.driver_process import DriverProcess, crash_during
-from tests.reliability.host_checks import assert_consistent, image_path
 from tests.reliability.lifecycle import EXT4, GROWTH, Life
+from tests.support.driver import DriverProcess, crash_during
+from tests.support.invariants import assert_consistent, image_path
 
 
 @pytest.mark.parametrize("point", ["stage:attached", "stage:mounted"])

@@ -5,16 +5,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import need, need_root, need_tool
+from tests.support.driver import DriverProcess
+from tests.support.prerequisites import need, need_root, need_tool
 
 # Every spec the advertised capabilities enable; a change here must be explained in the
 # README's csi-sanity section.
@@ -41,25 +39,21 @@ def csi_sanity_binary() -> str | None:
 
 @pytest.fixture
 def endpoint(tmp_path: Path) -> Iterator[str]:
-    """The driver as users run it: the CLI in its own process."""
-    data = tmp_path / "data"
-    socket_path = data / "csi.sock"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "csi", "--data-dir", str(data), "--node-id", "sanity-node"],
-        stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "driver.log", "wb"),  # noqa: SIM115
+    """The driver as users run it: the CLI in its own process, without test flags."""
+    driver = DriverProcess(
+        tmp_path / "data",
+        tmp_path / "logs",
+        node_id="sanity-node",
+        debug=False,
+        log_file=tmp_path / "driver.log",
     )
     try:
-        deadline = time.monotonic() + 20
-        while not socket_path.exists():
-            assert proc.poll() is None, (tmp_path / "driver.log").read_text()
-            assert time.monotonic() < deadline, "driver socket never appeared"
-            time.sleep(0.05)
-        yield f"unix://{socket_path}"
+        driver.start()
+        yield f"unix://{driver.socket}"
+        assert driver.stop() == 0
+        assert not driver.socket.exists(), "socket not removed on shutdown"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-        assert not socket_path.exists(), "socket not removed on shutdown"
+        driver.kill()
 
 
 @pytest.mark.sanity

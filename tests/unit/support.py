@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-
-import grpc
 
 from csi.config import MIB
 from csi.pb import csi_pb2
-from tests.helpers import Client, mount_capability
+from tests.support.driver import Client
+from tests.support.kubelet import mount_capability
 
 DIRECTORY = {"volumeType": "directory"}
 TOPOLOGY_KEY = "topology.localvol.csi.dev/node"
@@ -37,15 +35,6 @@ def create_request(
 def create(client: Client, name: str, **kwargs: object) -> csi_pb2.Volume:
     response = client.controller.CreateVolume(create_request(name, **kwargs))  # type: ignore[arg-type]
     return response.volume
-
-
-def rpc_error(call: Callable[[], object]) -> grpc.RpcError:
-    """Run ``call``, which must fail, and return its error (code() and details())."""
-    try:
-        call()
-    except grpc.RpcError as exc:
-        return exc
-    raise AssertionError("the call succeeded but was expected to fail")
 
 
 def on_disk(data_dir: Path) -> tuple[list[str], list[str]]:

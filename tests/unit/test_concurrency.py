@@ -13,7 +13,7 @@ from csi.layout import volume_id_for_name
 from csi.locks import KeyedLocks
 from csi.pb import csi_pb2
 from csi.status import code_of
-from tests.helpers import RunningDriver
+from tests.support.driver import RunningDriver
 from tests.unit.support import create_request, on_disk
 
 

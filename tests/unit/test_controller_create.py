@@ -11,17 +11,10 @@ import pytest
 from csi.config import MIB
 from csi.layout import volume_id_for_name
 from csi.pb import csi_pb2
-from tests.helpers import RunningDriver, block_capability, mount_capability, running_driver
-from tests.unit.support import (
-    DIRECTORY,
-    NODE,
-    TOPOLOGY_KEY,
-    Mode,
-    create,
-    create_request,
-    on_disk,
-    rpc_error,
-)
+from tests.support.driver import RunningDriver, running_driver
+from tests.support.kubelet import block_capability, mount_capability
+from tests.support.status import rpc_error
+from tests.unit.support import DIRECTORY, NODE, TOPOLOGY_KEY, Mode, create, create_request, on_disk
 
 
 def test_create_is_idempotent(driver: RunningDriver) -> None:

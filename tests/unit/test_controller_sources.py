@@ -8,8 +8,9 @@ import pytest
 from csi.config import MIB
 from csi.layout import snapshot_id_for_name, volume_id_for_name
 from csi.pb import csi_pb2
-from tests.helpers import RunningDriver
-from tests.unit.support import create_request, on_disk, rpc_error
+from tests.support.driver import RunningDriver
+from tests.support.status import rpc_error
+from tests.unit.support import create_request, on_disk
 
 
 def from_volume(name: str, source_id: str, **kwargs: object) -> csi_pb2.CreateVolumeRequest:

@@ -10,8 +10,10 @@ import grpc
 from csi.config import MIB
 from csi.layout import volume_id_for_name
 from csi.pb import csi_pb2
-from tests.helpers import RunningDriver, block_capability, running_driver
-from tests.unit.support import create, rpc_error
+from tests.support.driver import RunningDriver, running_driver
+from tests.support.kubelet import block_capability
+from tests.support.status import rpc_error
+from tests.unit.support import create
 
 
 def expand(

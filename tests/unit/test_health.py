@@ -22,7 +22,8 @@ from csi.pb import csi_pb2
 from csi.readiness import STILL_RECONCILING, Readiness
 from csi.registration import RegistrationState, State, Status
 from csi.server import build
-from tests.helpers import make_config, running_driver
+from tests.support.driver import make_config, running_driver
+from tests.support.status import raises_code
 
 LOCAL = HostPort("127.0.0.1", 0)
 
@@ -143,10 +144,9 @@ def test_health_and_probe_share_one_rule(tmp_path: Path) -> None:
     with running_driver(tmp_path / "data") as running:
         running.driver.readiness.mark_failed("reconciliation failed: ValueError: damaged")
         rule = HealthRule(running.driver.readiness, running.data_dir, None)
-        with pytest.raises(grpc.RpcError) as info:
+        with raises_code(grpc.StatusCode.FAILED_PRECONDITION) as refusal:
             running.client.identity.Probe(csi_pb2.ProbeRequest())
-        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert rule() == info.value.details()
+        assert rule() == refusal.details
 
 
 def test_other_paths_are_not_found() -> None:

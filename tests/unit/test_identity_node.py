@@ -10,8 +10,10 @@ import pytest
 from csi import __version__
 from csi.layout import volume_id_for_name
 from csi.pb import csi_pb2
-from tests.helpers import RunningDriver, mount_capability, running_driver, status_of
-from tests.unit.support import NODE, TOPOLOGY_KEY, create, rpc_error
+from tests.support.driver import RunningDriver, running_driver
+from tests.support.kubelet import mount_capability
+from tests.support.status import rpc_error, status_of
+from tests.unit.support import NODE, TOPOLOGY_KEY, create
 
 Service = csi_pb2.PluginCapability.Service
 Expansion = csi_pb2.PluginCapability.VolumeExpansion

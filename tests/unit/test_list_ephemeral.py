@@ -12,7 +12,7 @@ from csi.layout import Layout
 from csi.pb import csi_pb2
 from csi.state.records import AccessType, Phase, VolumeKind, VolumeRecord, VolumeSpec
 from csi.state.store import StateStore
-from tests.helpers import running_driver
+from tests.support.driver import running_driver
 from tests.unit.support import create
 
 # The kubelet names an inline volume "csi-" + 64 hex digits; it sorts before "vol-...".

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from csi.host.mount import mounts_at, mounts_under, parse_mountinfo
 
 SAMPLE = "\n".join(
@@ -58,6 +60,15 @@ def test_octal_escapes() -> None:
 def test_newline_escape() -> None:
     line = "50 22 0:40 / /mnt/a\\012b rw - tmpfs tmpfs rw"
     assert parse_mountinfo(line)[0].mount_point == "/mnt/a\nb"
+
+
+@pytest.mark.parametrize("char", ["\u2028", "\x85", "\x1d", "\x0b", "\x0c", "\r"])
+def test_only_a_newline_ends_a_line(char: str) -> None:
+    """Found by the fuzz tier: a target named with a character str.splitlines() breaks at
+    was misread, so the driver never found (nor unmounted) its mount."""
+    line = f"50 22 0:40 / /mnt/a{char}b rw - tmpfs tmpfs rw\n51 22 0:41 / /mnt/c rw - tmpfs t rw"
+    entries = parse_mountinfo(line)
+    assert [e.mount_point for e in entries] == [f"/mnt/a{char}b", "/mnt/c"]
 
 
 def test_mounts_at_and_under() -> None:

@@ -10,7 +10,8 @@ from google.protobuf.message import Message
 
 from csi.pb import csi_pb2
 from csi.redact import safe_text
-from tests.helpers import RunningDriver, mount_capability
+from tests.support.driver import RunningDriver
+from tests.support.kubelet import mount_capability
 
 SECRET = "s3cr3t-Value-42"
 FLAG = "context=hidden-flag-9"

@@ -19,7 +19,7 @@ from csi.pb import pluginregistration_pb2 as pb
 from csi.pb import pluginregistration_pb2_grpc as pb_grpc
 from csi.registration import Registration, State
 from csi.server import Driver, build
-from tests.helpers import make_config
+from tests.support.driver import make_config
 
 KUBELET_PATH = Path("/var/lib/kubelet/plugins/localvol.csi.dev/csi.sock")
 

@@ -20,7 +20,8 @@ from csi.host.run import missing_tools
 from csi.host.tools import ESSENTIAL_TOOLS
 from csi.pb import pluginregistration_pb2 as pb
 from csi.pb import pluginregistration_pb2_grpc as pb_grpc
-from tests.helpers import driver_subprocess, need
+from tests.support.driver import driver_subprocess
+from tests.support.prerequisites import need
 
 DRIVER = "localvol.csi.dev"
 KUBELET_PATH = f"/var/lib/kubelet/plugins/{DRIVER}/csi.sock"

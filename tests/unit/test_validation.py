@@ -20,7 +20,7 @@ from csi.validation import (
     required_capability,
     unsupported_reason,
 )
-from tests.helpers import block_capability, mount_capability
+from tests.support.kubelet import block_capability, mount_capability
 
 Mode = csi_pb2.VolumeCapability.AccessMode.Mode
 SUPPORTED = [

@@ -17,8 +17,9 @@ from csi.pb import csi_pb2
 from csi.services import legacy_condition
 from csi.volumes import storage_health
 from csi.volumes.conditions import MAX_MESSAGE, TABLE, Condition, Problem, found
-from tests.helpers import RunningDriver, running_driver, status_of
 from tests.legacy_condition import legacy_condition as read_legacy
+from tests.support.driver import RunningDriver, running_driver
+from tests.support.status import status_of
 from tests.unit.support import DIRECTORY, NODE, TOPOLOGY_KEY, create
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -1,9 +1,5 @@
-"""The driver as a separate process, the way a node runs it: start, probe, kill, restart.
-
-Crash points (csi.faults) kill the process with SIGKILL, so these tests cannot run the
-server in-process: each start is ``python -m csi`` with its own environment (an optional
-``CSI_FAULT_POINT``, an optional PATH shim directory first on PATH) and its own log file.
-"""
+"""The driver under test: in this process (``running_driver``) or as its own process, the
+way a node runs it (``DriverProcess``: start, probe, stop, kill, restart)."""
 
 from __future__ import annotations
 
@@ -12,32 +8,120 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 import pytest
 
+from csi.config import Config
 from csi.faults import ENV as FAULT_ENV
 from csi.pb import csi_pb2, csi_pb2_grpc
-from tests.helpers import Client
-from tests.integration.support import Kubelet
+from csi.server import Driver, build
+from tests.support.kubelet import Kubelet
+from tests.support.status import rpc_error
 
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 20.0
-T = TypeVar("T")
+
+
+@dataclass
+class Client:
+    identity: csi_pb2_grpc.IdentityStub
+    controller: csi_pb2_grpc.ControllerStub
+    node: csi_pb2_grpc.NodeStub
+    channel: grpc.Channel
+
+
+def connect(socket: Path) -> Client:
+    channel = grpc.insecure_channel(f"unix://{socket}")
+    return Client(
+        identity=csi_pb2_grpc.IdentityStub(channel),
+        controller=csi_pb2_grpc.ControllerStub(channel),
+        node=csi_pb2_grpc.NodeStub(channel),
+        channel=channel,
+    )
+
+
+# -- in this process -------------------------------------------------------------------
+@dataclass
+class RunningDriver:
+    driver: Driver
+    client: Client
+    config: Config
+
+    @property
+    def data_dir(self) -> Path:
+        return self.config.data_dir
+
+
+def make_config(data_dir: Path, **overrides: object) -> Config:
+    values: dict[str, object] = {
+        "driver_name": "localvol.csi.dev",
+        "node_id": "test-node",
+        "data_dir": data_dir,
+        "endpoint": f"unix://{data_dir}/csi.sock",
+        "shutdown_grace": 2.0,
+    }
+    values.update(overrides)
+    return Config(**values)  # type: ignore[arg-type]
+
+
+@contextmanager
+def running_driver(data_dir: Path, **overrides: object) -> Iterator[RunningDriver]:
+    """Start the real gRPC server in this process on a unix socket under ``data_dir``."""
+    config = make_config(data_dir, **overrides)
+    driver = build(config)
+    driver.server.start()
+    driver.reconcile_then_ready()
+    client = connect(data_dir / "csi.sock")
+    try:
+        yield RunningDriver(driver, client, config)
+    finally:
+        client.channel.close()
+        driver.stop(grace=1.0)
+
+
+# -- as its own process ----------------------------------------------------------------
+def driver_argv(
+    data_dir: Path, args: Sequence[str] = (), *, node_id: str = "n1", debug: bool = True
+) -> list[str]:
+    """``python -m csi`` serving ``data_dir`` (a path as the driver's process sees it);
+    ``debug``: at debug level with a 2 s shutdown grace, else as a user starts it."""
+    argv = [sys.executable, "-m", "csi", "--data-dir", str(data_dir), "--node-id", node_id]
+    if debug:
+        argv += ["--log-level", "debug", "--shutdown-grace", "2"]
+    return [*argv, *args]
 
 
 class DriverProcess:
-    """One node's driver: a data directory, a log directory and at most one live process."""
+    """One node's driver: a data directory, a log directory and at most one live process.
 
-    def __init__(self, data_dir: Path, log_dir: Path, kubelet_root: Path) -> None:
+    Each start is ``python -m csi`` with its own environment (an optional
+    ``CSI_FAULT_POINT``, an optional PATH shim directory first on PATH) and its own log
+    file (``log_file``, if given, is every start's log). Crash points kill the process with
+    SIGKILL, which is why the crash tests cannot run the server in-process.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        log_dir: Path,
+        kubelet_root: Path | None = None,
+        *,
+        node_id: str = "n1",
+        debug: bool = True,
+        log_file: Path | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.log_dir = log_dir
-        self.kubelet_root = kubelet_root
+        self.kubelet_root = kubelet_root if kubelet_root is not None else log_dir / "kubelet"
+        self.node_id = node_id
+        self.debug = debug
+        self.log_file = log_file
         self.proc: subprocess.Popen[bytes] | None = None
-        self.channel: grpc.Channel | None = None
         self._client: Client | None = None
         self.starts = 0
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -49,7 +133,7 @@ class DriverProcess:
 
     @property
     def log_path(self) -> Path:
-        return self.log_dir / f"driver-{self.starts}.log"
+        return self.log_file or self.log_dir / f"driver-{self.starts}.log"
 
     def start(
         self, *, fault: str = "", path_prefix: Path | None = None, args: Sequence[str] = ()
@@ -78,7 +162,7 @@ class DriverProcess:
 
     def command(self, args: Sequence[str]) -> list[str]:
         """The driver's argv; a subclass may run it elsewhere (another mount namespace)."""
-        return driver_argv(self.data_dir, args)
+        return driver_argv(self.data_dir, args, node_id=self.node_id, debug=self.debug)
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
@@ -86,7 +170,8 @@ class DriverProcess:
             if self.proc is not None and self.proc.poll() is not None:
                 pytest.fail(f"driver exited ({self.proc.returncode}) at start:\n{self.log()}")
             if self.socket.exists():
-                self._connect()
+                if self._client is None:
+                    self._client = connect(self.socket)
                 try:
                     reply = self.client.identity.Probe(csi_pb2.ProbeRequest(), timeout=2)
                     if reply.ready.value:
@@ -97,21 +182,9 @@ class DriverProcess:
             time.sleep(0.05)
         pytest.fail(f"driver not ready within {READY_TIMEOUT}s:\n{self.log()}")
 
-    def _connect(self) -> None:
-        if self._client is not None:
-            return
-        self.channel = grpc.insecure_channel(f"unix://{self.socket}")
-        self._client = Client(
-            identity=csi_pb2_grpc.IdentityStub(self.channel),
-            controller=csi_pb2_grpc.ControllerStub(self.channel),
-            node=csi_pb2_grpc.NodeStub(self.channel),
-            channel=self.channel,
-        )
-
     def _disconnect(self) -> None:
-        if self.channel is not None:
-            self.channel.close()
-        self.channel = None
+        if self._client is not None:
+            self._client.channel.close()
         self._client = None
 
     @property
@@ -181,7 +254,7 @@ class DriverProcess:
 
     # -- logs ----------------------------------------------------------------------
     def log(self) -> str:
-        """The current (or last) start's stderr."""
+        """The current (or last) start's output."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def all_logs(self) -> str:
@@ -189,27 +262,24 @@ class DriverProcess:
         return "\n".join(p.read_text(errors="replace") for p in paths)
 
 
-def driver_argv(data_dir: Path, args: Sequence[str] = ()) -> list[str]:
-    """``python -m csi`` serving ``data_dir`` (a path as the driver's process sees it)."""
-    argv = [sys.executable, "-m", "csi", "--data-dir", str(data_dir)]
-    return [*argv, "--node-id", "n1", "--log-level", "debug", "--shutdown-grace", "2", *args]
-
-
-def error_of(call: Callable[[], object]) -> grpc.RpcError | None:
-    """The RpcError ``call`` fails with, or None if it succeeds."""
+@contextmanager
+def driver_subprocess(
+    data: Path,
+    log: Path,
+    *extra_args: str,
+    node_id: str = "test-node",
+    path_first: Path | None = None,
+) -> Iterator[Client]:
+    """``python -m csi`` at debug level on ``data`` (output in ``log``), ready before it is
+    yielded and stopped after; ``path_first`` goes first on its PATH (a tool shim)."""
+    driver = DriverProcess(data, log.parent, node_id=node_id, log_file=log)
     try:
-        call()
-    except grpc.RpcError as exc:
-        return exc
-    return None
-
-
-def rpc_error(call: Callable[[], object]) -> grpc.RpcError:
-    """The RpcError ``call`` fails with; fails the test if it succeeds."""
-    error = error_of(call)
-    if error is None:
-        pytest.fail("the call succeeded; an error was expected")
-    return error
+        yield driver.start(path_prefix=path_first, args=extra_args)
+    finally:
+        try:
+            driver.stop()
+        finally:
+            driver.kill()
 
 
 def crash_during(driver: DriverProcess, call: Callable[[], object]) -> None:
