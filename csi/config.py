@@ -49,6 +49,8 @@ class Config:
     kubelet_registration_path: Path | None = None
     # HTTP /healthz (csi/health.py), off when None.
     health_address: HostPort | None = None
+    # The Docker volume-plugin protocol (csi/docker_plugin.py) on this unix socket, off when None.
+    docker_plugin_socket: Path | None = None
 
     @property
     def topology_key(self) -> str:
