@@ -79,11 +79,13 @@ ERRNO_STATUS: Mapping[int, HTTPStatus] = MappingProxyType(
 )
 
 
-class BadRequest(errors.InvalidArgument):
-    """The HTTP request itself is unusable (not JSON, too large, wrong method)."""
+class BadRequest(Exception):
+    """The HTTP request itself is unusable (not JSON, too large, no such call): the
+    protocol's own refusal, with the status it is answered with."""
 
     def __init__(self, message: str, status: HTTPStatus = HTTPStatus.BAD_REQUEST) -> None:
         super().__init__(message)
+        self.message = message
         self.status = status
 
 
