@@ -155,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
         "registration on, registered) [CSI_HEALTH_ADDRESS] (default: off)",
     )
     parser.add_argument(
+        "--docker-plugin-socket",
+        default=env("CSI_DOCKER_PLUGIN_SOCKET") or None,
+        help="serve Docker and Podman volumes (the volume-plugin protocol) on this unix "
+        "socket, e.g. /run/docker/plugins/localvol.sock [CSI_DOCKER_PLUGIN_SOCKET] "
+        "(default: off)",
+    )
+    parser.add_argument(
         "--shutdown-grace",
         type=float,
         default=float(env("CSI_SHUTDOWN_GRACE", "30")),
@@ -177,6 +184,9 @@ def config_from_args(argv: Sequence[str] | None = None) -> Config:
         args.max_volume_size = 16 * TIB
     endpoint = args.endpoint or f"unix://{data_dir / 'csi.sock'}"
     registration_dir, kubelet_path = _registration(parser, args, endpoint)
+    docker_socket = args.docker_plugin_socket
+    if docker_socket is not None and not Path(docker_socket).is_absolute():
+        parser.error("--docker-plugin-socket must be an absolute path")
     return Config(
         driver_name=args.driver_name,
         node_id=args.node_id,
@@ -196,6 +206,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> Config:
         kubelet_registration_path=kubelet_path,
         health_address=args.health_address,
         legacy_volume_condition=args.volume_condition,
+        docker_plugin_socket=Path(docker_socket) if docker_socket is not None else None,
     )
 
 

@@ -52,6 +52,8 @@ class Config:
     # Also answer with the CSI 1.12 volume condition (Kubernetes 1.34-1.36 read it) beside
     # the 1.13 health RPCs; csi/services/legacy_condition.py.
     legacy_volume_condition: bool = True
+    # The Docker volume-plugin protocol (csi/docker_plugin.py) on this unix socket, off when None.
+    docker_plugin_socket: Path | None = None
 
     @property
     def topology_key(self) -> str:

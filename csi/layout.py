@@ -6,6 +6,9 @@ Data root layout::
     <root>/images/<id>.img      loop volume backing file (sparse)
     <root>/snapshots/<id>.img|.dir   snapshot contents (loop image or directory tree)
     <root>/state/{volumes,snapshots,groups}/<id>.json   records (see csi.state)
+    <root>/docker/<id>/stage    where the Docker volume plugin stages a volume it mounts
+    <root>/docker/<id>/mount    the path it hands Docker or Podman (the volume's content)
+    <root>/state/docker/<id>.json   the plugin's record of a volume (Docker name, mount IDs)
     <root>/csi.sock             default endpoint
 
 Volume IDs are derived from the CO-chosen name (a hash), so a retried CreateVolume
@@ -95,6 +98,23 @@ class Layout:
     @property
     def group_state_dir(self) -> Path:
         return self.root / "state" / "groups"
+
+    @property
+    def plugin_dir(self) -> Path:
+        """Where the Docker volume plugin mounts the volumes it hands out."""
+        return self.root / "docker"
+
+    @property
+    def plugin_state_dir(self) -> Path:
+        return self.root / "state" / "docker"
+
+    def plugin_stage(self, volume_id: str) -> Path:
+        """The staging path of a volume mounted for Docker or Podman."""
+        return self.plugin_dir / check_id(volume_id) / "stage"
+
+    def plugin_mount(self, volume_id: str) -> Path:
+        """The path a mounted volume's content is handed to Docker or Podman at."""
+        return self.plugin_dir / check_id(volume_id) / "mount"
 
     def snapshot_path(self, snapshot_id: str, kind_suffix: str) -> Path:
         """A snapshot's content: ``<id>.img`` for loop volumes, ``<id>.dir`` for directories."""

@@ -15,6 +15,7 @@ import grpc
 
 from csi import __version__
 from csi.config import Config
+from csi.docker_plugin import DockerPlugin
 from csi.endpoints import clear_stale_socket, grpc_address
 from csi.health import HealthRule, HealthServer
 from csi.interceptors import RpcInterceptor
@@ -29,9 +30,11 @@ from csi.services.group_controller import GroupControllerService
 from csi.services.identity import IdentityService
 from csi.services.node import NodeService
 from csi.services.snapshot_metadata import SnapshotMetadataService
+from csi.state.plugin_records import PluginStore
 from csi.state.store import GroupSnapshotStore, SnapshotStore, StateStore
 from csi.volumes.groups import GroupSnapshots
 from csi.volumes.manager import Volumes
+from csi.volumes.named import NamedVolumes
 from csi.volumes.provisioning import Provisioner
 from csi.volumes.snapshots import Snapshots
 
@@ -49,9 +52,11 @@ class Driver:
     socket_path: Path | None
     registration: Registration | None = None
     health: HealthServer | None = None
+    docker: DockerPlugin | None = None
 
     def start(self) -> None:
-        """Serve /healthz, then the CSI socket, then (the CSI socket serving) registration."""
+        """Serve /healthz, then the CSI socket, then the Docker plugin's socket, then (the CSI
+        socket serving) registration."""
         started: list[Callable[[], object]] = []
         try:
             if self.health is not None:
@@ -59,6 +64,9 @@ class Driver:
                 started.append(self.health.stop)
             self.server.start()
             started.append(lambda: self._stop_csi(0))
+            if self.docker is not None:
+                self.docker.start()
+                started.append(self.docker.stop)
             if self.registration is not None:
                 self.registration.start()
         except BaseException:
@@ -69,6 +77,8 @@ class Driver:
     def reconcile_then_ready(self) -> None:
         try:
             reconcile(self.volumes, self.snapshots, self.groups)
+            if self.docker is not None:
+                self.docker.named.reconcile()
         except Exception as exc:
             log.exception("event=reconcile_failed")
             self.readiness.mark_failed(f"reconciliation failed: {type(exc).__name__}: {exc}")
@@ -81,6 +91,8 @@ class Driver:
         # Deregister first: the kubelet stops sending new calls before the CSI socket goes.
         if self.registration is not None:
             self.registration.stop()
+        if self.docker is not None:
+            self.docker.stop()
         self._stop_csi(grace)
         if self.health is not None:
             self.health.stop()
@@ -129,6 +141,10 @@ def build(config: Config) -> Driver:
     if config.health_address is not None:
         state = registration.state if registration is not None else None
         health = HealthServer(config.health_address, HealthRule(readiness, config.data_dir, state))
+    docker = None
+    if config.docker_plugin_socket is not None:
+        named = NamedVolumes(volumes, provisioner, locks, PluginStore(layout))
+        docker = DockerPlugin(config.docker_plugin_socket, named, readiness)
     return Driver(
         config,
         server,
@@ -139,6 +155,7 @@ def build(config: Config) -> Driver:
         socket_path,
         registration=registration,
         health=health,
+        docker=docker,
     )
 
 

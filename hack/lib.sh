@@ -18,6 +18,9 @@ ensure_host_packages() {
     command -v losetup >/dev/null || missing+=(mount)
     command -v blkid >/dev/null || missing+=(util-linux)
     command -v strace >/dev/null || missing+=(strace)  # hack/bench compare counts syscalls
+    # The Docker volume plugin's tests: Podman (and its Docker-compatible API), runc.
+    command -v podman >/dev/null || missing+=(podman)
+    command -v runc >/dev/null || missing+=(runc)
     [ ${#missing[@]} -eq 0 ] && return 0
     if [ "$(id -u)" -ne 0 ]; then
         log "missing host packages (${missing[*]}); run as root to install them"
