@@ -138,6 +138,10 @@ class RecordStore(Generic[R]):
         with self._lock:
             return record_id in self._quarantined
 
+    def quarantined(self) -> list[str]:
+        with self._lock:
+            return sorted(self._quarantined)
+
     def too_new(self) -> list[str]:
         """IDs of records a newer driver wrote, which this one leaves alone."""
         with self._lock:
