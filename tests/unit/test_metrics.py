@@ -17,7 +17,7 @@ from csi.host.run import run
 from csi.pb import csi_pb2
 from tests.helpers import RunningDriver, running_driver
 from tests.scrape import scrape, serving_metrics
-from tests.unit.support import create, rpc_error
+from tests.unit.support import create, create_request, rpc_error
 
 LOCAL = HostPort("127.0.0.1", 0)
 # name -> (type, label names), as a scraper sees them.
@@ -194,3 +194,20 @@ def test_real_run_is_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(errors.ToolMissing):
         run(["blkid", "/dev/null"])
     assert series._value.get() == before + 1
+
+
+def test_no_secret_reaches_a_scrape(served: tuple[RunningDriver, int]) -> None:
+    """Secrets, names and IDs of calls that succeed and fail are nowhere in /metrics."""
+    driver, port = served
+    canary = "canary-5e3f9a1b-secret"
+    request = create_request("pvc-with-secret", required=MIB)
+    request.secrets["key"] = canary
+    created = driver.client.controller.CreateVolume(request).volume
+    bad = create_request(f"pvc-{canary}", required=MIB, parameters={"volumeType": canary})
+    bad.secrets["key"] = canary
+    assert rpc_error(lambda: driver.client.controller.CreateVolume(bad)).code() is (
+        grpc.StatusCode.INVALID_ARGUMENT
+    )
+    text = scrape(port).text
+    for needle in (canary, "pvc-with-secret", created.volume_id):
+        assert needle not in text
