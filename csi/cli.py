@@ -1,8 +1,10 @@
-"""Command line: ``localvol-csi`` / ``python -m csi``."""
+"""Command line: ``localvol-csi`` / ``python -m csi`` serves the driver;
+``localvol-csi inspect`` reports what the data dir holds (csi.inspect), read-only."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import socket
@@ -234,8 +236,49 @@ def _registration(
     return Path(args.plugin_registration_dir).absolute(), Path(kubelet_path)
 
 
+INSPECT = "inspect"
+
+
+def inspect_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"localvol-csi {INSPECT}",
+        description="Print what the driver holds on this node: each volume and snapshot "
+        "(kind, size, phase, staging path and targets, loop devices, health), every record "
+        "the driver refuses and why, and data no record accounts for. Reads the data dir "
+        "only; safe beside a running driver.",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get("CSI_DATA_DIR", DEFAULT_DATA_DIR),
+        help="the driver's data dir [CSI_DATA_DIR] (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--output", "-o", choices=("text", "json"), default="text", help="(default: text)"
+    )
+    return parser
+
+
+def inspect_main(argv: Sequence[str]) -> int:
+    from csi.inspect import InspectError, inspect, render_text
+
+    args = inspect_parser().parse_args(argv)
+    try:
+        view = inspect(Path(args.data_dir).absolute())
+    except (InspectError, OSError) as exc:
+        print(f"localvol-csi {INSPECT}: {exc}", file=sys.stderr)
+        return 2
+    if args.output == "json":
+        print(json.dumps(view.to_json(), indent=2, sort_keys=True))
+    else:
+        print("\n".join(render_text(view)))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    config = config_from_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == [INSPECT]:
+        return inspect_main(args[1:])
+    config = config_from_args(args)
     logs.setup(config.log_level, config.log_format)
     from csi.server import serve  # imported late so --help stays fast
 

@@ -1,9 +1,13 @@
-"""HTTP ``/healthz`` for the kubelet's probes, in place of a livenessprobe container.
+"""HTTP ``/healthz`` for the kubelet's probes, in place of a livenessprobe container, and
+``/metrics`` for Prometheus.
 
 Healthy (200) when the Identity Probe would answer ready (the one rule in readiness.py)
 and, with kubelet registration on, the kubelet accepted the driver; otherwise 503 with a
 one-line reason. The server runs in threads of its own, so it never holds up a CSI call,
 and each check is bounded: a check still running when the timeout is up answers 503.
+``/metrics`` answers with the registry the server was given (csi.metrics), in the text
+format or OpenMetrics as the scraper's Accept header asks, whether or not the driver is
+ready: a driver that never gets ready is exactly the one to look at.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
 from csi.config import HostPort
 from csi.readiness import Readiness, not_ready
 from csi.registration import RegistrationState
@@ -24,6 +31,7 @@ from csi.registration import RegistrationState
 log = logging.getLogger(__name__)
 
 PATH = "/healthz"
+METRICS_PATH = "/metrics"
 CHECK_TIMEOUT = 3.0  # well inside the probes' timeoutSeconds (5 in the DaemonSet)
 REQUEST_TIMEOUT = 10.0  # a client that sends nothing gets dropped
 Check = Callable[[], str | None]  # the reason the driver is unhealthy, or None
@@ -98,7 +106,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(body=False)
 
     def _answer(self, *, body: bool) -> None:
-        if self.path.split("?", 1)[0] != PATH:
+        path = self.path.split("?", 1)[0]
+        if path == METRICS_PATH and self.server.registry is not None:
+            self._metrics(self.server.registry, body)
+            return
+        if path != PATH:
             self._send(404, "not found", body)
             return
         problem = self.server.probe()
@@ -106,6 +118,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, "ok", body)
         else:
             self._send(503, problem, body)
+
+    def _metrics(self, registry: CollectorRegistry, body: bool) -> None:
+        encode, content_type = choose_encoder(self.headers.get("Accept", ""))
+        data = encode(registry)
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
 
     def _send(self, code: int, text: str, body: bool) -> None:
         data = (" ".join(text.split()) + "\n").encode("utf-8", "replace")
@@ -124,10 +146,15 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(
-        self, address: HostPort, check: BoundedCheck, family: socket.AddressFamily
+        self,
+        address: HostPort,
+        check: BoundedCheck,
+        family: socket.AddressFamily,
+        registry: CollectorRegistry | None,
     ) -> None:
         self.address_family = family
         self._check = check
+        self.registry = registry
         self._lock = threading.Lock()
         self._last: str | None = ""  # "" until the first answer
         host = "::" if family == socket.AF_INET6 and not address.host else address.host
@@ -154,10 +181,19 @@ class _Server(ThreadingHTTPServer):
 
 
 class HealthServer:
-    """``/healthz`` on ``address``, served from ``start`` until ``stop``."""
+    """``/healthz`` (and ``/metrics`` given a registry) on ``address``, served from
+    ``start`` until ``stop``."""
 
-    def __init__(self, address: HostPort, check: Check, timeout: float = CHECK_TIMEOUT) -> None:
+    def __init__(
+        self,
+        address: HostPort,
+        check: Check,
+        timeout: float = CHECK_TIMEOUT,
+        *,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self._address = address
+        self._registry = registry
         self._check = BoundedCheck(check, timeout)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -183,15 +219,15 @@ class HealthServer:
     def _bind(self) -> _Server:
         host = self._address.host
         if ":" in host:
-            return _Server(self._address, self._check, socket.AF_INET6)
+            return _Server(self._address, self._check, socket.AF_INET6, self._registry)
         if host:
-            return _Server(self._address, self._check, socket.AF_INET)
+            return _Server(self._address, self._check, socket.AF_INET, self._registry)
         try:  # every interface: dual-stack where the node has IPv6, IPv4 otherwise
-            return _Server(self._address, self._check, socket.AF_INET6)
+            return _Server(self._address, self._check, socket.AF_INET6, self._registry)
         except OSError as exc:
             if exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
                 raise
-            return _Server(self._address, self._check, socket.AF_INET)
+            return _Server(self._address, self._check, socket.AF_INET, self._registry)
 
     def stop(self) -> None:
         server, self._server = self._server, None

@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 
 from csi.host.deadline import call_deadline
+from csi.metrics import RpcMetrics
 from csi.readiness import Readiness
 from csi.redact import safe_text
 from csi.status import Failure, failure_of
@@ -42,8 +43,9 @@ def _bounded(message: str) -> str:
 
 
 class RpcInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
-    def __init__(self, readiness: Readiness) -> None:
+    def __init__(self, readiness: Readiness, metrics: RpcMetrics | None = None) -> None:
         self._readiness = readiness
+        self._metrics = metrics
 
     def intercept_service(
         self,
@@ -82,6 +84,7 @@ class RpcInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         self, inner: Callable[[Any, grpc.ServicerContext], Any], method: str, gated: bool
     ) -> Callable[[Any, grpc.ServicerContext], Any]:
         readiness = self._readiness
+        metrics = self._metrics
 
         def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
@@ -108,6 +111,8 @@ class RpcInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                     )
             code = failure.code if failure else grpc.StatusCode.OK
             elapsed_ms = (time.perf_counter() - started) * 1000
+            if metrics is not None:
+                metrics.record(method, code.name, elapsed_ms / 1000)
             if code is not grpc.StatusCode.OK:
                 level = logging.WARNING
             else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from csi.health import HealthRule, HealthServer
 from csi.interceptors import RpcInterceptor
 from csi.layout import Layout
 from csi.locks import KeyedLocks
+from csi.metrics import RECONCILE_FAILED, RECONCILE_OK, RECONCILE_PARTIAL, RpcMetrics, new_registry
+from csi.node_metrics import NodeCollector
 from csi.pb import csi_pb2_grpc
 from csi.readiness import Readiness
 from csi.reconcile import reconcile
@@ -53,6 +56,7 @@ class Driver:
     registration: Registration | None = None
     health: HealthServer | None = None
     docker: DockerPlugin | None = None
+    metrics: RpcMetrics | None = None
 
     def start(self) -> None:
         """Serve /healthz, then the CSI socket, then the Docker plugin's socket, then (the CSI
@@ -75,16 +79,23 @@ class Driver:
             raise
 
     def reconcile_then_ready(self) -> None:
+        started = time.monotonic()
         try:
-            reconcile(self.volumes, self.snapshots, self.groups)
+            report = reconcile(self.volumes, self.snapshots, self.groups)
             if self.docker is not None:
                 self.docker.named.reconcile()
         except Exception as exc:
             log.exception("event=reconcile_failed")
+            self._reconciled(RECONCILE_FAILED, started)
             self.readiness.mark_failed(f"reconciliation failed: {type(exc).__name__}: {exc}")
             return
+        self._reconciled(RECONCILE_PARTIAL if report.failed else RECONCILE_OK, started)
         self.readiness.mark_ready()
         log.info("event=ready")
+
+    def _reconciled(self, outcome: str, started: float) -> None:
+        if self.metrics is not None:
+            self.metrics.reconciled(outcome, time.monotonic() - started)
 
     def stop(self, grace: float | None = None) -> None:
         grace = self.config.shutdown_grace if grace is None else grace
@@ -111,7 +122,9 @@ def build(config: Config) -> Driver:
     volumes = Volumes(layout, store)
     readiness = Readiness()
     locks = KeyedLocks()
-    interceptor = RpcInterceptor(readiness)
+    registry = new_registry()
+    metrics = RpcMetrics(registry)
+    interceptor = RpcInterceptor(readiness, metrics)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"),
         interceptors=[interceptor],
@@ -137,10 +150,12 @@ def build(config: Config) -> Driver:
         clear_stale_socket(socket_path)
     server.add_insecure_port(address)
     registration = _registration(config, interceptor)
+    registry.register(NodeCollector(volumes, snapshots, groups))
     health = None
     if config.health_address is not None:
         state = registration.state if registration is not None else None
-        health = HealthServer(config.health_address, HealthRule(readiness, config.data_dir, state))
+        rule = HealthRule(readiness, config.data_dir, state)
+        health = HealthServer(config.health_address, rule, registry=registry)
     docker = None
     if config.docker_plugin_socket is not None:
         named = NamedVolumes(volumes, provisioner, locks, PluginStore(layout))
@@ -156,6 +171,7 @@ def build(config: Config) -> Driver:
         registration=registration,
         health=health,
         docker=docker,
+        metrics=metrics,
     )
 
 

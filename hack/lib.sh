@@ -71,6 +71,10 @@ KIND_CLUSTER="${KIND_CLUSTER:-localvol}"
 KIND_VERSION="${KIND_VERSION:-v0.33.0}"
 KUSTOMIZE_VERSION="${KUSTOMIZE_VERSION:-v5.8.2}"
 SNAPSHOTTER_VERSION="${SNAPSHOTTER_VERSION:-v8.7.0}"
+# The Helm CLI the chart tests run, and the Prometheus Operator whose CRDs (in its module,
+# example/prometheus-operator-crd) check deploy/monitoring.
+HELM_VERSION="${HELM_VERSION:-v4.3.2}"
+PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.85.0}"
 IMAGE="${IMAGE:-localvol-csi:dev}"
 
 need_docker() {
@@ -94,6 +98,11 @@ need_kubectl() {
 ensure_kustomize() {
     KUSTOMIZE="$(go_tool kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION")"
     export KUSTOMIZE
+}
+
+ensure_helm() {
+    HELM="$(go_tool helm helm.sh/helm/v4/cmd/helm "$HELM_VERSION")"
+    export HELM
 }
 
 # The snapshot CRDs are upstream's API definitions: fetched from the Go module proxy at

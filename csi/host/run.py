@@ -28,6 +28,7 @@ from csi.host.errors import (
     NoSpace,
     ToolMissing,
 )
+from csi.host.observe import observed
 from csi.host.tools import HOST_TOOLS, RUNS_PAST_DEADLINE
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ def time_limit(tool: str, cap: float) -> tuple[float, bool]:
     return left, True
 
 
+@observed
 def run(
     argv: Sequence[str],
     *,

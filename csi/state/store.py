@@ -204,6 +204,10 @@ class RecordStore(Generic[R]):
         with self._lock:
             return record_id in self._quarantined
 
+    def quarantined(self) -> list[str]:
+        with self._lock:
+            return sorted(self._quarantined)
+
     def too_new(self) -> list[str]:
         """IDs of records a newer driver wrote, which this one leaves alone."""
         with self._lock:
@@ -298,8 +302,14 @@ def volume_json(layout: Layout, volume_id: str) -> dict[str, Any] | None:
     if not path.exists():
         return None
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return with_node_use(layout, volume_id, data)
+
+
+def with_node_use(layout: Layout, volume_id: str, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (a volume record's JSON) with its node-use file, if readable, laid over it."""
     try:
-        use = json.loads((layout.node_use_dir / path.name).read_text(encoding="utf-8"))
+        path = layout.node_use_dir / f"{check_id(volume_id)}.json"
+        use = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return data
     if isinstance(use, dict) and use.get("schema") == data.get("schema"):

@@ -22,6 +22,7 @@ DEPLOY = ROOT / "deploy"
 # The Kubernetes version kind v0.33.0 runs (hack/lib.sh pins kind).
 K8S_VERSION = "1.37.0"
 SNAPSHOT_GROUPS = ("snapshot.storage.k8s.io", "groupsnapshot.storage.k8s.io")
+MONITORING_GROUP = "monitoring.coreos.com"  # the Prometheus Operator's CRDs
 # An overlay with deploy/components/upstream-sidecars, written as that component says.
 UPSTREAM_SIDECARS = "tests/manifests/upstream-sidecars"
 Obj = dict[str, Any]
@@ -112,9 +113,33 @@ def snapshot_schemas() -> dict[tuple[str, str], Any]:
         / "config"
         / "crd"
     )
+    return crd_schemas(crd_dir)
+
+
+@functools.cache
+def monitoring_schemas() -> dict[tuple[str, str], Any]:
+    """The same for the Prometheus Operator's CRDs (PodMonitor, ServiceMonitor...)."""
+    module = module_dir(
+        "github.com/prometheus-operator/prometheus-operator",
+        lib_setting("PROMETHEUS_OPERATOR_VERSION"),
+    )
+    return crd_schemas(module / "example" / "prometheus-operator-crd")
+
+
+class _CrdLoader(yaml.SafeLoader):
+    """YAML 1.1 reads a bare ``=`` (an enum value of relabelling actions in the Prometheus
+    Operator's CRDs) as the obsolete "value" tag; it is the string "="."""
+
+
+_CrdLoader.add_constructor("tag:yaml.org,2002:value", yaml.SafeLoader.construct_yaml_str)
+
+
+def crd_schemas(crd_dir: Path) -> dict[tuple[str, str], Any]:
     schemas: dict[tuple[str, str], Any] = {}
     for path in sorted(crd_dir.glob("*.yaml")):
-        for crd in load_file(path):
+        for crd in yaml.load_all(path.read_text(), Loader=_CrdLoader):
+            if not crd:
+                continue
             if crd.get("kind") != "CustomResourceDefinition":
                 continue
             group = crd["spec"]["group"]
@@ -136,8 +161,10 @@ def validate(obj: Obj) -> None:
     import kubernetes_validate
 
     api_version = obj.get("apiVersion", "")
-    if api_version.split("/")[0] in SNAPSHOT_GROUPS:
-        schema = snapshot_schemas().get((api_version, obj.get("kind", "")))
+    group = api_version.split("/")[0]
+    if group in (*SNAPSHOT_GROUPS, MONITORING_GROUP):
+        crds = monitoring_schemas() if group == MONITORING_GROUP else snapshot_schemas()
+        schema = crds.get((api_version, obj.get("kind", "")))
         assert schema is not None, f"no served CRD schema for {api_version} {obj.get('kind')}"
         jsonschema.validate(obj, schema)
         return

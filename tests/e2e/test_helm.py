@@ -1,0 +1,110 @@
+"""The Helm chart in the test cluster: `helm install` takes over the driver that
+deploy/overlays/cluster put there (the chart with ci/cluster-values.yaml renders the very
+same objects, which tests/manifests checks offline), the node pods are not rolled, and the
+README's first example runs through it; `localvol-csi inspect` in the driver container and
+its /metrics then show that example's volume. Afterwards the release is forgotten (its
+record removed, the objects kept), so the other e2e tests find the cluster as before."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.cluster import DRIVER_NAMESPACE, Cluster
+from tests.e2e.test_examples import readme_first_example
+from tests.manifests.helm import CHART, helm_binary, values_file
+
+pytestmark = pytest.mark.e2e
+RELEASE = "localvol-csi"
+DAEMONSET = "localvol-csi-node"
+
+
+def helm(cluster: Cluster, *args: str) -> str:
+    proc = subprocess.run(
+        [helm_binary(), *args],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, f"helm {' '.join(args)}:\n{proc.stdout}{proc.stderr}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def installed(cluster: Cluster) -> Iterator[Cluster]:
+    before = cluster.apps.read_namespaced_daemon_set(DAEMONSET, DRIVER_NAMESPACE)
+    helm(
+        cluster,
+        "install",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        DRIVER_NAMESPACE,
+        "-f",
+        str(values_file("cluster")),
+        # The objects exist (applied with kubectl): the release adopts them as they are.
+        "--take-ownership",
+        "--wait",
+        "--timeout",
+        "5m",
+    )
+    try:
+        after = cluster.apps.read_namespaced_daemon_set(DAEMONSET, DRIVER_NAMESPACE)
+        # Same objects: the pod template did not change, so no node pod was replaced.
+        assert after.metadata.generation == before.metadata.generation
+        assert after.metadata.annotations["meta.helm.sh/release-name"] == RELEASE
+        yield cluster
+    finally:
+        # Forget the release without deleting what it owns: remove only Helm's record.
+        cluster.kubectl(
+            "delete",
+            "secret",
+            "-n",
+            DRIVER_NAMESPACE,
+            "-l",
+            f"owner=helm,name={RELEASE}",
+            "--ignore-not-found",
+        )
+
+
+def test_helm_install_serves_the_readme_example(installed: Cluster, ns: str) -> None:
+    cluster = installed
+    status = json.loads(helm(cluster, "status", RELEASE, "-n", DRIVER_NAMESPACE, "-o", "json"))
+    assert status["info"]["status"] == "deployed"
+    cluster.wait_driver_ready()
+    cluster.apply(ns, readme_first_example())
+    cluster.wait_ready(ns, "my-app")
+    assert cluster.exec(ns, "my-app", "cat /data/hello.txt") == "hello\n"
+    volume_id = cluster.volume_handle(ns, "my-data")
+
+    # The node, asked what it holds: the example's volume, staged, published and healthy.
+    driver = cluster.driver_pod()
+    report = json.loads(
+        cluster.kubectl(
+            "exec", "-n", DRIVER_NAMESPACE, driver, "-c", "driver", "--",
+            "localvol-csi", "inspect", "--output", "json",
+        )
+    )  # fmt: skip
+    (volume,) = [v for v in report["volumes"] if v["volume_id"] == volume_id]
+    assert volume["kind"] == "loop-filesystem"
+    assert volume["staging_path"]
+    assert len(volume["targets"]) == 1
+    assert len(volume["loop_devices"]) == 1
+    assert volume["healthy"], volume["health"]
+
+    # And its metrics, where the pod annotations point a scraper.
+    script = (
+        "import urllib.request; "
+        "print(urllib.request.urlopen('http://127.0.0.1:9808/metrics', timeout=10).read().decode())"
+    )
+    text = cluster.kubectl(
+        "exec", "-n", DRIVER_NAMESPACE, driver, "-c", "driver", "--", "python3", "-c", script
+    )
+    assert 'localvol_rpc_requests_total{method="NodePublishVolume",code="OK"}' in text
+    assert 'localvol_volumes{kind="loop-filesystem",phase="ready"}' in text
+    assert volume_id not in text
