@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 from pathlib import Path
 
 
@@ -88,3 +89,16 @@ def grow_durably(path: Path, size: int) -> int:
     finally:
         os.close(fd)
     return size
+
+
+def read_regular_file(path: str, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of the regular file ``path``, opened without following a
+    final symlink and without blocking on a FIFO; OSError if it cannot be opened,
+    IsADirectoryError-like ValueError if it is not a regular file."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        return os.read(fd, limit + 1)
+    finally:
+        os.close(fd)

@@ -26,15 +26,14 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
-import os
 import re
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from csi.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from csi.host import files
 from csi.layout import Layout, volume_id_for_name
 from csi.locks import KeyedLocks
 from csi.pb import csi_pb2
@@ -100,15 +99,11 @@ def _read_key_file(raw: str) -> str:
     if not raw.startswith("/") or "\x00" in raw or any(p == ".." for p in raw.split("/")):
         raise InvalidArgument(f"{OPT_KEY_FILE} must be an absolute path without '..'")
     try:
-        fd = os.open(raw, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        data = files.read_regular_file(raw, MAX_KEY_FILE_BYTES)
     except OSError as exc:
         raise FailedPrecondition(f"{OPT_KEY_FILE} cannot be opened: {exc.strerror}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise InvalidArgument(f"{OPT_KEY_FILE} must name a regular file")
-        data = os.read(fd, MAX_KEY_FILE_BYTES + 1)
-    finally:
-        os.close(fd)
+    except ValueError:
+        raise InvalidArgument(f"{OPT_KEY_FILE} must name a regular file") from None
     if len(data) > MAX_KEY_FILE_BYTES:
         raise InvalidArgument(f"{OPT_KEY_FILE} holds more than {MAX_KEY_FILE_BYTES} bytes")
     text = data.decode("utf-8", "replace")
@@ -162,7 +157,7 @@ class NamedVolumes:
         self._provisioner = provisioner
         self._locks = locks
         self._store = store
-        self._layout.plugin_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        files.make_dir(self._layout.plugin_dir, parents=True)
 
     # -- lookups -------------------------------------------------------------------
     def _volume(self, name: str) -> tuple[str, VolumeRecord | None]:
@@ -300,7 +295,7 @@ class NamedVolumes:
         """Stage and publish ``record`` at the plugin's paths (each a no-op once done)."""
         stage = self._layout.plugin_stage(record.volume_id)
         target = self._layout.plugin_mount(record.volume_id)
-        stage.mkdir(parents=True, exist_ok=True, mode=0o700)
+        files.make_dir(stage, parents=True)
         self._volumes.stage(record, stage, SHARED, self._secret(plugin))
         staged = self._volumes.store.require_ready(record.volume_id)
         self._volumes.publish(staged, stage, target, SHARED, read_only=False)
@@ -317,11 +312,10 @@ class NamedVolumes:
         return self._volumes.store.get(volume_id) or record
 
     def _remove_dirs(self, volume_id: str) -> None:
-        for path in (self._layout.plugin_stage(volume_id), self._layout.plugin_mount(volume_id)):
-            with contextlib.suppress(FileNotFoundError, OSError):
-                path.rmdir()
-        with contextlib.suppress(FileNotFoundError, OSError):
-            self._layout.plugin_stage(volume_id).parent.rmdir()
+        stage = self._layout.plugin_stage(volume_id)
+        for path in (stage, self._layout.plugin_mount(volume_id), stage.parent):
+            with contextlib.suppress(OSError):
+                files.remove_dir(path)
 
     # -- start-up ------------------------------------------------------------------
     def reconcile(self) -> None:

@@ -46,12 +46,13 @@ class Case:
 
 
 CASES = [
+    # A directory volume's stage and unstage take no host step (publish binds its directory
+    # straight onto the target), so its bind and umount fail at publish and unpublish.
     Case("mkfs.ext4", EXT4, (), "create"),
     Case("loop:find", EXT4, ("create",), "stage"),
     Case("loop:configure", EXT4, ("create",), "stage"),
     Case("loop:configure", BLOCK, ("create",), "stage"),
     Case("mount:fs", EXT4, ("create",), "stage"),
-    Case("mount:bind", DIRECTORY, ("create",), "stage"),
     Case("mount:bind", EXT4, ("create", "stage"), "publish"),
     Case("mount:bind", BLOCK, ("create", "stage"), "publish"),
     Case("mount:bind", DIRECTORY, ("create", "stage"), "publish"),
@@ -62,7 +63,6 @@ CASES = [
     Case("umount", DIRECTORY, IN_USE, "unpublish"),
     Case("umount", BLOCK, IN_USE, "unpublish"),
     Case("umount", EXT4, (*IN_USE, "unpublish"), "unstage"),
-    Case("umount", DIRECTORY, (*IN_USE, "unpublish"), "unstage"),
     Case("loop:clear", EXT4, (*IN_USE, "unpublish"), "unstage"),
     Case("loop:clear", BLOCK, (*IN_USE, "unpublish"), "unstage"),
 ]

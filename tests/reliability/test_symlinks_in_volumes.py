@@ -71,21 +71,21 @@ def test_bind_goes_onto_what_the_path_named_not_through_a_symlink(tmp_path: Path
     """A target path that became a symlink after validation is refused, never followed."""
     import pytest
 
-    from csi.errors import FailedPrecondition
     from csi.host import mount
-    from csi.volumes.targets import _bind_onto
+    from csi.host.errors import MountPointUnusable
+    from csi.host.mountpoints import bind_onto
 
     source, elsewhere = tmp_path / "source", tmp_path / "host-dir"
     source.mkdir()
     elsewhere.mkdir()
     target = tmp_path / "target"
     target.symlink_to(elsewhere)
-    with pytest.raises(FailedPrecondition):
-        _bind_onto(source, target, directory=True, read_only=False, flags=[])
+    with pytest.raises(MountPointUnusable):
+        bind_onto(source, target, directory=True, read_only=False, flags=[])
     assert not mount.is_mount_point(elsewhere)
     plain = tmp_path / "plain"
     plain.mkdir()
-    _bind_onto(source, plain, directory=True, read_only=False, flags=[])
+    bind_onto(source, plain, directory=True, read_only=False, flags=[])
     try:
         assert mount.is_mount_point(plain)
     finally:

@@ -17,6 +17,7 @@ import pytest
 from csi.docker_plugin import CONTENT_TYPE, DockerPlugin
 from csi.pb import csi_pb2
 from csi.server import Driver, build
+from tests.legacy_condition import legacy_condition
 from tests.support.driver import make_config
 
 DIRECTORY = {"volumeType": "directory", "size": "10Mi"}
@@ -342,7 +343,9 @@ def test_plugin_volume_is_a_csi_volume_and_survives_restart(tmp_path: Path) -> N
             listed = controller.ListVolumes(csi_pb2.ListVolumesRequest())
             entries = {e.volume.volume_id: e for e in listed.entries}
             assert entries[volume_id].volume.capacity_bytes == 10 * 2**20
-            assert entries[volume_id].status.volume_condition.abnormal is False
+            condition = legacy_condition(entries[volume_id].status)
+            assert condition is not None
+            assert condition.abnormal is False
         plugin = Plugin(tmp_path / "plugin.sock")
         status, reply = plugin.call("/VolumeDriver.Get", {"Name": "web-data"})
         assert status == 200

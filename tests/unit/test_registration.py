@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,8 +27,14 @@ KUBELET_PATH = Path("/var/lib/kubelet/plugins/localvol.csi.dev/csi.sock")
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Path:
-    return tmp_path / "plugins_registry"
+def registry() -> Iterator[Path]:
+    # A short path: a unix socket's path must fit in 107 bytes, and pytest's tmp_path
+    # (with a long test name and a high run number) can pass that.
+    root = Path(tempfile.mkdtemp(prefix="reg-"))
+    try:
+        yield root / "plugins_registry"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @contextmanager
