@@ -1,31 +1,35 @@
-"""For test_secrets: canary values, a driver subprocess, a mount(8) shim, a recording caller.
+"""For test_secrets: canary values, a driver subprocess run in phases, a tool shim, and a
+caller that records everything it is told.
 
-The shim sits first on the driver's PATH. Its mode file selects what it does:
-``pass`` drops every mount option holding a canary and runs the real mount; ``fail``
-fails any mount whose arguments hold a canary, echoing all its arguments (as a tool
-complaining about an option would); ``garbage`` fails the same way, in bytes that are
-not UTF-8 (an unexpected-exception path in the driver).
+Mounts, unmounts and loop devices are system calls behind csi.host.kernel, so no mount(8)
+shim can see or fail them. Their failures come from the seam's own fault injection
+(``CSI_FAIL_SYSCALL``), which the driver reads from its environment at each call; the
+driver's environment is fixed when it starts, so each phase of faults is a restart
+(``SecretDriver.phase``). Forked tools remain (mkfs.ext4, resize2fs, blkid, e2fsck); a
+mkfs.ext4 shim that writes bytes which are not UTF-8 takes the driver's
+unexpected-exception path, because ``csi.host.run`` decodes tool output strictly.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
+import pytest
 from google.protobuf.message import Message
 
+from csi.host.kernel import FAULT_ENV
 from csi.pb import csi_pb2
 from tests.reliability.hostile import methods, rpc
-from tests.support.driver import driver_subprocess
+from tests.support.driver import DriverProcess
 from tests.support.kubelet import mount_capability
 
-REPO = Path(__file__).resolve().parents[2]
 MARK = uuid.uuid4().hex  # every canary holds it; finding it anywhere is a leak
 TOKEN_KEY = "csi.storage.k8s.io/serviceAccount.tokens"
 
@@ -35,7 +39,21 @@ def canary(tag: str) -> str:
 
 
 SECRETS = {"password": canary("secret-value"), canary("secret-key"): "x"}
-FLAGS = (canary("flag"), f"password={canary('flag-value')}")
+# For binds (every publish): the canaries are filesystem options, which a bind ignores
+# (csi.host.mountopts.for_bind), and nosuid is a per-mount flag, so the bind is followed by
+# a remount. On an ext4 stage the kernel refuses the canaries (EINVAL -> INVALID_ARGUMENT).
+FLAGS = ("nosuid", canary("flag"), f"password={canary('flag-value')}")
+# For an ext4 stage the kernel accepts: a journaled quota file name is a free-form value
+# ext4 takes (and shows in /proc/self/mountinfo), while comment= and x-* options are
+# consumed by the option parser, as mount(8) consumes them, and reach no call.
+FS_FLAGS = (
+    f"usrjquota={canary('quota-file')}",
+    "jqfmt=vfsv0",
+    f"comment={canary('comment')}",
+    f"x-{canary('x')}",
+)
+# Refused by the option parser before any call: the message names the option by position.
+PARSER_REFUSED = ("nosuid", f"offset={canary('offset')}")
 TOKENS = json.dumps({"api": {"token": canary("token"), "expirationTimestamp": "2030-01-01"}})
 CONTEXT = {TOKEN_KEY: TOKENS}
 
@@ -60,65 +78,37 @@ def secret_fields() -> set[tuple[str, str]]:
     return marked
 
 
-SHIM = """#!{python}
-import os, sys
-here = os.path.dirname(os.path.abspath(__file__))
-mode = open(os.path.join(here, "mode")).read().strip()
-args = sys.argv[1:]
-marked = any("CANARY" in a for a in args)
-if marked and mode == "fail":
-    sys.stderr.write("mount: unknown option in: " + " ".join(args) + "\\n")
-    sys.exit(32)
-if marked and mode == "garbage":
-    sys.stderr.buffer.write(b"mount: \\xff\\xfe " + " ".join(args).encode() + b"\\n")
-    sys.exit(32)
-out = []
-for i, a in enumerate(args):
-    if i and args[i - 1] == "-o":
-        a = ",".join(o for o in a.split(",") if "CANARY" not in o)
-        if not a:
-            out.pop()
-            continue
-    out.append(a)
-os.execv({real!r}, [{real!r}] + out)
+GARBAGE_TOOL = """#!{python}
+import sys
+sys.stderr.buffer.write(b"{tool}: \\xff\\xfe bad superblock \\xc3\\x28\\n")
+sys.exit(1)
 """
 
 
-class Shim:
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        directory.mkdir()
-        script = directory / "mount"
-        real = shutil.which("mount")
-        assert real is not None
-        script.write_text(SHIM.format(python=sys.executable, real=real))
-        script.chmod(0o755)
-        self.mode("pass")
-
-    def mode(self, mode: str) -> None:
-        (self.directory / "mode").write_text(mode)
-
-
-@contextmanager
-def driver_process(data: Path, log: Path, shim: Shim, log_format: str) -> Iterator[grpc.Channel]:
-    """The driver as ``python -m csi`` at debug level, the shim first on its PATH."""
-    with driver_subprocess(
-        data, log, "--log-format", log_format, node_id="secret-node", path_first=shim.directory
-    ) as client:
-        yield client.channel
+def garbage_shim(directory: Path, tool: str = "mkfs.ext4") -> Path:
+    """A directory holding ``tool``, which fails writing bytes that are not UTF-8."""
+    directory.mkdir(exist_ok=True)
+    script = directory / tool
+    script.write_text(GARBAGE_TOOL.format(python=sys.executable, tool=tool))
+    script.chmod(0o755)
+    return directory
 
 
 class Recorder:
     """Calls any CSI method by name and keeps every status, detail and trailer it got."""
 
-    def __init__(self, channel: grpc.Channel) -> None:
-        self._calls = {m.name: rpc(channel, m) for m in methods()}
+    def __init__(self) -> None:
+        self._calls: dict[str, Callable[..., Any]] = {}
         self.returned: list[str] = []  # everything a caller was told about failures
         self.codes: list[tuple[str, grpc.StatusCode, str]] = []
 
+    def bind(self, channel: grpc.Channel) -> None:
+        """Send further calls over ``channel`` (the driver restarted)."""
+        self._calls = {m.name: rpc(channel, m) for m in methods()}
+
     def __call__(self, method: str, request: Message) -> object | None:
         try:
-            reply = self._calls[method](request, timeout=60)
+            reply: object = self._calls[method](request, timeout=60)
         except grpc.RpcError as exc:
             details = exc.details() or ""
             self.returned += [details, repr(exc.trailing_metadata())]
@@ -126,11 +116,62 @@ class Recorder:
             self.codes.append((method, exc.code(), details))
             return None
         self.codes.append((method, grpc.StatusCode.OK, ""))
-        return reply  # type: ignore[no-any-return]
+        return reply
 
     def code(self, method: str) -> grpc.StatusCode:
         """The status of the latest call of ``method``."""
         return next(c for m, c, _ in reversed(self.codes) if m == method)
+
+
+class SecretDriver:
+    """The driver as ``python -m csi`` at debug level, restarted for each phase.
+
+    A phase names the seam's steps to fail (``CSI_FAIL_SYSCALL``) and a tool shim directory
+    to put first on PATH; both hold until the next phase. Every start logs to a file of its
+    own under ``log_dir``; ``log_text`` is all of them.
+    """
+
+    def __init__(self, data: Path, log_dir: Path, log_format: str, call: Recorder) -> None:
+        self.process = DriverProcess(data, log_dir, node_id="secret-node")
+        self.log_format = log_format
+        self.call = call
+
+    def phase(self, fail: str = "", path_first: Path | None = None) -> None:
+        if self.process.proc is not None:
+            assert self.process.stop() == 0, self.process.log()
+        with pytest.MonkeyPatch.context() as env:
+            # DriverProcess.start copies this process's environment for the driver.
+            if fail:
+                env.setenv(FAULT_ENV, fail)
+            else:
+                env.delenv(FAULT_ENV, raising=False)
+            client = self.process.start(
+                path_prefix=path_first, args=("--log-format", self.log_format)
+            )
+        self.call.bind(client.channel)
+
+    def stop(self) -> None:
+        try:
+            if self.process.proc is not None:
+                assert self.process.stop() == 0, self.process.log()
+        finally:
+            self.process.kill()
+
+    def log_text(self) -> str:
+        return self.process.all_logs()
+
+
+@contextmanager
+def secret_driver(
+    data: Path, log_dir: Path, log_format: str, call: Recorder
+) -> Iterator[SecretDriver]:
+    """A SecretDriver in its first phase (no faults, no shim); stopped at the end."""
+    driver = SecretDriver(data, log_dir, log_format, call)
+    try:
+        driver.phase()
+        yield driver
+    finally:
+        driver.stop()
 
 
 def files_holding(root: Path, needle: str) -> list[str]:
