@@ -47,8 +47,11 @@ def installed(cluster: Cluster) -> Iterator[Cluster]:
         DRIVER_NAMESPACE,
         "-f",
         str(values_file("cluster")),
-        # The objects exist (applied with kubectl): the release adopts them as they are.
+        # The objects exist (applied with kubectl): the release adopts them as they are,
+        # and takes over the fields kubectl's client-side apply manages (Helm 4 applies on
+        # the server; the values are the same, so nothing changes but the field manager).
         "--take-ownership",
+        "--force-conflicts",
         "--wait",
         "--timeout",
         "5m",
