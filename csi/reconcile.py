@@ -161,7 +161,8 @@ def _thaw(record: VolumeRecord) -> int:
 
 def _undo_setup_mounts(layout: Layout) -> None:
     """A crash while CreateVolume prepared a new filesystem leaves its private mount and the
-    loop device of the scratch image; both go before the scratch image does."""
+    loop device of the scratch image (both go before the scratch image does); a crash while
+    a directory volume was published leaves its scratch bind (csi.volumes.targets)."""
     if layout.setup_dir.is_dir():
         for entry in os.scandir(layout.setup_dir):
             mount.unmount(entry.path)

@@ -122,6 +122,7 @@ class DirectoryBackend:
             read_only=read_only or record.staged_read_only,
             flags=flags,
             group=group,
+            scratch=self._layout.setup_path(f"{record.volume_id}-publish"),
         )
 
     def unpublish(self, record: VolumeRecord, target: Path) -> None:

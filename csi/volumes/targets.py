@@ -6,7 +6,7 @@ from pathlib import Path
 
 from csi.errors import FailedPrecondition
 from csi.faults import crash_point
-from csi.host import mount, mountpoints
+from csi.host import files, mount, mountpoints
 from csi.host.copy import give_tree_to_group
 from csi.state.records import VolumeRecord
 from csi.volumes import encryption
@@ -57,13 +57,35 @@ def publish_mount(
 
 
 def publish_directory(
-    directory: Path, target: Path, *, read_only: bool, flags: list[str], group: int | None
+    directory: Path,
+    target: Path,
+    *,
+    read_only: bool,
+    flags: list[str],
+    group: int | None,
+    scratch: Path,
 ) -> None:
     """Bind a directory volume's own directory onto ``target`` (no staging mount in
-    between) and, for a writable target, hand it to the pod's fsGroup."""
+    between) and, for a writable target, hand it to the pod's fsGroup.
+
+    A bind gets ro and per-mount flags (noatime, nosuid...) from a remount, and a remount
+    changes only the one mount it names, not the copies a shared mount has already passed
+    on (the kubelet's pods directory is shared with the host, and the container runtime
+    binds from there). So the flags go onto a bind at the private ``scratch`` point first,
+    and the target is bound from it: every copy is born with them."""
     if not directory.is_dir():
         raise FailedPrecondition(f"the volume's data directory {directory} is missing")
-    _bind_new_target(directory, target, read_only=read_only, flags=flags)
+    if mount.is_mount_point(target):
+        return
+    files.make_dir(scratch, parents=True)
+    try:
+        mount.bind_mount(directory, scratch, read_only=read_only, flags=flags)
+        try:
+            _bind_new_target(scratch, target, read_only=read_only, flags=flags)
+        finally:
+            mount.unmount(scratch)
+    finally:
+        files.remove_dir(scratch)
     if group is not None and not read_only:
         give_to_group(target, group)
 
