@@ -193,12 +193,14 @@ def test_pause_reaps_orphans_and_stops_on_sigterm_and_sigint(rootfs: dict[str, P
             try:
                 pid = wait_for(lambda: children(proc.pid), "pause did not start")[0][0]
                 # Two processes orphaned into its PID namespace: pause becomes their parent.
-                orphan = ["sh", "-c", "sleep 0.5 & sleep 0.5 & :"]
+                orphan = ["sh", "-c", "sleep 2 & sleep 2 & :"]
                 subprocess.run(["nsenter", "-t", str(pid), "-p", "--", *orphan], check=True)
-                orphans = children(pid)
-                assert [c[1] for c in orphans] == ["sleep", "sleep"], orphans
-                time.sleep(1.0)
-                assert children(pid) == [], "exited orphans were not reaped"
+                # On a busy machine the shell may still be on its way out: poll, not peek.
+                wait_for(
+                    lambda p=pid: [c[1] for c in children(p)] == ["sleep", "sleep"],
+                    f"the orphans did not become pause's children: {children(pid)}",
+                )
+                wait_for(lambda p=pid: children(p) == [], "exited orphans were not reaped")
                 os.kill(pid, sig)
                 assert proc.wait(timeout=5) == 0
             finally:
