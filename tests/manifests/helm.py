@@ -32,12 +32,17 @@ def helm(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@functools.cache
 def template(*options: str) -> tuple[Obj, ...]:
-    """The objects ``helm template`` makes of the chart with ``options`` (-f, --set)."""
+    """The objects ``helm template`` makes of the chart with ``options`` (-f, --set): fresh
+    ones at every call (the rendering is cached, the objects are not)."""
+    return tuple(d for d in yaml.safe_load_all(_rendered(*options)) if d)
+
+
+@functools.cache
+def _rendered(*options: str) -> str:
     proc = helm("template", "localvol-csi", str(CHART), "--namespace", "localvol-csi", *options)
     assert proc.returncode == 0, f"helm template {' '.join(options)} failed:\n{proc.stderr}"
-    return tuple(d for d in yaml.safe_load_all(proc.stdout) if d)
+    return proc.stdout
 
 
 def values_file(name: str) -> Path:

@@ -53,9 +53,15 @@ def kustomize_command() -> list[str]:
     raise AssertionError("unreachable")
 
 
-@functools.cache
 def build(directory: str) -> tuple[Obj, ...]:
-    """The objects ``kustomize build`` makes of ``directory`` (relative to the repo)."""
+    """The objects ``kustomize build`` makes of ``directory`` (relative to the repo): fresh
+    ones at every call (the build is cached, the objects are not, so no test can change
+    another's)."""
+    return tuple(d for d in yaml.safe_load_all(_built(directory)) if d)
+
+
+@functools.cache
+def _built(directory: str) -> str:
     proc = subprocess.run(
         [*kustomize_command(), str(ROOT / directory)],
         capture_output=True,
@@ -64,7 +70,7 @@ def build(directory: str) -> tuple[Obj, ...]:
         timeout=120,
     )
     assert proc.returncode == 0, f"kustomize build {directory} failed:\n{proc.stderr}"
-    return tuple(d for d in yaml.safe_load_all(proc.stdout) if d)
+    return proc.stdout
 
 
 def load_file(path: Path) -> list[Obj]:
