@@ -12,21 +12,11 @@ from csi.host import files, fs, loopdev, mkfs, mount, resize
 from csi.state.records import VolumeRecord
 from csi.volumes import encryption, targets
 from csi.volumes.backend import LOOP_FILESYSTEM, KindFacts
-from csi.volumes.loop_image import LoopImages
+from csi.volumes.loop_image import ImageBackend
 
 
-class LoopFilesystemBackend:
+class LoopFilesystemBackend(ImageBackend):
     facts: KindFacts = LOOP_FILESYSTEM
-
-    def __init__(self, images: LoopImages) -> None:
-        self._images = images
-        self._layout = images.layout
-
-    def path(self, record: VolumeRecord) -> Path:
-        return self._images.path(record)
-
-    def copy_content(self, source: Path, destination: Path) -> None:
-        self._images.copy_content(source, destination)
 
     def create(
         self, record: VolumeRecord, source: Path | None = None, secret: bytes | None = None
@@ -67,15 +57,6 @@ class LoopFilesystemBackend:
         finally:
             loopdev.detach(device)
             files.remove_dir(mount_point)
-
-    def delete(self, record: VolumeRecord) -> None:
-        self._images.delete(record)
-
-    def capacity_on_disk(self, record: VolumeRecord) -> int:
-        return self._images.capacity_on_disk(record)
-
-    def expand(self, record: VolumeRecord, size: int) -> None:
-        self._images.expand(record, size)
 
     def node_expand(self, record: VolumeRecord) -> int:
         """Grow the mounted filesystem to fill its device; returns the filesystem size."""

@@ -14,34 +14,16 @@ from csi.host import fs, loopdev, mount
 from csi.state.records import VolumeRecord
 from csi.volumes import targets
 from csi.volumes.backend import LOOP_BLOCK, KindFacts
-from csi.volumes.loop_image import LoopImages
+from csi.volumes.loop_image import ImageBackend
 
 
-class LoopBlockBackend:
+class LoopBlockBackend(ImageBackend):
     facts: KindFacts = LOOP_BLOCK
-
-    def __init__(self, images: LoopImages) -> None:
-        self._images = images
-
-    def path(self, record: VolumeRecord) -> Path:
-        return self._images.path(record)
-
-    def copy_content(self, source: Path, destination: Path) -> None:
-        self._images.copy_content(source, destination)
 
     def create(
         self, record: VolumeRecord, source: Path | None = None, secret: bytes | None = None
     ) -> None:
         self._images.create(record, source)
-
-    def delete(self, record: VolumeRecord) -> None:
-        self._images.delete(record)
-
-    def capacity_on_disk(self, record: VolumeRecord) -> int:
-        return self._images.capacity_on_disk(record)
-
-    def expand(self, record: VolumeRecord, size: int) -> None:
-        self._images.expand(record, size)
 
     def node_expand(self, record: VolumeRecord) -> int:
         return loopdev.device_size(self._images.staged_device(record))

@@ -147,3 +147,27 @@ class LoopImages:
 def grow_image(image: Path, size: int) -> int:
     """Grow the image file (sparse, durably) to at least ``size``; returns its size."""
     return files.grow_durably(image, size)
+
+
+class ImageBackend:
+    """What both loop backends (filesystem and raw block) do the same way: their volume is
+    an image file, copied, removed, sized and grown through ``LoopImages``."""
+
+    def __init__(self, images: LoopImages) -> None:
+        self._images = images
+        self._layout = images.layout
+
+    def path(self, record: VolumeRecord) -> Path:
+        return self._images.path(record)
+
+    def copy_content(self, source: Path, destination: Path) -> None:
+        self._images.copy_content(source, destination)
+
+    def delete(self, record: VolumeRecord) -> None:
+        self._images.delete(record)
+
+    def capacity_on_disk(self, record: VolumeRecord) -> int:
+        return self._images.capacity_on_disk(record)
+
+    def expand(self, record: VolumeRecord, size: int) -> None:
+        self._images.expand(record, size)
