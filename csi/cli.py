@@ -164,6 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: off)",
     )
     parser.add_argument(
+        "--assign-snapshot-contents",
+        action=argparse.BooleanOptionalAction,
+        default=env("CSI_ASSIGN_SNAPSHOT_CONTENTS", "false").lower() in ("1", "true", "yes"),
+        help="in a pod: label imported VolumeSnapshotContents whose snapshot this node "
+        "holds with snapshot.storage.kubernetes.io/managed-by=<node-id>, so the "
+        "node-deployed csi-snapshotter takes them (needs list, watch and patch of "
+        "volumesnapshotcontents) [CSI_ASSIGN_SNAPSHOT_CONTENTS] (default: off)",
+    )
+    parser.add_argument(
         "--shutdown-grace",
         type=float,
         default=float(env("CSI_SHUTDOWN_GRACE", "30")),
@@ -209,6 +218,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> Config:
         health_address=args.health_address,
         legacy_volume_condition=args.volume_condition,
         docker_plugin_socket=Path(docker_socket) if docker_socket is not None else None,
+        assign_snapshot_contents=args.assign_snapshot_contents,
     )
 
 

@@ -54,6 +54,8 @@ class Config:
     legacy_volume_condition: bool = True
     # The Docker volume-plugin protocol (csi/docker_plugin.py) on this unix socket, off when None.
     docker_plugin_socket: Path | None = None
+    # Label imported VolumeSnapshotContents this node holds (csi/kube/snapshot_contents.py).
+    assign_snapshot_contents: bool = False
 
     @property
     def topology_key(self) -> str:

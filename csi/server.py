@@ -20,6 +20,8 @@ from csi.docker_plugin import DockerPlugin
 from csi.endpoints import clear_stale_socket, grpc_address
 from csi.health import HealthRule, HealthServer
 from csi.interceptors import RpcInterceptor
+from csi.kube.api import Client, Endpoint
+from csi.kube.snapshot_contents import ContentLabeller
 from csi.layout import Layout
 from csi.locks import KeyedLocks
 from csi.metrics import RECONCILE_FAILED, RECONCILE_OK, RECONCILE_PARTIAL, RpcMetrics, new_registry
@@ -57,6 +59,7 @@ class Driver:
     health: HealthServer | None = None
     docker: DockerPlugin | None = None
     metrics: RpcMetrics | None = None
+    contents: ContentLabeller | None = None
 
     def start(self) -> None:
         """Serve /healthz, then the CSI socket, then the Docker plugin's socket, then (the CSI
@@ -92,6 +95,9 @@ class Driver:
         self._reconciled(RECONCILE_PARTIAL if report.failed else RECONCILE_OK, started)
         self.readiness.mark_ready()
         log.info("event=ready")
+        if self.contents is not None:
+            # The records are loaded: the driver now knows which snapshots it holds.
+            self.contents.start()
 
     def _reconciled(self, outcome: str, started: float) -> None:
         if self.metrics is not None:
@@ -99,6 +105,8 @@ class Driver:
 
     def stop(self, grace: float | None = None) -> None:
         grace = self.config.shutdown_grace if grace is None else grace
+        if self.contents is not None:
+            self.contents.stop()
         # Deregister first: the kubelet stops sending new calls before the CSI socket goes.
         if self.registration is not None:
             self.registration.stop()
@@ -160,6 +168,11 @@ def build(config: Config) -> Driver:
     if config.docker_plugin_socket is not None:
         named = NamedVolumes(volumes, provisioner, locks, PluginStore(layout))
         docker = DockerPlugin(config.docker_plugin_socket, named, readiness)
+    contents = None
+    if config.assign_snapshot_contents:
+        contents = ContentLabeller(
+            Client(Endpoint.in_cluster()), config.driver_name, config.node_id, snapshots.holds
+        )
     return Driver(
         config,
         server,
@@ -172,6 +185,7 @@ def build(config: Config) -> Driver:
         health=health,
         docker=docker,
         metrics=metrics,
+        contents=contents,
     )
 
 

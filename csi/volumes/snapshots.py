@@ -31,6 +31,11 @@ class Snapshots:
         self.store = store
         self.layout: Layout = volumes.layout
 
+    def holds(self, snapshot_id: str) -> bool:
+        """True if a finished snapshot of this ID lives on this node."""
+        record = self.store.get(snapshot_id)
+        return record is not None and record.phase is Phase.READY
+
     def content_path(self, snapshot: SnapshotRecord) -> Path:
         suffix = facts_for(snapshot).content_suffix
         return self.layout.snapshot_path(snapshot.snapshot_id, suffix)

@@ -103,13 +103,6 @@ SKIPS = (
         HOST_EXEC,
     ),
     Skip(
-        "pre-provisioned snapshots",
-        r"\[Testpattern: Pre-provisioned Snapshot ",
-        "a pre-provisioned VolumeSnapshotContent lacks the label "
-        "snapshot.storage.kubernetes.io/managed-by that the node-deployed csi-snapshotter "
-        "waits for; the snapshot controller sets it only on dynamic snapshots (issue 19)",
-    ),
-    Skip(
         "any volume data source",
         r"provisioning should provision storage with any volume data source",
         "deploys hello-populator and volume-data-source-validator, images this cluster does "
