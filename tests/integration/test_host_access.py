@@ -37,18 +37,12 @@ from tests.integration.encryption_support import (
 from tests.integration.test_ephemeral import POD_CONTEXT, inline_id
 from tests.support import host_user
 from tests.support.driver import RunningDriver, connect, make_config
-from tests.support.host_user import NOBODY, allowed, attempts, everything_under
+from tests.support.host_user import NOBODY, allowed, attempts, everything_under, traversable
 from tests.support.kubelet import BLOCK, DIRECTORY, EXT4, XFS, Flavour
 
 FS_GROUP, POD_UID, POD_OWN_GROUP = 2000, 1000, 1000
 FILESYSTEMS = [DIRECTORY, EXT4, XFS, ENCRYPTED]
 DRIVER_NAME = "localvol.csi.dev"
-
-
-def _open_up(path: Path, undo: list[tuple[Path, int]]) -> None:
-    """Make ``path`` traversable by others (0755), remembering its mode."""
-    undo.append((path, stat.S_IMODE(path.stat().st_mode)))
-    path.chmod(0o755)
 
 
 @pytest.fixture
@@ -67,11 +61,6 @@ def sockets_dir() -> Iterator[Path]:
 def driver(tmp_path: Path, sockets_dir: Path) -> Iterator[RunningDriver]:
     """The whole driver (CSI socket, registration, Docker plugin) on a data root whose
     parents, and the kubelet's paths, are 0755."""
-    undo: list[tuple[Path, int]] = []
-    for parent in [tmp_path, *tmp_path.parents]:
-        if parent == Path(tempfile.gettempdir()) or parent == Path("/"):
-            break
-        _open_up(parent, undo)
     data = tmp_path / "data"
     data.mkdir(mode=0o755)  # as a DaemonSet's hostPath DirectoryOrCreate makes it
     config = make_config(
@@ -81,17 +70,16 @@ def driver(tmp_path: Path, sockets_dir: Path) -> Iterator[RunningDriver]:
         docker_plugin_socket=sockets_dir / "docker" / "localvol.sock",
     )
     (sockets_dir / "registry").mkdir(mode=0o755)
-    running = build(config)
-    running.start()
-    running.reconcile_then_ready()
-    client = connect(data / "csi.sock")
-    try:
-        yield RunningDriver(running, client, config)
-    finally:
-        client.channel.close()
-        running.stop(grace=1.0)
-        for path, mode in reversed(undo):
-            path.chmod(mode)
+    with traversable(tmp_path):
+        running = build(config)
+        running.start()
+        running.reconcile_then_ready()
+        client = connect(data / "csi.sock")
+        try:
+            yield RunningDriver(running, client, config)
+        finally:
+            client.channel.close()
+            running.stop(grace=1.0)
 
 
 def _plugin_call(path: Path, call: str, body: dict[str, object]) -> dict[str, object]:

@@ -9,7 +9,9 @@ import json
 import os
 import socket
 import stat
-from collections.abc import Iterable, Sequence
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,3 +117,21 @@ def everything_under(root: Path) -> list[Path]:
         here = Path(dirpath)
         found += [here / name for name in (*dirnames, *filenames)]
     return found
+
+
+@contextmanager
+def traversable(path: Path) -> Iterator[None]:
+    """``path`` and its parents up to the temporary directory made 0755 (pytest makes its
+    own 0700, which would refuse other users before anything the driver made is tried);
+    their modes are put back afterwards."""
+    undo: list[tuple[Path, int]] = []
+    try:
+        for each in [path, *path.parents]:
+            if each in (Path(tempfile.gettempdir()), Path("/")):
+                break
+            undo.append((each, stat.S_IMODE(each.stat().st_mode)))
+            each.chmod(0o755)
+        yield
+    finally:
+        for each, mode in reversed(undo):
+            each.chmod(mode)
