@@ -113,10 +113,11 @@ def _use(
 ) -> Path:
     """Stage and publish ``volume`` as the kubelet does, with the pod's fsGroup."""
     cap = flavour.cap() if flavour.block else cap_with(group=str(FS_GROUP))
-    staging = session.stage_keyed(volume, key, cap)
-    staging.chmod(0o750)  # what the kubelet makes a staging path (its parents stay 0755)
-    target = session.publish_to(volume, pod, cap)
-    return target
+    # The kubelet makes a staging path 0750 (its parents stay 0755); a filesystem volume's
+    # mount covers it.
+    session.kubelet.staging(volume).chmod(0o750)
+    session.stage_keyed(volume, key, cap)
+    return session.publish_to(volume, pod, cap)
 
 
 @pytest.fixture
