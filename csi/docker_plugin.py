@@ -21,7 +21,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import os
 import socketserver
 import threading
 import time
@@ -34,7 +33,7 @@ from types import MappingProxyType
 from typing import Any
 
 from csi import errors
-from csi.endpoints import clear_stale_socket
+from csi.endpoints import bound_privately
 from csi.host import errors as host
 from csi.readiness import Readiness
 from csi.volumes.named import NamedVolumes, describe
@@ -348,13 +347,8 @@ class DockerPlugin:
     def start(self) -> None:
         assert self._server is None, "docker plugin already started"
         path = self.socket_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        clear_stale_socket(path)
-        old_umask = os.umask(0o177)  # root's alone from the first instant: it makes volumes
-        try:
+        with bound_privately(path):  # root's alone from the first instant: it makes volumes
             server = _Server(path, self.named, self._readiness, self._budget)
-        finally:
-            os.umask(old_umask)
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="docker", daemon=True

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
+
+from csi.host import modes
 
 
 def grpc_address(endpoint: str) -> tuple[str, Path | None]:
@@ -32,3 +36,20 @@ def clear_stale_socket(path: Path) -> None:
     if not stat.S_ISSOCK(st.st_mode):
         raise ValueError(f"{path} exists and is not a socket; refusing to replace it")
     path.unlink()
+
+
+@contextlib.contextmanager
+def bound_privately(path: Path) -> Iterator[None]:
+    """Around the bind of a unix socket at ``path``: its directory made (0700) if missing, a
+    stale socket removed, and the umask narrowed so the socket is root's alone from the
+    first instant (the kubelet, the sidecars and Docker connect as root); once bound its
+    mode is set once more, for a filesystem that ignores the umask. An existing directory is
+    left as it is: it may be shared (the kubelet's plugin registry, /run/docker/plugins)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=modes.PRIVATE_DIR)
+    clear_stale_socket(path)
+    old_umask = os.umask(modes.SOCKET_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, modes.SOCKET)

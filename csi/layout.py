@@ -11,6 +11,9 @@ Data root layout::
     <root>/state/docker/<id>.json   the plugin's record of a volume (Docker name, mount IDs)
     <root>/csi.sock             default endpoint
 
+Every directory here, the root included, is root's alone and every file the driver writes
+is 0600 (csi.host.modes); only a volume's own root gives a pod (its fsGroup) access.
+
 Volume IDs are derived from the CO-chosen name (a hash), so a retried CreateVolume
 after a crash lands on the same paths. An ID that does not match ``ID_PATTERN`` is never
 turned into a path.
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from csi.errors import InvalidArgument
+from csi.host import files, modes
 
 # 128 characters: room for the kubelet's IDs of ephemeral inline volumes ("csi-" + 64 hex).
 ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
@@ -133,9 +137,13 @@ class Layout:
         """The private mount point where CreateVolume prepares this volume's new filesystem."""
         return self.setup_dir / check_id(volume_id)
 
+    @property
+    def ephemeral_dir(self) -> Path:
+        return self.root / "ephemeral"
+
     def ephemeral_staging(self, volume_id: str) -> Path:
         """The private staging path of an ephemeral inline volume."""
-        return self.root / "ephemeral" / check_id(volume_id)
+        return self.ephemeral_dir / check_id(volume_id)
 
     def doomed(self, path: Path) -> Path:
         """The name a directory takes while it is deleted (a retry finishes it there)."""
@@ -145,18 +153,34 @@ class Layout:
         """The scratch name a multi-step create builds before renaming into place."""
         return path.with_name(path.name + PARTIAL_SUFFIX)
 
-    def ensure(self) -> None:
-        for directory in (
+    def private_dirs(self) -> tuple[Path, ...]:
+        """Every directory the driver keeps, parents first: all of them root's alone
+        (modes.PRIVATE_DIR), so no host user reaches a volume, image or record through the
+        data root. Nothing needs traversal by others: the kubelet, the sidecars and Docker
+        work as root, and a pod reaches its volume through a bind mount, not a path."""
+        state = self.root / "state"
+        return (
+            self.root,
             self.volumes_dir,
             self.images_dir,
+            self.snapshots_dir,
+            self.ephemeral_dir,
+            self.setup_dir,
+            self.plugin_dir,
+            state,
             self.state_dir,
             self.node_use_dir,
-            self.snapshots_dir,
             self.snapshot_state_dir,
             self.group_state_dir,
-        ):
-            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.volumes_dir.chmod(0o711)
+            self.plugin_state_dir,
+        )
+
+    def ensure(self) -> None:
+        """Make the directories (a missing one 0700, an existing one narrowed to 0700: a
+        data root from an older driver had volumes/ at 0711 and the root as it was made)."""
+        for directory in self.private_dirs():
+            files.make_dir(directory, modes.PRIVATE_DIR, parents=True)
+            files.restrict(directory, modes.PRIVATE_DIR)
 
     def contains(self, path: Path) -> bool:
         """True if ``path`` (resolved) is the data root or inside it."""

@@ -20,6 +20,7 @@ from csi.host import freeze, loopdev, mount
 from csi.layout import DELETING_SUFFIX, PARTIAL_SUFFIX, Layout, is_valid_id
 from csi.state.records import Phase, VolumeRecord
 from csi.state.store import RecordStore
+from csi.tighten import tighten
 from csi.volumes.backend import facts_for
 from csi.volumes.groups import GroupSnapshots
 from csi.volumes.manager import Volumes
@@ -38,6 +39,7 @@ class Report:
     damaged: list[str] = field(default_factory=list)
     thawed: int = 0
     failed: list[str] = field(default_factory=list)
+    narrowed: list[str] = field(default_factory=list)
 
 
 def reconcile(
@@ -78,6 +80,7 @@ def reconcile(
             _attempt(report, store, record.volume_id, _undo_volume, volumes, record)
     for step in (_undo_setup_mounts, _remove_scratch):
         _attempt(report, None, step.__name__, step, layout)
+    _attempt(report, None, "tighten", _tighten, report, layout)
     try:
         report.detached = _detach_unused_loops(volumes)
     except Exception as exc:
@@ -100,6 +103,13 @@ def reconcile(
         len(report.failed),
     )
     return report
+
+
+def _tighten(report: Report, layout: Layout) -> None:
+    """Files an older driver left readable by others (csi.tighten)."""
+    report.narrowed = [str(p) for p in tighten(layout)]
+    for path in report.narrowed:
+        log.warning("event=narrowed_mode path=%s reason=readable_by_other_users", path)
 
 
 def _undo_volume(volumes: Volumes, record: VolumeRecord) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import grpc
 
-from csi.endpoints import clear_stale_socket
+from csi.endpoints import bound_privately
 from csi.pb import pluginregistration_pb2 as pb
 from csi.pb import pluginregistration_pb2_grpc as pb_grpc
 
@@ -123,15 +123,14 @@ class Registration:
 
     def start(self) -> None:
         assert self._server is None, "registration already started"
-        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
-        clear_stale_socket(self.socket_path)
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="registration"),
             interceptors=self._interceptors,
         )
         pb_grpc.add_RegistrationServicer_to_server(self._service, server)
         try:
-            server.add_insecure_port(f"unix://{self.socket_path}")
+            with bound_privately(self.socket_path):
+                server.add_insecure_port(f"unix://{self.socket_path}")
         except RuntimeError:
             raise OSError(f"cannot bind the registration socket {self.socket_path}") from None
         server.start()

@@ -17,7 +17,7 @@ import grpc
 from csi import __version__
 from csi.config import Config
 from csi.docker_plugin import DockerPlugin
-from csi.endpoints import clear_stale_socket, grpc_address
+from csi.endpoints import bound_privately, grpc_address
 from csi.health import HealthRule, HealthServer
 from csi.interceptors import RpcInterceptor
 from csi.kube.api import Client, Endpoint
@@ -153,10 +153,11 @@ def build(config: Config) -> Driver:
         SnapshotMetadataService(snapshots, locks), server
     )
     address, socket_path = grpc_address(config.endpoint)
-    if socket_path is not None:
-        socket_path.parent.mkdir(parents=True, exist_ok=True)
-        clear_stale_socket(socket_path)
-    server.add_insecure_port(address)
+    if socket_path is None:
+        server.add_insecure_port(address)
+    else:
+        with bound_privately(socket_path):
+            server.add_insecure_port(address)
     registration = _registration(config, interceptor)
     registry.register(NodeCollector(volumes, snapshots, groups))
     health = None

@@ -8,6 +8,8 @@ import os
 import stat
 from pathlib import Path
 
+from csi.host import modes
+
 FICLONE = 0x40049409  # ioctl: share all extents of one file with another (btrfs, xfs)
 CHUNK = 64 * 1024 * 1024
 
@@ -20,7 +22,8 @@ def clone_or_copy(src: Path, dst: Path) -> str:
     read.
     """
     with open(src, "rb") as fin:
-        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        fd = os.open(dst, flags, modes.PRIVATE_FILE)
         try:
             method = "reflink"
             try:
@@ -69,7 +72,7 @@ def copy_tree(src: Path, dst: Path) -> None:
     directories and symlinks (as links) are copied with their mode, owner and times; device
     nodes, FIFOs and sockets are not. Everything is fsynced.
     """
-    os.mkdir(dst, 0o700)
+    os.mkdir(dst, modes.PRIVATE_DIR)  # its mode is the source's once the copy is complete
     directories: list[tuple[Path, os.stat_result]] = [(dst, os.stat(src))]
     for dirpath, dirnames, filenames, dirfd in os.fwalk(src, follow_symlinks=False):
         here = dst / os.path.relpath(dirpath, src)
@@ -77,7 +80,7 @@ def copy_tree(src: Path, dst: Path) -> None:
             st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
             target = here / name
             if stat.S_ISDIR(st.st_mode):
-                os.mkdir(target, 0o700)
+                os.mkdir(target, modes.PRIVATE_DIR)
                 directories.append((target, st))
             elif stat.S_ISLNK(st.st_mode):
                 os.symlink(os.readlink(name, dir_fd=dirfd), target)
@@ -107,7 +110,8 @@ def _copy_file_at(dirfd: int, name: str, listed: os.stat_result, target: Path) -
         st = os.fstat(fin)
         if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (listed.st_dev, listed.st_ino):
             return
-        fout = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        creating = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        fout = os.open(target, creating, modes.PRIVATE_FILE)
         try:
             try:
                 fcntl.ioctl(fout, FICLONE, fin)
@@ -156,7 +160,7 @@ def _give(fd: int, gid: int) -> None:
         return
     if st.st_gid != gid:
         os.fchown(fd, -1, gid)
-    extra = 0o2070 if stat.S_ISDIR(st.st_mode) else 0o060
     mode = stat.S_IMODE(st.st_mode)
-    if mode | extra != mode:
-        os.fchmod(fd, mode | extra)
+    shared = modes.group_shared(mode, directory=stat.S_ISDIR(st.st_mode))
+    if shared != mode:
+        os.fchmod(fd, shared)

@@ -10,14 +10,35 @@ import shutil
 import stat
 from pathlib import Path
 
+from csi.host import modes
 
-def make_dir(path: Path, mode: int = 0o700, *, parents: bool = False) -> None:
-    """Make ``path`` (an existing directory is fine) with ``mode`` before the umask."""
-    path.mkdir(mode=mode, parents=parents, exist_ok=True)
+
+def make_dir(path: Path, mode: int = modes.PRIVATE_DIR, *, parents: bool = False) -> None:
+    """Make ``path`` (an existing directory is fine) with ``mode`` before the umask; missing
+    parents are made private too (Path.mkdir would give them 0777 less the umask)."""
+    if parents and not path.parent.is_dir():
+        make_dir(path.parent, modes.PRIVATE_DIR, parents=True)
+    path.mkdir(mode=mode, exist_ok=True)
 
 
 def set_mode(path: Path, mode: int) -> None:
     os.chmod(path, mode)
+
+
+def restrict(path: Path, allowed: int) -> bool:
+    """Clear the permission bits of ``path`` outside ``allowed`` (a no-op when none are
+    set); True if it changed. A symlink, or a path gone already, is left alone."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISLNK(st.st_mode):
+        return False
+    narrowed = modes.restricted(st.st_mode, allowed)
+    if narrowed == stat.S_IMODE(st.st_mode):
+        return False
+    os.chmod(path, narrowed)
+    return True
 
 
 def remove_dir(path: Path) -> None:

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from csi.host import modes
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -47,7 +49,7 @@ def fsync_dir(path: Path | str) -> None:
 
 def create_sparse_file(path: Path, size: int) -> None:
     """Create (or reset) ``path`` as a sparse file of ``size`` bytes, flushed to disk."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, modes.PRIVATE_FILE)
     try:
         os.ftruncate(fd, size)
         os.fsync(fd)
@@ -55,7 +57,9 @@ def create_sparse_file(path: Path, size: int) -> None:
         os.close(fd)
 
 
-def write_atomically(path: Path, data: bytes, mode: int = 0o600, *, durable: bool = True) -> None:
+def write_atomically(
+    path: Path, data: bytes, mode: int = modes.PRIVATE_FILE, *, durable: bool = True
+) -> None:
     """Replace ``path`` with ``data`` through a temp file and a rename, so a crash of the
     process leaves the old content or the new, never a torn file.
 

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TypeVar
 
+from csi.host import modes
 from csi.host.errors import LoopFailed, MountFailed, UnmountFailed
 
 FAULT_ENV = "CSI_FAIL_SYSCALL"
@@ -190,7 +191,7 @@ def _open_device(number: int, mode: int) -> int:
         with open(f"/sys/block/loop{number}/dev") as fh:
             major, minor = (int(x) for x in fh.read().split(":"))
         with contextlib.suppress(FileExistsError):
-            os.mknod(path, 0o660 | stat.S_IFBLK, os.makedev(major, minor))
+            os.mknod(path, modes.LOOP_DEVICE | stat.S_IFBLK, os.makedev(major, minor))
         return os.open(path, mode | os.O_CLOEXEC)
 
 

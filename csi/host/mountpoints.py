@@ -8,7 +8,7 @@ import os
 import stat
 from pathlib import Path
 
-from csi.host import files, mount
+from csi.host import files, modes, mount
 from csi.host.errors import MountPointUnusable
 
 
@@ -20,9 +20,10 @@ def make(target: Path, *, directory: bool) -> bool:
         raise MountPointUnusable(f"parent directory of target path {target} does not exist")
     try:
         if directory:
-            os.mkdir(target, 0o750)
+            os.mkdir(target, modes.MOUNT_POINT_DIR)
         else:
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+            fd = os.open(target, flags, modes.MOUNT_POINT_FILE)
             os.close(fd)
     except FileExistsError:
         if target.is_dir() != directory:

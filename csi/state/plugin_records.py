@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from csi.host import modes
 from csi.layout import Layout
 from csi.state import migrations
 from csi.state.records import Phase
@@ -76,5 +77,5 @@ class PluginStore(RecordStore[PluginRecord]):
     what = "docker volume"
 
     def __init__(self, layout: Layout) -> None:
-        layout.plugin_state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        layout.plugin_state_dir.mkdir(parents=True, exist_ok=True, mode=modes.PRIVATE_DIR)
         super().__init__(layout.plugin_state_dir, PluginRecord.from_json, PLUGIN_STEPS)

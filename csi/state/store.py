@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from csi.errors import FailedPrecondition, NotFound
+from csi.host import modes
 from csi.host.fs import fsync_dir, write_atomically
 from csi.layout import Layout, check_id, is_valid_id
 from csi.state import migrations
@@ -155,7 +156,7 @@ class RecordStore(Generic[R]):
         found: set[str] = set()
         if self._use_directory is None:
             return found
-        self._use_directory.mkdir(mode=0o700, exist_ok=True)
+        self._use_directory.mkdir(mode=modes.PRIVATE_DIR, exist_ok=True)
         for entry in os.scandir(self._use_directory):
             stem, ext = os.path.splitext(entry.name)
             if entry.name.endswith(".tmp") or (ext == ".json" and stem not in left_alone):

@@ -11,15 +11,13 @@ import contextlib
 from pathlib import Path
 
 from csi.errors import FailedPrecondition
-from csi.host import files, fs, mount
+from csi.host import files, fs, modes, mount
 from csi.host.copy import copy_tree
 from csi.host.fs import durable_rename
 from csi.layout import Layout
 from csi.state.records import VolumeRecord
 from csi.volumes import targets
 from csi.volumes.backend import DIRECTORY, KindFacts
-
-DEFAULT_MODE = 0o777  # pods of any uid may write; fsGroup handling narrows it
 
 
 class DirectoryBackend:
@@ -37,7 +35,11 @@ class DirectoryBackend:
     def create(
         self, record: VolumeRecord, source: Path | None = None, secret: bytes | None = None
     ) -> None:
-        """Make the directory (a copy of ``source`` if given); a retry redoes the work."""
+        """Make the directory (a copy of ``source`` if given); a retry redoes the work.
+
+        A new directory's root gets the StorageClass's mode or modes.VOLUME_ROOT (no access
+        for "other": the pod's fsGroup gets it at publish); a copy keeps its source's modes,
+        less the root's "other" bits unless the class names a mode."""
         final = self.path(record)
         if final.is_dir():
             return
@@ -47,9 +49,11 @@ class DirectoryBackend:
             if source is None:
                 files.make_dir(partial)
                 mode = record.spec.mode
-                files.set_mode(partial, DEFAULT_MODE if mode is None else mode)
+                files.set_mode(partial, modes.VOLUME_ROOT if mode is None else mode)
             else:
                 self.copy_content(source, partial)
+                if record.spec.mode is None:
+                    files.restrict(partial, modes.NO_OTHER)
             durable_rename(partial, final)
         except BaseException:
             with contextlib.suppress(OSError):

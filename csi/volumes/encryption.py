@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from csi.errors import FailedPrecondition, InvalidArgument
-from csi.host import files, fscrypt
+from csi.host import files, fscrypt, modes
 from csi.host.fs import write_atomically
 
 SECRET_KEY = "encryptionKey"  # noqa: S105 - the name of the key in the Secret, not a value
@@ -58,14 +58,17 @@ def data_dir(mount_point: Path) -> Path:
 
 def set_up(mount_point: Path, secret: bytes, mode: int | None) -> None:
     """On a new filesystem: write the salt, make ``data/`` encrypted with the secret's key,
-    then remove the key again (CreateVolume; the volume is unlocked when staged)."""
-    write_atomically(mount_point / SALT_FILE, secrets.token_hex(32).encode(), mode=0o644)
+    then remove the key again (CreateVolume; the volume is unlocked when staged). The
+    filesystem's root and salt are the driver's (0700, 0600); ``data/``, all pods see, gets
+    ``mode`` or modes.VOLUME_ROOT."""
+    files.set_mode(mount_point, modes.ENCRYPTED_FS_ROOT)
+    write_atomically(mount_point / SALT_FILE, secrets.token_hex(32).encode())
     identifier = fscrypt.add_key(mount_point, derive_key(secret, _salt(mount_point)))
     try:
         data = data_dir(mount_point)
         files.make_dir(data)
         fscrypt.set_policy(data, identifier)
-        files.set_mode(data, 0o777 if mode is None else mode)
+        files.set_mode(data, modes.VOLUME_ROOT if mode is None else mode)
     finally:
         fscrypt.remove_key(mount_point, identifier)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from csi.errors import FailedPrecondition
 from csi.faults import crash_point
-from csi.host import files, fs, loopdev, mkfs, mount, resize
+from csi.host import files, fs, loopdev, mkfs, modes, mount, resize
 from csi.state.records import VolumeRecord
 from csi.volumes import encryption, targets
 from csi.volumes.backend import LOOP_FILESYSTEM, KindFacts
@@ -30,28 +30,39 @@ class LoopFilesystemBackend(ImageBackend):
             )
             self._set_up_root(record, partial, secret)
 
-        self._images.create(record, source, format_image)
+        def close_copy(partial: Path) -> None:
+            if record.spec.mode is None:  # a class's mode is for new volumes only
+                self._set_up_root(record, partial, secret, copied=True)
 
-    def _set_up_root(self, record: VolumeRecord, image: Path, secret: bytes | None) -> None:
-        """Give a new filesystem its root mode and, if encrypted, its salt and encrypted
-        ``data/`` directory, through a private mount under the data root; so the key the
-        volume was created with is its key, and staging never has to write."""
+        self._images.create(record, source, format_image, close_copy)
+
+    def _set_up_root(
+        self, record: VolumeRecord, image: Path, secret: bytes | None, *, copied: bool = False
+    ) -> None:
+        """Give a new filesystem its root mode (the class's, or modes.VOLUME_ROOT rather
+        than mkfs's 0755) and, if encrypted, its salt and encrypted ``data/`` directory,
+        through a private mount under the data root; so the key the volume was created with
+        is its key, and staging never has to write. A ``copied`` filesystem (a restore or a
+        clone) keeps its source's modes, less "other" on what pods see (a source made by an
+        older driver had them)."""
         mode = record.spec.mode
         encrypted = record.spec.encrypted
-        if mode is None and not encrypted:
-            return
         mount_point = self._layout.setup_path(record.volume_id)
         files.make_dir(mount_point, parents=True)
         device, _ = self._images.attach(image)
         try:
-            mount.mount(device, mount_point, fs_type=record.fs_type)
+            # A copy carries its source's UUID, which xfs refuses to mount twice.
+            options = ["nouuid"] if copied and record.fs_type == "xfs" else []
+            mount.mount(device, mount_point, fs_type=record.fs_type, options=options)
             try:
-                if encrypted:
+                if copied:
+                    _close_copied_root(mount_point, encrypted=encrypted)
+                elif encrypted:
                     if secret is None:
                         raise FailedPrecondition("an encrypted volume needs its secret to be made")
                     encryption.set_up(mount_point, secret, mode)
-                elif mode is not None:
-                    files.set_mode(mount_point, mode)
+                else:
+                    files.set_mode(mount_point, modes.VOLUME_ROOT if mode is None else mode)
             finally:
                 mount.unmount(mount_point)
         finally:
@@ -181,3 +192,14 @@ class LoopFilesystemBackend(ImageBackend):
     @staticmethod
     def _mounted_at(device: str, staging: Path) -> bool:
         return any(m.source == device for m in mount.mounts_at(staging))
+
+
+def _close_copied_root(mount_point: Path, *, encrypted: bool) -> None:
+    """What pods see of a copied filesystem loses its "other" bits; an encrypted one's root
+    and salt become the driver's alone (chmod needs no key)."""
+    if not encrypted:
+        files.restrict(mount_point, modes.NO_OTHER)
+        return
+    files.restrict(mount_point, modes.ENCRYPTED_FS_ROOT)
+    files.restrict(mount_point / encryption.SALT_FILE, modes.PRIVATE_FILE)
+    files.restrict(encryption.data_dir(mount_point), modes.NO_OTHER)

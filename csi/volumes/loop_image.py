@@ -46,12 +46,14 @@ class LoopImages:
         record: VolumeRecord,
         source: Path | None,
         prepare: Callable[[Path], None] | None = None,
+        settle_copy: Callable[[Path], None] | None = None,
     ) -> None:
         """Build the image under a scratch name and rename it into place when complete.
 
         A new image is sparse, then ``prepare``d (formatted) while it has its scratch name.
         With ``source`` (a snapshot or another volume's image) the image starts as a copy
-        of it, grown to the record's size; the filesystem is grown when the volume is staged.
+        of it, grown to the record's size, then ``settle_copy``d; the filesystem is grown
+        when the volume is staged.
         The final name only ever holds a finished image, so a retry after a crash either
         finds it done or starts the scratch file again.
         """
@@ -70,6 +72,8 @@ class LoopImages:
             else:
                 self.copy_content(source, partial)
                 files.extend(partial, record.capacity_bytes)
+                if settle_copy is not None:
+                    settle_copy(partial)
             durable_rename(partial, final)
         except BaseException:
             files.remove_file(partial)

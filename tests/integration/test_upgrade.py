@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,13 @@ from typing import Any
 import grpc
 import pytest
 
+from csi.host import modes
 from csi.layout import Layout
 from csi.pb import csi_pb2
 from tests.legacy_condition import legacy_condition
 from tests.support.driver import running_driver
 from tests.support.host import loops_under, mounts_under
+from tests.support.host_user import allowed, attempts, everything_under, traversable
 from tests.support.kubelet import Kubelet, block_capability, mount_capability
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "records-v1"
@@ -134,3 +137,27 @@ def test_new_driver_serves_and_deletes_volumes_of_schema_1(old_node: Path, tmp_p
     assert list((old_node / "volumes").iterdir()) == []
     assert mounts_under(tmp_path) == []
     assert loops_under(tmp_path) == []
+
+
+def test_an_older_data_root_is_narrowed_at_start(old_node: Path, tmp_path: Path) -> None:
+    """The modes an older driver left (root as made, volumes/ 0711, records and images 0644)
+    are narrowed before anything is served; the volumes' own roots are left as they are."""
+    layout = Layout(old_node)
+    old_modes = {layout.root: 0o755, layout.volumes_dir: 0o711}
+    state = layout.root / "state"
+    old_modes |= {d: 0o755 for d in layout.private_dirs() if state in (d, *d.parents)}
+    for path in [*layout.state_dir.glob("*.json"), *layout.images_dir.glob("*.img")]:
+        old_modes[path] = 0o644
+    old_modes |= {p: 0o644 for p in layout.snapshots_dir.glob("*.img")}
+    roots = {p: stat.S_IMODE(p.stat().st_mode) for p in layout.volumes_dir.iterdir()}
+    wide = layout.volumes_dir / next(iter(roots)).name
+    os.chmod(wide, 0o777)  # an older default root
+    roots[wide] = 0o777
+    for path, mode in old_modes.items():
+        os.chmod(path, mode)
+    with traversable(tmp_path), running_driver(old_node):
+        for path in old_modes:
+            expected = modes.PRIVATE_DIR if path.is_dir() else modes.PRIVATE_FILE
+            assert stat.S_IMODE(path.stat().st_mode) == expected, path
+        assert {p: stat.S_IMODE(p.stat().st_mode) for p in roots} == roots
+        assert allowed(attempts(everything_under(old_node))) == []

@@ -100,11 +100,15 @@ def test_directory_backend_lifecycle_on_disk(volumes: Volumes) -> None:
     backend = volumes.backend(rec)
     backend.create(rec, None, None)
     path = backend.path(rec)
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o777
+    # No access for "other": a pod's fsGroup gets the group bits at publish.
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o2770
     (path / "file").write_text("data")
+    os.chmod(path, 0o777)  # as an older driver made it
     clone = rec.with_changes(volume_id="vol-2")
     backend.create(clone, path, None)
     assert (backend.path(clone) / "file").read_text() == "data"
+    # A copy keeps its source's modes, less the root's "other" bits.
+    assert stat.S_IMODE(os.stat(backend.path(clone)).st_mode) == 0o770
     backend.expand(rec, 2 * MIB)  # recorded, not enforced: nothing on disk changes
     assert backend.node_expand(rec.with_changes(capacity_bytes=2 * MIB)) == 2 * MIB
     assert backend.capacity_on_disk(rec) == MIB
