@@ -43,6 +43,13 @@ class SecretUse(enum.Enum):
         return f"{name} and {namespace}"
 
 
+WRONG_KEY = (
+    f"the {SECRET_KEY} given does not unlock this volume: it does not match the key the "
+    "volume was created with; name the Secret used at creation in the StorageClass's "
+    f"{SecretUse.STAGE.parameters()}; nothing was mounted or changed"
+)
+
+
 def secret_from(secrets: Mapping[str, str], use: SecretUse = SecretUse.PROVISION) -> bytes:
     """The encryption secret from CSI secrets; INVALID_ARGUMENT if absent or weak. The
     messages name what to fix and never any part of a secret's value (not its length)."""
@@ -113,12 +120,7 @@ def unlock(mount_point: Path, secret: bytes) -> None:
     identifier = fscrypt.add_key(mount_point, derive_key(secret, _salt(mount_point)))
     try:
         if fscrypt.policy_identifier(data) != identifier:
-            raise FailedPrecondition(
-                f"the {SECRET_KEY} given does not unlock this volume: it does not match the "
-                "key the volume was created with; name the Secret used at creation in the "
-                f"StorageClass's {SecretUse.STAGE.parameters()}; nothing was mounted or "
-                "changed"
-            )
+            raise FailedPrecondition(WRONG_KEY)
     except BaseException:
         fscrypt.remove_key(mount_point, identifier)
         raise

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import pytest
 
 from csi.config import MIB
-from csi.errors import InvalidArgument
+from csi.errors import InvalidArgument, OutOfRange
 from csi.pb import csi_pb2
 from csi.state.records import AccessType, VolumeKind, VolumeRecord, VolumeSpec
-from csi.validation import parse_capability
+from csi.validation import parse_capability, unsupported_reason
 from csi.volumes import encryption, sizing
-from csi.volumes.params import check_snapshot_parameters, parse_spec
+from csi.volumes.params import check_mount_options_allowed, check_snapshot_parameters, parse_spec
 from tests.support.driver import RunningDriver, make_config, running_driver
 from tests.support.kubelet import block_capability, mount_capability
 from tests.support.status import rpc_error
@@ -384,3 +385,34 @@ def test_pv_mount_options_refused_at_stage_and_publish(
     assert error.code() is Code.INVALID_ARGUMENT
     assert error.details() == OPTIONS_REFUSED
     assert not target.exists()
+
+
+# -- the README's table quotes these messages verbatim -------------------------------------
+def _message(call: Callable[[], object]) -> str:
+    with pytest.raises(InvalidArgument) as info:
+        call()
+    return info.value.message
+
+
+def test_readme_quotes_the_drivers_messages(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### When something is wrong", 1)[1].split("\n## ", 1)[0]
+    limited = parse_spec({**DIRECTORY, "allowedMountOptions": "noatime,nodev"}, MOUNT, [""])
+    ext4 = parse_spec({}, MOUNT, [""])
+    with pytest.raises(OutOfRange) as too_big:
+        sizing.choose_size(20 << 40, 0, ext4, make_config(tmp_path))
+    rwx = unsupported_reason(mount_capability(mode=Mode.MULTI_NODE_MULTI_WRITER))
+    quoted = [
+        _message(lambda: parse_spec({"volumeType": "loop", "fsTyp": "ext4"}, MOUNT, [""])),
+        _message(lambda: parse_spec({"fsType": "btrfs"}, MOUNT, [""])),
+        too_big.value.message,
+        _message(lambda: parse_spec(DIRECTORY, [AccessType.BLOCK], [""])),
+        rwx,
+        _message(lambda: encryption.secret_from({})),
+        _message(lambda: encryption.secret_from({"key": KEY})),
+        _message(lambda: encryption.secret_from({"encryptionKey": "short"})),
+        encryption.WRONG_KEY,
+        _message(lambda: check_mount_options_allowed(limited, ["noatime", "sync"])),
+    ]
+    for message in quoted:
+        assert f"`{message}`" in section, message
