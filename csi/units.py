@@ -63,3 +63,14 @@ def parse_size(text: str) -> int:
     if value > MAX_BYTES:
         raise ValueError(f"size too large: {text!r} (at most {MAX_BYTES} bytes)")
     return int(value.to_integral_value(rounding=ROUND_CEILING))
+
+
+def show_size(size: int) -> str:
+    """``size`` as a user wrote it in a claim: the largest binary suffix that divides it
+    exactly (``16Mi``, ``20Gi``), then the bytes (``16Mi (16777216 bytes)``); a size no
+    suffix divides is bytes alone. For messages: the claim's text and the exact number."""
+    for suffix in ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki"):
+        unit = int(BINARY[suffix])
+        if size >= unit and size % unit == 0:
+            return f"{size // unit}{suffix} ({size} bytes)"
+    return f"{size} bytes"

@@ -31,6 +31,11 @@ SUPPORTED_MODES = frozenset(
     }
 )
 READ_ONLY_MODES = frozenset({Mode.SINGLE_NODE_READER_ONLY})
+# The access modes a Kubernetes claim writes, by the CSI mode the provisioner turns them into.
+KUBERNETES_MODE = {
+    Mode.MULTI_NODE_MULTI_WRITER: "ReadWriteMany",
+    Mode.MULTI_NODE_READER_ONLY: "ReadOnlyMany",
+}
 EXCLUSIVE_MODES = frozenset({Mode.SINGLE_NODE_SINGLE_WRITER})
 
 
@@ -127,13 +132,6 @@ class Capability:
         return self.mode in EXCLUSIVE_MODES
 
 
-def _mode_name(mode: int) -> str:
-    try:
-        return str(Mode.Name(mode))
-    except ValueError:
-        return f"#{mode} (unknown)"
-
-
 def unsupported_reason(cap: csi_pb2.VolumeCapability) -> str | None:
     """Why the driver cannot serve ``cap``, or None if it can."""
     which = cap.WhichOneof("access_type")
@@ -141,9 +139,16 @@ def unsupported_reason(cap: csi_pb2.VolumeCapability) -> str | None:
         return "access_type (block or mount) is required"
     if not cap.HasField("access_mode") or cap.access_mode.mode == Mode.UNKNOWN:
         return "access_mode is required"
-    if cap.access_mode.mode not in SUPPORTED_MODES:
+    mode = cap.access_mode.mode
+    if mode not in Mode.values():
+        return f"access mode #{mode} is not a CSI access mode"
+    if mode not in SUPPORTED_MODES:
+        claimed = KUBERNETES_MODE.get(mode)
+        name = str(Mode.Name(mode))
+        named = f"{name} ({claimed})" if claimed else name
         return (
-            f"access mode {_mode_name(cap.access_mode.mode)} is not supported by node-local volumes"
+            f"access mode {named} is not supported: volumes are local to one node; use "
+            "ReadWriteOnce (pods on one node share it) or ReadWriteOncePod"
         )
     return None
 

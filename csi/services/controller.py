@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+
 import grpc
 from google.protobuf import wrappers_pb2
 
@@ -29,11 +32,14 @@ from csi.validation import (
 from csi.volumes import encryption, health, sizing
 from csi.volumes.backend import facts_for
 from csi.volumes.manager import Volumes
-from csi.volumes.params import parse_spec, volume_context
+from csi.volumes.params import check_mount_options_allowed, parse_spec, volume_context
 from csi.volumes.provisioning import NewVolume, Provisioner, SourceRef
 from csi.volumes.snapshots import Snapshots
 
+log = logging.getLogger(__name__)
 RPC = csi_pb2.ControllerServiceCapability.RPC
+# Distinct GetCapacity parameter problems logged (each once); beyond it, no more are noted.
+MAX_NOTED_PROBLEMS = 256
 CAPABILITIES = (
     RPC.CREATE_DELETE_VOLUME,
     RPC.LIST_VOLUMES,
@@ -79,6 +85,8 @@ class ControllerService(SnapshotRpcs, ControllerHealthRpcs, csi_pb2_grpc.Control
         self._provisioner = provisioner
         self._store = volumes.store
         self._locks = locks
+        self._noted_problems: set[str] = set()  # GetCapacity's parameter problems, logged once
+        self._noted_lock = threading.Lock()
 
     # -- helpers -------------------------------------------------------------------
     def _topology(self) -> csi_pb2.Topology:
@@ -128,8 +136,14 @@ class ControllerService(SnapshotRpcs, ControllerHealthRpcs, csi_pb2_grpc.Control
         spec = parse_spec(
             request.parameters, [c.access_type for c in caps], [c.fs_type for c in caps]
         )
+        for cap in caps:  # the class's mountOptions: refused before anything is made
+            check_mount_options_allowed(spec, cap.mount_flags)
         check_map(request.secrets, "secrets")
-        secret = encryption.secret_from(request.secrets) if spec.encrypted else None
+        secret = (
+            encryption.secret_from(request.secrets, encryption.SecretUse.PROVISION)
+            if spec.encrypted
+            else None
+        )
         if request.mutable_parameters:
             raise InvalidArgument("mutable_parameters are not supported")
         requirement = request.accessibility_requirements
@@ -265,16 +279,42 @@ class ControllerService(SnapshotRpcs, ControllerHealthRpcs, csi_pb2_grpc.Control
             return empty
         caps = [parse_capability(cap) for cap in request.volume_capabilities]
         access = [c.access_type for c in caps] or [AccessType.MOUNT]
-        spec = parse_spec(request.parameters, access, [c.fs_type for c in caps])
+        try:
+            spec = parse_spec(request.parameters, access, [c.fs_type for c in caps])
+        except InvalidArgument as exc:
+            # A StorageClass the driver refuses is a configuration error, not a lack of
+            # room. Answering 0 (or failing, so no CSIStorageCapacity is published) makes
+            # the scheduler say "did not have enough free storage" and the claim never
+            # reaches CreateVolume, which is where the user reads the reason. So the node's
+            # capacity is reported as for any class, and CreateVolume refuses with the
+            # message (the claim's ProvisioningFailed event).
+            self._note_problem(exc.message)
+            spec = None
         available = sizing.available_capacity(self._config, self._store.all())
+        # maximum_volume_size is the room the node has, not --max-volume-size: the
+        # scheduler refuses a claim above it as "not enough free storage", which would hide
+        # the real reason again. A claim above --max-volume-size passes scheduling and
+        # CreateVolume answers OUT_OF_RANGE naming the request and the limit, on the claim.
         response = csi_pb2.GetCapacityResponse(
             available_capacity=available,
-            maximum_volume_size=wrappers_pb2.Int64Value(
-                value=min(available, self._config.max_volume_size)
-            ),
+            maximum_volume_size=wrappers_pb2.Int64Value(value=available),
         )
-        response.minimum_volume_size.value = sizing.minimum_size(spec)
+        if spec is not None:
+            response.minimum_volume_size.value = sizing.minimum_size(spec)
         return response
+
+    def _note_problem(self, message: str) -> None:
+        """Log a class's parameter problem at warning, once per distinct problem (the
+        provisioner asks again every minute for every class)."""
+        with self._noted_lock:
+            if message in self._noted_problems or len(self._noted_problems) >= MAX_NOTED_PROBLEMS:
+                return
+            self._noted_problems.add(message)
+        log.warning(
+            "event=capacity_for_refused_parameters problem=%r "
+            "action=capacity_reported_create_volume_refuses",
+            message,
+        )
 
     def ControllerGetCapabilities(
         self, request: csi_pb2.ControllerGetCapabilitiesRequest, context: grpc.ServicerContext

@@ -11,6 +11,7 @@ volume is staged and removed when it is unstaged.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
 import secrets
@@ -26,19 +27,54 @@ MIN_SECRET_BYTES = 16
 SALT_FILE = ".localvol-salt"
 DATA_DIR = "data"
 INFO = b"localvol-csi fscrypt v2 master key"
+SECRET_PARAMETER = "csi.storage.k8s.io/{use}-secret-{part}"  # noqa: S105 - parameter names
 
 
-def secret_from(secrets: Mapping[str, str]) -> bytes:
-    """The encryption secret from CSI secrets; INVALID_ARGUMENT if absent or weak."""
+class SecretUse(enum.Enum):
+    """Which of the StorageClass's secret references a call's secrets come from."""
+
+    PROVISION = "provisioner"  # CreateVolume
+    STAGE = "node-stage"  # NodeStageVolume
+
+    def parameters(self) -> str:
+        """The pair of StorageClass parameters that name this Secret."""
+        name = SECRET_PARAMETER.format(use=self.value, part="name")
+        namespace = SECRET_PARAMETER.format(use=self.value, part="namespace")
+        return f"{name} and {namespace}"
+
+
+WRONG_KEY = (
+    f"the {SECRET_KEY} given does not unlock this volume: it does not match the key the "
+    "volume was created with; name the Secret used at creation in the StorageClass's "
+    f"{SecretUse.STAGE.parameters()}; nothing was mounted or changed"
+)
+
+
+def secret_from(secrets: Mapping[str, str], use: SecretUse = SecretUse.PROVISION) -> bytes:
+    """The encryption secret from CSI secrets; INVALID_ARGUMENT if absent or weak. The
+    messages name what to fix and never any part of a secret's value (not its length)."""
+    if not secrets:
+        # The provisioner and the kubelet pass a Secret only when the class names one;
+        # a named Secret that is missing fails in them, before the driver is called.
+        other = SecretUse.STAGE if use is SecretUse.PROVISION else SecretUse.PROVISION
+        raise InvalidArgument(
+            f"encryption=fscrypt needs a Secret holding the key {SECRET_KEY!r}, and none was "
+            f"passed: the StorageClass needs the parameters {use.parameters()} (and "
+            f"{other.parameters()}) naming that Secret"
+        )
     value = secrets.get(SECRET_KEY)
     if not value:
         raise InvalidArgument(
-            f"an encrypted volume needs the secret key {SECRET_KEY!r} (provisioner and "
-            "node-stage secrets of the StorageClass)"
+            f"the Secret named by the StorageClass's {use.parameters()} has no key "
+            f"{SECRET_KEY!r} (or an empty one); add {SECRET_KEY} (at least "
+            f"{MIN_SECRET_BYTES} bytes) to that Secret"
         )
     raw = value.encode("utf-8")
     if len(raw) < MIN_SECRET_BYTES:
-        raise InvalidArgument(f"{SECRET_KEY} must hold at least {MIN_SECRET_BYTES} bytes")
+        raise InvalidArgument(
+            f"the Secret's {SECRET_KEY} is too short: it must hold at least "
+            f"{MIN_SECRET_BYTES} bytes (e.g. 32 random bytes, base64-encoded)"
+        )
     return raw
 
 
@@ -87,9 +123,7 @@ def unlock(mount_point: Path, secret: bytes) -> None:
     identifier = fscrypt.add_key(mount_point, derive_key(secret, _salt(mount_point)))
     try:
         if fscrypt.policy_identifier(data) != identifier:
-            raise FailedPrecondition(
-                f"the {SECRET_KEY} given does not unlock this volume; no data was touched"
-            )
+            raise FailedPrecondition(WRONG_KEY)
     except BaseException:
         fscrypt.remove_key(mount_point, identifier)
         raise

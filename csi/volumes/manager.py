@@ -168,7 +168,11 @@ class Volumes:
         secrets: Mapping[str, str] | None = None,
     ) -> None:
         check_mount_options_allowed(record.spec, cap.mount_flags)
-        secret = encryption.secret_from(secrets or {}) if record.spec.encrypted else None
+        secret = (
+            encryption.secret_from(secrets or {}, encryption.SecretUse.STAGE)
+            if record.spec.encrypted
+            else None
+        )
         elsewhere = record.staging_path and record.staging_path != str(staging)
         # Paths a reboot (or a power loss that kept an older record) unmounted hold nothing.
         if elsewhere and targets.mounted_anywhere(record):

@@ -107,7 +107,10 @@ def _read_key_file(raw: str) -> str:
     if len(data) > MAX_KEY_FILE_BYTES:
         raise InvalidArgument(f"{OPT_KEY_FILE} holds more than {MAX_KEY_FILE_BYTES} bytes")
     text = data.decode("utf-8", "replace")
-    return text[:-1] if text.endswith("\n") else text
+    text = text[:-1] if text.endswith("\n") else text
+    if not text:  # (secret_from's wording for an empty key is about a StorageClass's Secret)
+        raise InvalidArgument(f"{OPT_KEY_FILE} is empty")
+    return text
 
 
 def parse_opts(name: str, opts: object) -> _Request:

@@ -17,12 +17,18 @@ Parameters (all optional):
 
 Other keys under ``csi.storage.k8s.io/`` (PVC metadata added by the provisioner) are
 accepted and ignored; any other key is refused so a typo never passes silently.
+
+Every refusal here is worded for the person who wrote the StorageClass or the claim (the
+provisioner shows it in the claim's ProvisioningFailed event, the kubelet in the pod's
+FailedMount event): what is wrong, and what to write instead, with the closest known name
+when a key or value looks misspelt.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from csi.errors import InvalidArgument
 from csi.host.mkfs import SUPPORTED_FS
@@ -43,6 +49,38 @@ KNOWN = frozenset(
 OPTION_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 MODE_TEXT = re.compile(r"0?[0-7]{3,4}")
 DEFAULT_FS = "ext4"
+BLOCK_CLASS_EXAMPLE = "localvol-block"  # deploy/base/storageclasses.yaml
+# StorageClass parameters cannot be updated in place (the API server forbids it).
+CLASS_FIX = "fix the StorageClass (delete and re-create it: its parameters cannot be edited)"
+
+
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The choice ``word`` most likely misspells, case aside (difflib's ratio), or None."""
+    by_lower = {c.lower(): c for c in choices}
+    found = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    return by_lower[found[0]] if found else None
+
+
+def _quoted(word: str, choices: Iterable[str]) -> str:
+    """``"word"``, followed by the closest choice when one looks meant."""
+    match = closest(word, choices)
+    hint = f' (did you mean "{match}"?)' if match is not None and match != word else ""
+    return f'"{word}"{hint}'
+
+
+def unknown_parameters_message(unknown: Sequence[str], known: Iterable[str]) -> str:
+    """The refusal of parameter keys the driver does not know, each with its likely meaning."""
+    known = sorted(known)
+    noun = "parameter" if len(unknown) == 1 else "parameters"
+    named = ", ".join(_quoted(k, known) for k in unknown)
+    if not known:
+        return f"unknown {noun} {named}: this driver takes none here; remove them"
+    return f"unknown {noun} {named}; known: {', '.join(known)}; {CLASS_FIX}"
+
+
+def unsupported_value_message(key: str, value: str, supported: Sequence[str]) -> str:
+    """The refusal of a parameter value outside ``supported``, with the likely meaning."""
+    return f"{key} {_quoted(value, supported)} is not supported; supported: {', '.join(supported)}"
 
 
 def volume_context(spec: VolumeSpec) -> dict[str, str]:
@@ -61,13 +99,21 @@ def volume_context(spec: VolumeSpec) -> dict[str, str]:
 
 
 def check_mount_options_allowed(spec: VolumeSpec, flags: Sequence[str]) -> None:
-    """Refuse mount flags the volume's StorageClass does not list (when it lists any)."""
+    """Refuse mount flags the volume's StorageClass does not list (when it lists any): at
+    CreateVolume (the class's mountOptions, so nothing is made) and at every stage and
+    publish (the PV's mountOptions, which can be edited after the volume was made)."""
     if not spec.allowed_mount_options:
         return
     refused = sorted({f.split("=", 1)[0] for f in flags} - set(spec.allowed_mount_options))
     if refused:
+        noun = "option" if len(refused) == 1 else "options"
         raise InvalidArgument(
-            f"mount option(s) {', '.join(refused)} not in this volume's {PARAM_ALLOWED_OPTIONS}"
+            f"mount {noun} {', '.join(refused)} not allowed: the StorageClass's "
+            f"{PARAM_ALLOWED_OPTIONS} parameter allows only "
+            f"{', '.join(spec.allowed_mount_options)}; remove {', '.join(refused)} from the "
+            f"mountOptions of the StorageClass (and of the PV, for a volume already made), or "
+            f"use a class whose {PARAM_ALLOWED_OPTIONS} lists them (a volume keeps the list "
+            "it was created with)"
         )
 
 
@@ -76,7 +122,7 @@ def check_snapshot_parameters(parameters: Mapping[str, str]) -> None:
     check_map(parameters, "parameters", MAX_MAP_BYTES)
     unknown = sorted(k for k in parameters if not k.startswith(RESERVED_PREFIX))
     if unknown:
-        raise InvalidArgument(f"unknown parameter(s): {', '.join(unknown)}")
+        raise InvalidArgument(unknown_parameters_message(unknown, ()))
 
 
 def parse_spec(
@@ -88,14 +134,15 @@ def parse_spec(
     check_map(parameters, "parameters", MAX_MAP_BYTES)
     unknown = sorted(k for k in parameters if k not in KNOWN and not k.startswith(RESERVED_PREFIX))
     if unknown:
-        raise InvalidArgument(f"unknown parameter(s): {', '.join(unknown)}")
+        raise InvalidArgument(unknown_parameters_message(unknown, KNOWN))
 
     kind_text = parameters.get(PARAM_TYPE, VolumeKind.LOOP.value)
     try:
         kind = VolumeKind(kind_text)
     except ValueError:
+        kinds = [k.value for k in VolumeKind]
         raise InvalidArgument(
-            f"{PARAM_TYPE} must be one of: {', '.join(k.value for k in VolumeKind)}"
+            f"{unsupported_value_message(PARAM_TYPE, kind_text, kinds)}; {CLASS_FIX}"
         ) from None
 
     kinds_of_access = set(access_types)
@@ -103,7 +150,11 @@ def parse_spec(
         raise InvalidArgument("volume_capabilities must all be block or all be mount")
     access_type = kinds_of_access.pop()
     if access_type is AccessType.BLOCK and kind is VolumeKind.DIRECTORY:
-        raise InvalidArgument("block access needs volumeType=loop")
+        raise InvalidArgument(
+            f"block access (volumeMode: Block) needs a loop volume, and this StorageClass "
+            f"has {PARAM_TYPE}={kind.value}; use a class with {PARAM_TYPE}=loop for raw "
+            f"block claims (e.g. {BLOCK_CLASS_EXAMPLE}), or volumeMode: Filesystem"
+        )
 
     fs_choices = {v for v in (parameters.get(PARAM_FS), parameters.get(PARAM_FS_K8S)) if v}
     fs_choices |= {fs for fs in requested_fs if fs}
@@ -115,7 +166,10 @@ def parse_spec(
     else:
         fs_type = fs_type or DEFAULT_FS
         if fs_type not in SUPPORTED_FS:
-            raise InvalidArgument(f"fsType must be one of: {', '.join(SUPPORTED_FS)}")
+            raise InvalidArgument(
+                f"{unsupported_value_message(PARAM_FS, fs_type, SUPPORTED_FS)} (the "
+                f"StorageClass's {PARAM_FS} or {PARAM_FS_K8S} parameter, or the PV's fsType)"
+            )
     return VolumeSpec(
         kind=kind,
         access_type=access_type,

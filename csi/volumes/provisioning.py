@@ -30,7 +30,8 @@ from csi.errors import (
 )
 from csi.layout import volume_id_for_name
 from csi.locks import KeyedLocks
-from csi.state.records import Phase, VolumeRecord, VolumeSpec
+from csi.state.records import AccessType, Phase, VolumeKind, VolumeRecord, VolumeSpec
+from csi.units import show_size
 from csi.volumes import sizing
 from csi.volumes.manager import Volumes
 from csi.volumes.snapshots import Snapshots
@@ -47,6 +48,36 @@ class SourceRef:
     def label(self) -> str:
         """How the new volume records it, compared on retries."""
         return f"{self.kind}:{self.id}"
+
+    @property
+    def named(self) -> str:
+        """How a message names it: "source snapshot snap-..."."""
+        return f"source {self.kind} {self.id}"
+
+    @property
+    def is_of(self) -> str:
+        """What links it to the kind of volume it holds, in a message."""
+        return "is a copy of" if self.kind == "snapshot" else "is"
+
+
+# What a volume is, as far as a copy of it goes: kind, access type, filesystem, encrypted.
+Facts = tuple[VolumeKind, AccessType, str, bool]
+
+
+def describe(facts: Facts) -> str:
+    """A volume's kind as a StorageClass and claim ask for it: "a loop ext4 filesystem
+    volume", "an encrypted loop ext4 filesystem volume", "a directory volume"..."""
+    kind, access_type, fs_type, encrypted = facts
+    if kind is VolumeKind.DIRECTORY:
+        text = "directory volume"
+    elif access_type is AccessType.BLOCK:
+        text = "loop raw block volume (volumeMode: Block)"
+    else:
+        text = f"loop {fs_type} filesystem volume"
+    if encrypted:
+        text = f"encrypted {text}"
+    article = "an" if text[0] in "aeiou" else "a"
+    return f"{article} {text}"
 
 
 @dataclass(frozen=True)
@@ -103,7 +134,9 @@ class Provisioner:
             if new.source is not None:
                 if new.limit and new.limit < source_size:
                     raise OutOfRange(
-                        f"the source holds {source_size} bytes, above limit_bytes {new.limit}"
+                        f"the {new.source.named} holds {show_size(source_size)}, more than "
+                        f"this request's limit of {show_size(new.limit)}: a clone or restore "
+                        "is at least its source's size; ask for at least that"
                     )
                 required = max(required, source_size)
                 stack.enter_context(self._locks.hold(source_key))
@@ -138,6 +171,7 @@ class Provisioner:
         ref = new.source
         if ref is None:
             return 0, ""
+        facts: Facts
         if ref.kind == "snapshot":
             snapshot = self._snapshots.store.require_ready(ref.id)
             facts = (snapshot.kind, snapshot.access_type, snapshot.fs_type, snapshot.encrypted)
@@ -149,12 +183,14 @@ class Provisioner:
             size = volume.capacity_bytes
         else:
             raise InvalidArgument("volume_content_source names neither a snapshot nor a volume")
-        kind, access_type, fs_type, encrypted = facts
-        wanted = new.spec
-        if facts != (wanted.kind, wanted.access_type, wanted.fs_type, wanted.encrypted):
-            described = f"{kind.value}/{access_type.value}" + (f"/{fs_type}" if fs_type else "")
-            described += " encrypted" if encrypted else ""
-            raise InvalidArgument(f"the source is a {described} volume; request the same kind")
+        spec = new.spec
+        wanted: Facts = (spec.kind, spec.access_type, spec.fs_type, spec.encrypted)
+        if facts != wanted:
+            raise InvalidArgument(
+                f"the {ref.named} {ref.is_of} {describe(facts)}, but this request is for "
+                f"{describe(wanted)}; clone or restore into a StorageClass and volumeMode "
+                "of the source's kind (volumeType, filesystem, encryption)"
+            )
         return size, ref.id
 
     def _resolve(self, ref: SourceRef) -> _Content:

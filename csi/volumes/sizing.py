@@ -9,6 +9,7 @@ from csi.errors import InvalidArgument, OutOfRange
 from csi.host import files, fs
 from csi.layout import Layout
 from csi.state.records import Phase, VolumeRecord, VolumeSpec
+from csi.units import show_size
 from csi.volumes.backend import facts_for
 
 
@@ -42,8 +43,17 @@ def choose_size(required: int, limit: int, spec: VolumeSpec, config: Config) -> 
                     f"above limit_bytes {limit}"
                 )
     if size > config.max_volume_size:
-        raise OutOfRange(f"{size} bytes exceeds the maximum volume size {config.max_volume_size}")
+        raise OutOfRange(max_size_message(size, config))
     return size
+
+
+def max_size_message(size: int, config: Config) -> str:
+    """The refusal of a volume (or growth) beyond --max-volume-size, naming both sizes."""
+    return (
+        f"requested size {show_size(size)} is above this driver's maximum volume size "
+        f"{show_size(config.max_volume_size)} (--max-volume-size); ask for at most that, or "
+        "have the driver's --max-volume-size raised"
+    )
 
 
 def expansion_size(record: VolumeRecord, required: int, limit: int, config: Config) -> int:

@@ -77,6 +77,9 @@ def test_wrong_key_is_refused_and_touches_nothing(session: KeyedSession) -> None
     assert refused.code() is Code.FAILED_PRECONDITION, details
     assert "encryptionKey" in details, details
     assert "unlock" in details, details
+    # The cause and the fix (issue 18): not the key it was created with; which Secret.
+    assert "does not match the key the volume was created with" in details, details
+    assert "csi.storage.k8s.io/node-stage-secret-name" in details, details
     assert KEY not in details
     assert OTHER_KEY not in details
     session.nothing_on_host(volume)

@@ -158,6 +158,14 @@ def test_create_refuses_bad_input_and_changes_nothing(
     assert plugin.call("/VolumeDriver.List") == (200, {"Volumes": [], "Err": ""})
 
 
+def test_create_with_an_empty_key_file(plugin: Plugin, tmp_path: Path) -> None:
+    empty = tmp_path / "empty-key"
+    empty.write_text("\n")
+    opts = {"encryption": "fscrypt", "encryptionKeyFile": str(empty)}
+    got, reply = plugin.call("/VolumeDriver.Create", {"Name": "v", "Opts": opts})
+    assert (got, reply) == (400, {"Err": "encryptionKeyFile is empty"})
+
+
 def test_create_with_other_options_is_a_conflict(plugin: Plugin) -> None:
     assert plugin.call("/VolumeDriver.Create", {"Name": "v", "Opts": DIRECTORY})[0] == 200
     status, reply = plugin.call(
