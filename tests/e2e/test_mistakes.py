@@ -100,6 +100,10 @@ class Scene:
     max_volume_size: int = 0
     room: int = 0  # the directory class's capacity on the node, as published
 
+    @property
+    def pv_name(self) -> str:
+        return f"{self.ns}-node-gone"
+
     def cls(self, suffix: str) -> str:
         return f"{self.ns}-{suffix}"
 
@@ -175,6 +179,41 @@ def published_capacity(cluster: Cluster, storage_class_name: str) -> int:
     return max((parse_size(str(c.capacity)) for c in found), default=0)
 
 
+GONE_NODE = "node-that-was-removed"
+
+
+def gone_node_volume(name: str) -> dict[str, Any]:
+    """A PV of this driver's on a node that is gone (its volume ID made up: nothing of it
+    is on this node)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": name, "labels": {E2E_LABEL: "true"}},
+        "spec": {
+            "capacity": {"storage": "64Mi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "csi": {"driver": DRIVER, "volumeHandle": "vol-" + "0" * 32, "fsType": "ext4"},
+            "nodeAffinity": {
+                "required": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {
+                                    "key": f"topology.{DRIVER}/node",
+                                    "operator": "In",
+                                    "values": [GONE_NODE],
+                                }
+                            ]
+                        }
+                    ]
+                }
+            },
+        },
+    }
+
+
 def make_every_mistake(scene: Scene) -> None:
     """Every class, Secret, claim and pod, applied up front."""
     ns, cls = scene.ns, scene.cls
@@ -248,6 +287,24 @@ def make_every_mistake(scene: Scene) -> None:
             "name": "source-snap",
         },
     )
+    # A restore smaller than its snapshot (the provisioner refuses it itself).
+    claimed("ext4-source", "localvol-ext4", "64Mi")
+    objects.append(snapshot("ext4-snap", "ext4-source"))
+    claimed(
+        "restore-smaller",
+        "localvol-ext4",
+        "16Mi",
+        dataSource={
+            "apiGroup": "snapshot.storage.k8s.io",
+            "kind": "VolumeSnapshot",
+            "name": "ext4-snap",
+        },
+    )
+    # A volume whose node is gone: its PV (as the provisioner wrote it) pins it to a node
+    # that no longer exists, the claim is bound to it, a pod uses the claim.
+    objects.append(gone_node_volume(scene.pv_name))
+    objects.append(claim("node-gone", "", "64Mi", volumeName=scene.pv_name))
+    objects.append(pod("node-gone", claims={"/data": "node-gone"}))
     if scene.max_volume_size + (1 << 20) < scene.room:
         # Above --max-volume-size but within the node's room (a directory: nothing big made).
         claimed("too-big", "localvol-directory", str(scene.max_volume_size + (1 << 20)))
@@ -269,6 +326,7 @@ def scene(cluster: Cluster) -> Iterator[Scene]:
         cluster.delete_namespace(made.ns)
         for name in made.classes:
             cluster.kubectl("delete", "storageclass", name, "--ignore-not-found")
+        cluster.kubectl("delete", "pv", made.pv_name, "--ignore-not-found", "--wait=false")
 
 
 # -- 1. an unknown or misspelt parameter ---------------------------------------------------
@@ -413,5 +471,19 @@ def test_pv_mount_option_not_allowed(scene: Scene) -> None:
     assert not loop_devices_on(image)
 
 
-# 9. a volume whose node is gone cannot be shown on a one-node cluster without losing it:
-# the scheduler's "volume node affinity conflict" is documented in the README's table.
+def test_restore_smaller_than_its_snapshot(scene: Scene) -> None:
+    scene.claim_event(
+        "restore-smaller",
+        "requested volume size 16777216 is less than the size",
+        "for the source snapshot ext4-snap",
+        timeout=SOURCE_TIMEOUT,
+    )
+    scene.nothing_made_for("restore-smaller")
+
+
+# -- 9. a volume whose node is gone --------------------------------------------------------
+def test_volume_whose_node_is_gone(scene: Scene) -> None:
+    """The driver is not asked (its data was on that node): the scheduler says why."""
+    message = scene.pod_event("node-gone", "didn't match PersistentVolume's node affinity")
+    assert "0/1 nodes are available" in message
+    assert scene.cluster.core.read_namespaced_pod("node-gone", scene.ns).status.phase == "Pending"

@@ -103,6 +103,13 @@ def driver_args() -> list[str]:
     return list(driver["args"])
 
 
+def cluster_max_volume_size() -> int:
+    patch = load(REPO / "deploy" / "overlays" / "cluster" / "patches" / "max-volume-size.yaml")
+    (driver,) = patch["spec"]["template"]["spec"]["containers"]
+    (env,) = [e for e in driver["env"] if e["name"] == "CSI_MAX_VOLUME_SIZE"]
+    return parse_size(env["value"])
+
+
 DEFINITION_FILES = sorted(storage_suite.DEFINITIONS_DIR.glob("*.yaml"))
 
 
@@ -160,7 +167,8 @@ def test_definition_says_what_deploy_and_the_driver_do(path: Path) -> None:
     # The size range starts at the driver's smallest volume of the class's kind.
     fs = parameters.get("csi.storage.k8s.io/fstype", "")
     minimum = parse_size(info["SupportedSizeRange"]["Min"])
-    assert parse_size(info["SupportedSizeRange"]["Max"]) == config.max_volume_size
+    # ... and ends at the largest the test cluster's driver accepts (deploy/overlays/cluster).
+    assert parse_size(info["SupportedSizeRange"]["Max"]) == cluster_max_volume_size()
     # Raw block claims: the loop device, whatever the class's filesystem; never a directory.
     assert caps["block"] == (parameters["volumeType"] == "loop")
     if parameters["volumeType"] == "directory":

@@ -1,5 +1,6 @@
 """deploy/overlays/cluster (the test cluster of hack/cluster-up) is deploy/ as it is: it
-changes the driver's image tag and pull policy and the data root's host path, nothing else."""
+changes the driver's image tag and pull policy, the data root's host path and the largest
+volume (below the node's free space), nothing else."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ def test_cluster_overlay_changes_only_what_one_node_needs() -> None:
         driver = next(c for c in pod["containers"] if c["name"] == "driver")
         driver["image"] = "localvol-csi:dev"
         driver["imagePullPolicy"] = "IfNotPresent"
+        # A strategic-merge patch puts the entries it adds first.
+        driver["env"].insert(0, {"name": "CSI_MAX_VOLUME_SIZE", "value": "8Gi"})
         data = next(v for v in pod["volumes"] if v["name"] == "data-dir")
         data["hostPath"]["path"] = "/var/lib/localvol-cluster/data"
         # A strategic-merge patch may reorder the volumes list; the order means nothing.
