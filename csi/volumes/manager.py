@@ -183,6 +183,13 @@ class Volumes:
             raise AlreadyExists("volume is staged with a different access mode")
         if not staging.is_dir():
             raise FailedPrecondition(f"staging path {staging} is not an existing directory")
+        if record.staging_path != str(staging) and mount.is_mount_point(staging):
+            # Not a retry (the record is written before the host is touched): whatever is
+            # mounted there is someone else's, and unstaging would unmount it too.
+            raise FailedPrecondition(
+                f"staging path {staging} already has something else mounted on it; "
+                "stage onto an empty directory"
+            )
         before = record
         if record.staging_path != str(staging) or record.staged_read_only != cap.read_only:
             record = record.with_changes(staging_path=str(staging), staged_read_only=cap.read_only)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 
 import grpc
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from tests.support.host import loops_for, mounts_at
 from tests.support.kubelet import BLOCK, DIRECTORY, EXT4, XFS, Flavour, Kubelet
 from tests.support.prerequisites import need_tool
-from tests.support.status import status_of
+from tests.support.status import raises_code, status_of
 
 
 @pytest.mark.parametrize("flavour", [EXT4, XFS, DIRECTORY, BLOCK], ids=lambda f: f.id)
@@ -77,4 +78,23 @@ def test_unpublish_and_unstage_of_never_used_paths(kubelet: Kubelet) -> None:
     kubelet.unpublish(volume_id, kubelet.target("never"))
     kubelet.unstage(volume_id, staging)
     assert staging.is_dir()
+    kubelet.delete(volume_id)
+
+
+@pytest.mark.parametrize("flavour", [EXT4, DIRECTORY, BLOCK], ids=lambda f: f.id)
+def test_a_staging_path_with_someone_elses_mount_is_refused(
+    kubelet: Kubelet, flavour: Flavour
+) -> None:
+    """A mount the driver did not make is never stacked on, nor unmounted by an unstage."""
+    volume_id = kubelet.create("occupied", flavour)
+    staging = kubelet.staging(volume_id)
+    subprocess.run(["mount", "-t", "tmpfs", "not-the-drivers", str(staging)], check=True)
+    try:
+        with raises_code(grpc.StatusCode.FAILED_PRECONDITION) as refusal:
+            kubelet.stage(volume_id, staging, flavour.cap())
+        assert "already has something else mounted on it" in refusal.details
+        kubelet.unstage(volume_id, staging)
+        assert len(mounts_at(staging)) == 1, "the other mount was stacked on or removed"
+    finally:
+        subprocess.run(["umount", str(staging)], check=False)
     kubelet.delete(volume_id)
