@@ -6,7 +6,6 @@ bounded test is the user's promise; the timing test reports the medians (never a
 
 from __future__ import annotations
 
-import statistics
 import time
 import uuid
 from typing import Any
@@ -21,7 +20,6 @@ DRIVER = "localvol.csi.dev"
 # Seconds from creating a class to a Running pod on it: a pod with a claim takes ~2 s here
 # (tests/e2e/test_timings.py), the capacity object well under a second.
 BOUND = 20.0
-ROUNDS = 10
 
 
 def storage_class(name: str) -> dict[str, Any]:
@@ -79,16 +77,3 @@ def test_a_new_class_serves_a_pod_within_the_bound(cluster: Cluster, ns: str) ->
     assert running <= BOUND, (
         f"a new class's first pod ran after {running:.1f}s (capacity after {published:.1f}s)"
     )
-
-
-def test_new_class_timings(cluster: Cluster, ns: str, report: list[str]) -> None:
-    rounds = [new_class_timings(cluster, ns, i) for i in range(1, ROUNDS + 1)]
-    published = [p for p, _ in rounds]
-    running = [r for _, r in rounds]
-    report.append(f"new StorageClass, median of {ROUNDS} (class, claim and pod applied together):")
-    for what, values in (("to CSIStorageCapacity", published), ("to pod Running", running)):
-        report.append(
-            f"  {what:22} median {statistics.median(values):.2f}s"
-            f"  min {min(values):.2f}s  max {max(values):.2f}s"
-        )
-    assert len(rounds) == ROUNDS

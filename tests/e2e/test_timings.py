@@ -12,7 +12,7 @@ from tests.e2e.cluster import Cluster, claim, pod, wait_until
 
 pytestmark = pytest.mark.e2e
 
-ROUNDS = 20
+ROUNDS = 10
 
 
 def time_to_running(cluster: Cluster, ns: str, name: str, storage_class: str | None) -> float:
