@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -211,19 +213,37 @@ def suite_namespaces(cluster: Cluster) -> list[str]:
     return [n.metadata.name for n in namespaces]
 
 
+@pytest.fixture(scope="module")
+def suite_runs(
+    cluster: Cluster, suite_binaries: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Future[storage_suite.Outcome]]]:
+    """Every definition's ginkgo run at once: the suite's pace is set by its polling, not
+    by the CPU, so side by side they take about as long as the longest one alone (each
+    run's specs in namespaces of their own, with classes of their own)."""
+    out = tmp_path_factory.mktemp("storage-suite")
+    with ThreadPoolExecutor(max_workers=len(SELECTION.definitions)) as pool:
+        yield {
+            name: pool.submit(
+                storage_suite.run_definition,
+                storage_suite.definition(name),
+                out / name,
+                SELECTION.suites_of(name),
+                SELECTION.without_tags,
+            )
+            for name in SELECTION.definitions
+        }
+    # The framework deletes its namespaces without waiting; their volumes go before the
+    # cluster's next tests (and before it goes down).
+    wait_until("the suite's namespaces deleted", lambda: not suite_namespaces(cluster), 600)
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("name", SELECTION.definitions)
 def test_external_storage_suite(
-    name: str, cluster: Cluster, suite_binaries: None, report: list[str], tmp_path: Path
+    name: str, suite_runs: dict[str, Future[storage_suite.Outcome]], report: list[str]
 ) -> None:
-    d = storage_suite.definition(name)
-    outcome = storage_suite.run_definition(
-        d, tmp_path, SELECTION.suites_of(name), SELECTION.without_tags
-    )
+    outcome = suite_runs[name].result()
     report.extend(f"storage suite {line}" for line in outcome.summary())
-    # The framework deletes its namespaces without waiting; their volumes go before the
-    # next definition runs (and before the cluster goes down).
-    wait_until("the suite's namespaces deleted", lambda: not suite_namespaces(cluster), 600)
     log = outcome.log.read_text()[-6000:] if outcome.log else ""
     assert outcome.cases, f"no JUnit report; ginkgo exited {outcome.returncode}:\n{log}"
     assert not outcome.failed, "\n".join(storage_suite.explain([outcome]))
