@@ -40,6 +40,12 @@ def parse_host_port(text: str) -> HostPort:
     return HostPort(host, int(port))
 
 
+def env_flag(name: str, default: bool) -> bool:
+    """A switch from the environment: 1, true or yes (any case) turn it on."""
+    value = os.environ.get(name)
+    return default if value is None else value.lower() in ("1", "true", "yes")
+
+
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ.get
     parser = argparse.ArgumentParser(
@@ -110,14 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--controller-expansion",
         action=argparse.BooleanOptionalAction,
-        default=env("CSI_CONTROLLER_EXPANSION", "true").lower() in ("1", "true", "yes"),
+        default=env_flag("CSI_CONTROLLER_EXPANSION", True),
         help="offer ControllerExpandVolume; turn off in a per-node deployment, where "
         "NodeExpandVolume grows volumes instead [CSI_CONTROLLER_EXPANSION] (default: on)",
     )
     parser.add_argument(
         "--overcommit",
         action=argparse.BooleanOptionalAction,
-        default=env("CSI_OVERCOMMIT", "false").lower() in ("1", "true", "yes"),
+        default=env_flag("CSI_OVERCOMMIT", False),
         help="let loop volumes together be promised more than the free space (thin "
         "provisioning; a full disk then fails writes inside volumes) [CSI_OVERCOMMIT] "
         "(default: off)",
@@ -125,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--volume-condition",
         action=argparse.BooleanOptionalAction,
-        default=env("CSI_VOLUME_CONDITION", "true").lower() in ("1", "true", "yes"),
+        default=env_flag("CSI_VOLUME_CONDITION", True),
         help="also report the CSI 1.12 volume condition (VOLUME_CONDITION), which "
         "Kubernetes 1.34-1.36 read, beside the CSI 1.13 health RPCs "
         "[CSI_VOLUME_CONDITION] (default: on)",
@@ -166,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--assign-snapshot-contents",
         action=argparse.BooleanOptionalAction,
-        default=env("CSI_ASSIGN_SNAPSHOT_CONTENTS", "false").lower() in ("1", "true", "yes"),
+        default=env_flag("CSI_ASSIGN_SNAPSHOT_CONTENTS", False),
         help="in a pod: label imported VolumeSnapshotContents whose snapshot this node "
         "holds with snapshot.storage.kubernetes.io/managed-by=<node-id>, so the "
         "node-deployed csi-snapshotter takes them (needs list, watch and patch of "
@@ -195,6 +201,8 @@ def config_from_args(argv: Sequence[str] | None = None) -> Config:
         args.max_volume_size = 16 * TIB
     endpoint = args.endpoint or f"unix://{data_dir / 'csi.sock'}"
     registration_dir, kubelet_path = _registration(parser, args, endpoint)
+    if args.assign_snapshot_contents and not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        parser.error("--assign-snapshot-contents needs the Kubernetes API: run it in a pod")
     docker_socket = args.docker_plugin_socket
     if docker_socket is not None and not Path(docker_socket).is_absolute():
         parser.error("--docker-plugin-socket must be an absolute path")

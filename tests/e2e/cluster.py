@@ -17,6 +17,8 @@ from typing import Any
 import yaml
 from kubernetes import client, config
 
+from csi.units import parse_size
+
 REPO = Path(__file__).resolve().parents[2]
 # hack/cluster-lib.sh's defaults; both read the same environment variables.
 CLUSTER_DIR = Path(os.environ.get("CLUSTER_DIR", "/var/lib/localvol-cluster"))
@@ -169,6 +171,16 @@ class Cluster:
         pv = self.core.read_persistent_volume(self.claim(namespace, claim).spec.volume_name)
         return str(pv.spec.csi.volume_handle)
 
+    def published_capacity(self, storage_class_name: str) -> int:
+        """The class's CSIStorageCapacity on the node, in bytes (0 while none is published)."""
+        items = (
+            client.StorageV1Api(self.core.api_client)
+            .list_namespaced_csi_storage_capacity(DRIVER_NAMESPACE)
+            .items
+        )
+        found = [c for c in items if c.storage_class_name == storage_class_name and c.capacity]
+        return max((parse_size(str(c.capacity)) for c in found), default=0)
+
     def driver_pod(self) -> str:
         pods = self.core.list_namespaced_pod(
             DRIVER_NAMESPACE, label_selector="app.kubernetes.io/name=localvol-csi-node"
@@ -191,6 +203,51 @@ class Cluster:
 
 
 # --- objects, written as a user writes them ------------------------------------------------
+
+
+DRIVER = "localvol.csi.dev"
+PARAMETER_PREFIX = "csi.storage.k8s.io"
+
+
+def storage_class(name: str, parameters: dict[str, str], **extra: Any) -> dict[str, Any]:
+    """A class of this driver, bound when its first pod is scheduled (as deploy/'s), labelled
+    as the e2e tests' own."""
+    return {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {"name": name, "labels": {E2E_LABEL: "true"}},
+        "provisioner": DRIVER,
+        "parameters": parameters,
+        "volumeBindingMode": "WaitForFirstConsumer",
+        "reclaimPolicy": "Delete",
+        **extra,
+    }
+
+
+def secret_parameters(ns: str, provisioner: str, node_stage: str) -> dict[str, str]:
+    """A class's parameters naming the Secrets CreateVolume and NodeStageVolume get."""
+    return {
+        f"{PARAMETER_PREFIX}/provisioner-secret-name": provisioner,
+        f"{PARAMETER_PREFIX}/provisioner-secret-namespace": ns,
+        f"{PARAMETER_PREFIX}/node-stage-secret-name": node_stage,
+        f"{PARAMETER_PREFIX}/node-stage-secret-namespace": ns,
+    }
+
+
+def secret(name: str, data: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data}
+
+
+def snapshot(name: str, claim_name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "snapshot.storage.k8s.io/v1",
+        "kind": "VolumeSnapshot",
+        "metadata": {"name": name},
+        "spec": {
+            "volumeSnapshotClassName": "localvol-snapshots",
+            "source": {"persistentVolumeClaimName": claim_name},
+        },
+    }
 
 
 def claim(name: str, storage_class: str, size: str = "1Gi", **spec: Any) -> dict[str, Any]:

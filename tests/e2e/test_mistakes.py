@@ -18,29 +18,33 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from kubernetes import client
 
 from csi.host.mkfs import MIN_FS_SIZE
 from csi.layout import volume_id_for_name
 from csi.units import parse_size
 from tests.e2e.cluster import (
+    DRIVER,
     DRIVER_NAMESPACE,
     E2E_LABEL,
     NODE_DATA,
+    PARAMETER_PREFIX,
     Cluster,
     claim,
     pod,
+    secret,
+    secret_parameters,
+    snapshot,
+    storage_class,
     wait_until,
 )
 from tests.e2e.host import loop_devices_on
+from tests.support.prerequisites import need
 
 pytestmark = pytest.mark.e2e
 
 EVENT_TIMEOUT = 120.0
 # A clone or restore waits for its source claim to bind (and a snapshot to be ready) first.
 SOURCE_TIMEOUT = 240.0
-DRIVER = "localvol.csi.dev"
-SECRET_PREFIX = "csi.storage.k8s.io"
 DEFAULT_MAX_VOLUME_SIZE = "16Ti"  # csi/cli.py's default
 NOT_ENOUGH_STORAGE = "did not have enough free storage"
 KEY = secrets.token_urlsafe(32)  # the encryption key a volume is made with
@@ -49,45 +53,7 @@ SHORT_KEY = "short-key"  # under the 16-byte minimum
 ALL_KEYS = (KEY, OTHER_KEY, SHORT_KEY)
 
 
-def storage_class(name: str, parameters: dict[str, str], **extra: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "storage.k8s.io/v1",
-        "kind": "StorageClass",
-        "metadata": {"name": name, "labels": {E2E_LABEL: "true"}},
-        "provisioner": DRIVER,
-        "parameters": parameters,
-        "volumeBindingMode": "WaitForFirstConsumer",
-        "reclaimPolicy": "Delete",
-        **extra,
-    }
-
-
-def secret(name: str, data: dict[str, str]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data}
-
-
-def secret_parameters(ns: str, provisioner: str, node_stage: str) -> dict[str, str]:
-    return {
-        f"{SECRET_PREFIX}/provisioner-secret-name": provisioner,
-        f"{SECRET_PREFIX}/provisioner-secret-namespace": ns,
-        f"{SECRET_PREFIX}/node-stage-secret-name": node_stage,
-        f"{SECRET_PREFIX}/node-stage-secret-namespace": ns,
-    }
-
-
-def snapshot(name: str, claim_name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "snapshot.storage.k8s.io/v1",
-        "kind": "VolumeSnapshot",
-        "metadata": {"name": name},
-        "spec": {
-            "volumeSnapshotClassName": "localvol-snapshots",
-            "source": {"persistentVolumeClaimName": claim_name},
-        },
-    }
-
-
-ENCRYPTED = {"volumeType": "loop", f"{SECRET_PREFIX}/fstype": "ext4", "encryption": "fscrypt"}
+ENCRYPTED = {"volumeType": "loop", f"{PARAMETER_PREFIX}/fstype": "ext4", "encryption": "fscrypt"}
 
 
 @dataclass
@@ -171,14 +137,6 @@ def driver_max_volume_size(cluster: Cluster) -> int:
     return parse_size(DEFAULT_MAX_VOLUME_SIZE)
 
 
-def published_capacity(cluster: Cluster, storage_class_name: str) -> int:
-    """The class's CSIStorageCapacity on the node (0 while none is published)."""
-    storage = client.StorageV1Api(cluster.core.api_client)
-    items = storage.list_namespaced_csi_storage_capacity(DRIVER_NAMESPACE).items
-    found = [c for c in items if c.storage_class_name == storage_class_name and c.capacity]
-    return max((parse_size(str(c.capacity)) for c in found), default=0)
-
-
 GONE_NODE = "node-that-was-removed"
 
 
@@ -219,7 +177,7 @@ def make_every_mistake(scene: Scene) -> None:
     ns, cls = scene.ns, scene.cls
     classes = [
         storage_class(cls("typo"), {"volumeType": "loop", "fsTyp": "ext4"}),
-        storage_class(cls("btrfs"), {"volumeType": "loop", f"{SECRET_PREFIX}/fstype": "btrfs"}),
+        storage_class(cls("btrfs"), {"volumeType": "loop", f"{PARAMETER_PREFIX}/fstype": "btrfs"}),
         storage_class(cls("enc-no-secret"), ENCRYPTED),
         storage_class(
             cls("enc-no-key"), {**ENCRYPTED, **secret_parameters(ns, "no-key", "no-key")}
@@ -317,7 +275,7 @@ def scene(cluster: Cluster) -> Iterator[Scene]:
     made.max_volume_size = driver_max_volume_size(cluster)
     made.room = wait_until(
         "the directory class's capacity published",
-        lambda: published_capacity(cluster, "localvol-directory"),
+        lambda: cluster.published_capacity("localvol-directory"),
     )
     try:
         make_every_mistake(made)
@@ -335,7 +293,7 @@ def test_misspelt_parameter(scene: Scene) -> None:
     assert "known: allowedMountOptions, csi.storage.k8s.io/fstype" in message
     assert "InvalidArgument" in message
     # Capacity tracking published the class's capacity: the scheduler passed the claim.
-    assert published_capacity(scene.cluster, scene.cls("typo")) > 0
+    assert scene.cluster.published_capacity(scene.cls("typo")) > 0
     scene.scheduler_passed("typo")
     scene.nothing_made_for("typo")
 
@@ -349,11 +307,11 @@ def test_unsupported_filesystem(scene: Scene) -> None:
 
 # -- 3. sizes ------------------------------------------------------------------------------
 def test_above_max_volume_size(scene: Scene) -> None:
-    if scene.max_volume_size + (1 << 20) >= scene.room:
-        pytest.skip(
-            f"--max-volume-size ({scene.max_volume_size} bytes) is not below the node's room "
-            f"({scene.room} bytes): a claim above it is refused by the scheduler as too large"
-        )
+    need(
+        scene.max_volume_size + (1 << 20) < scene.room,
+        f"--max-volume-size ({scene.max_volume_size} bytes) is not below the node's room "
+        f"({scene.room} bytes): a claim above it is refused by the scheduler as too large",
+    )
     message = scene.claim_event("too-big", "is above this driver's maximum volume size")
     assert "(--max-volume-size)" in message
     assert "OutOfRange" in message

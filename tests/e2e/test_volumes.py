@@ -11,7 +11,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
-from tests.e2e.cluster import NODE_DATA, Cluster, claim, pod, wait_until
+from tests.e2e.cluster import (
+    NODE_DATA,
+    Cluster,
+    claim,
+    pod,
+    secret,
+    secret_parameters,
+    snapshot,
+    storage_class,
+    wait_until,
+)
 from tests.e2e.host import loop_devices_on
 from tests.integration.snapshot_support import has_cap_sys_resource
 
@@ -72,18 +82,6 @@ def raw_block_device(cluster: Cluster, ns: str) -> None:
     cluster.apply(ns, pod("reader", devices={"/dev/xvda": "raw"}))
     cluster.wait_ready(ns, "reader")
     assert cluster.exec(ns, "reader", read) == written
-
-
-def snapshot(name: str, claim_name: str) -> dict[str, object]:
-    return {
-        "apiVersion": "snapshot.storage.k8s.io/v1",
-        "kind": "VolumeSnapshot",
-        "metadata": {"name": name},
-        "spec": {
-            "volumeSnapshotClassName": "localvol-snapshots",
-            "source": {"persistentVolumeClaimName": claim_name},
-        },
-    }
 
 
 def snapshot_ready(cluster: Cluster, ns: str, name: str) -> bool:
@@ -157,38 +155,17 @@ def expansion_seen_in_the_pod(cluster: Cluster, ns: str, storage_class: str) -> 
 def encrypted_claim(cluster: Cluster, ns: str) -> None:
     canary = f"canary-{secrets.token_hex(16)}"
     key = secrets.token_urlsafe(48)
-    storage_class = f"localvol-encrypted-{ns}"
+    storage_class_name = f"localvol-encrypted-{ns}"
+    cluster.apply(ns, secret("key", {"encryptionKey": key}))
+    parameters = {"volumeType": "loop", "encryption": "fscrypt"}
     cluster.apply(
-        ns,
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "key"},
-            "stringData": {"encryptionKey": key},
-        },
-    )
-    prefix = "csi.storage.k8s.io"
-    cluster.apply(
-        ns,
-        {
-            "apiVersion": "storage.k8s.io/v1",
-            "kind": "StorageClass",
-            "metadata": {"name": storage_class},
-            "provisioner": "localvol.csi.dev",
-            "parameters": {
-                "volumeType": "loop",
-                "encryption": "fscrypt",
-                f"{prefix}/provisioner-secret-name": "key",
-                f"{prefix}/provisioner-secret-namespace": ns,
-                f"{prefix}/node-stage-secret-name": "key",
-                f"{prefix}/node-stage-secret-namespace": ns,
-            },
-            "volumeBindingMode": "WaitForFirstConsumer",
-        },
+        ns, storage_class(storage_class_name, {**parameters, **secret_parameters(ns, "key", "key")})
     )
     try:
         cluster.apply(
-            ns, claim("secret-data", storage_class), pod("app", claims={"/data": "secret-data"})
+            ns,
+            claim("secret-data", storage_class_name),
+            pod("app", claims={"/data": "secret-data"}),
         )
         cluster.wait_ready(ns, "app")
         cluster.exec(ns, "app", f"for i in 1 2 3 4; do echo {canary}; done > /data/canary && sync")
@@ -203,7 +180,7 @@ def encrypted_claim(cluster: Cluster, ns: str) -> None:
     finally:
         cluster.delete(ns, "pod", "again")
         cluster.delete(ns, "pvc", "secret-data")
-        cluster.kubectl("delete", "storageclass", storage_class, "--ignore-not-found")
+        cluster.kubectl("delete", "storageclass", storage_class_name, "--ignore-not-found")
 
 
 Scenario = Callable[..., None]

@@ -26,7 +26,6 @@ import pytest
 from csi.host import modes
 from csi.layout import Layout
 from csi.pb import csi_pb2
-from csi.server import build
 from csi.state.records import VolumeRecord
 from tests.integration.encryption_support import (
     ENCRYPTED,
@@ -36,7 +35,7 @@ from tests.integration.encryption_support import (
 )
 from tests.integration.test_ephemeral import POD_CONTEXT, inline_id
 from tests.support import host_user
-from tests.support.driver import RunningDriver, connect, make_config
+from tests.support.driver import RunningDriver, running_driver
 from tests.support.host_user import NOBODY, allowed, attempts, everything_under, traversable
 from tests.support.kubelet import BLOCK, DIRECTORY, EXT4, XFS, Flavour
 
@@ -63,23 +62,18 @@ def driver(tmp_path: Path, sockets_dir: Path) -> Iterator[RunningDriver]:
     parents, and the kubelet's paths, are 0755."""
     data = tmp_path / "data"
     data.mkdir(mode=0o755)  # as a DaemonSet's hostPath DirectoryOrCreate makes it
-    config = make_config(
-        data,
-        plugin_registration_dir=sockets_dir / "registry",
-        kubelet_registration_path=Path(f"/var/lib/kubelet/plugins/{DRIVER_NAME}/csi.sock"),
-        docker_plugin_socket=sockets_dir / "docker" / "localvol.sock",
-    )
     (sockets_dir / "registry").mkdir(mode=0o755)
-    with traversable(tmp_path):
-        running = build(config)
-        running.start()
-        running.reconcile_then_ready()
-        client = connect(data / "csi.sock")
-        try:
-            yield RunningDriver(running, client, config)
-        finally:
-            client.channel.close()
-            running.stop(grace=1.0)
+    with (
+        traversable(tmp_path),
+        running_driver(
+            data,
+            whole=True,
+            plugin_registration_dir=sockets_dir / "registry",
+            kubelet_registration_path=Path(f"/var/lib/kubelet/plugins/{DRIVER_NAME}/csi.sock"),
+            docker_plugin_socket=sockets_dir / "docker" / "localvol.sock",
+        ) as running,
+    ):
+        yield running
 
 
 def _plugin_call(path: Path, call: str, body: dict[str, object]) -> dict[str, object]:

@@ -70,11 +70,18 @@ def make_config(data_dir: Path, **overrides: object) -> Config:
 
 
 @contextmanager
-def running_driver(data_dir: Path, **overrides: object) -> Iterator[RunningDriver]:
-    """Start the real gRPC server in this process on a unix socket under ``data_dir``."""
+def running_driver(
+    data_dir: Path, *, whole: bool = False, **overrides: object
+) -> Iterator[RunningDriver]:
+    """Start the real gRPC server in this process on a unix socket under ``data_dir``;
+    ``whole``: everything the configuration asks for too (/healthz, the Docker plugin's
+    socket, registration), as the driver's own start does."""
     config = make_config(data_dir, **overrides)
     driver = build(config)
-    driver.server.start()
+    if whole:
+        driver.start()
+    else:
+        driver.server.start()
     driver.reconcile_then_ready()
     client = connect(data_dir / "csi.sock")
     try:

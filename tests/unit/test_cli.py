@@ -141,6 +141,21 @@ def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str
     assert "localvol-csi" in capsys.readouterr().err
 
 
+def test_assigning_snapshot_contents_needs_a_pod(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(SystemExit) as info:
+        config_from_args(["--assign-snapshot-contents"])
+    assert info.value.code == 2
+    assert "needs the Kubernetes API: run it in a pod" in capsys.readouterr().err
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("CSI_OVERCOMMIT", "YES")
+    config = config_from_args(["--assign-snapshot-contents"])
+    assert config.assign_snapshot_contents
+    assert config.overcommit
+
+
 def test_help_lists_options() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "csi", "--help"],
