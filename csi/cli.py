@@ -201,8 +201,6 @@ def config_from_args(argv: Sequence[str] | None = None) -> Config:
         args.max_volume_size = 16 * TIB
     endpoint = args.endpoint or f"unix://{data_dir / 'csi.sock'}"
     registration_dir, kubelet_path = _registration(parser, args, endpoint)
-    if args.assign_snapshot_contents and not os.environ.get("KUBERNETES_SERVICE_HOST"):
-        parser.error("--assign-snapshot-contents needs the Kubernetes API: run it in a pod")
     docker_socket = args.docker_plugin_socket
     if docker_socket is not None and not Path(docker_socket).is_absolute():
         parser.error("--docker-plugin-socket must be an absolute path")

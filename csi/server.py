@@ -20,7 +20,7 @@ from csi.docker_plugin import DockerPlugin
 from csi.endpoints import bound_privately, grpc_address
 from csi.health import HealthRule, HealthServer
 from csi.interceptors import RpcInterceptor
-from csi.kube.api import Client, Endpoint
+from csi.kube.api import ApiError, Client, Endpoint
 from csi.kube.snapshot_contents import ContentLabeller
 from csi.layout import Layout
 from csi.locks import KeyedLocks
@@ -124,6 +124,7 @@ class Driver:
 
 
 def build(config: Config) -> Driver:
+    api = _kubernetes_api(config)  # before anything is made: a refusal changes nothing
     layout = Layout(config.data_dir)
     layout.ensure()
     store = StateStore(layout)
@@ -170,10 +171,8 @@ def build(config: Config) -> Driver:
         named = NamedVolumes(volumes, provisioner, locks, PluginStore(layout))
         docker = DockerPlugin(config.docker_plugin_socket, named, readiness)
     contents = None
-    if config.assign_snapshot_contents:
-        contents = ContentLabeller(
-            Client(Endpoint.in_cluster()), config.driver_name, config.node_id, snapshots.holds
-        )
+    if api is not None:
+        contents = ContentLabeller(api, config.driver_name, config.node_id, snapshots.holds)
     return Driver(
         config,
         server,
@@ -188,6 +187,16 @@ def build(config: Config) -> Driver:
         metrics=metrics,
         contents=contents,
     )
+
+
+def _kubernetes_api(config: Config) -> Client | None:
+    """The API client --assign-snapshot-contents needs, from the pod's environment."""
+    if not config.assign_snapshot_contents:
+        return None
+    try:
+        return Client(Endpoint.in_cluster())
+    except ApiError as exc:
+        raise ValueError(f"--assign-snapshot-contents needs the Kubernetes API: {exc}") from None
 
 
 def _registration(config: Config, interceptor: RpcInterceptor) -> Registration | None:

@@ -12,6 +12,7 @@ import pytest
 
 from csi.cli import DEFAULT_DATA_DIR, config_from_args, parse_host_port, parse_size
 from csi.config import GIB, MIB, TIB, HostPort
+from csi.server import build
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -141,19 +142,26 @@ def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str
     assert "localvol-csi" in capsys.readouterr().err
 
 
-def test_assigning_snapshot_contents_needs_a_pod(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    with pytest.raises(SystemExit) as info:
-        config_from_args(["--assign-snapshot-contents"])
-    assert info.value.code == 2
-    assert "needs the Kubernetes API: run it in a pod" in capsys.readouterr().err
-    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+def test_switches_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CSI_OVERCOMMIT", "YES")
-    config = config_from_args(["--assign-snapshot-contents"])
-    assert config.assign_snapshot_contents
+    monkeypatch.setenv("CSI_ASSIGN_SNAPSHOT_CONTENTS", "1")
+    monkeypatch.setenv("CSI_VOLUME_CONDITION", "no")
+    config = config_from_args([])
     assert config.overcommit
+    assert config.assign_snapshot_contents
+    assert not config.legacy_volume_condition
+
+
+def test_assigning_snapshot_contents_needs_a_pod(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Outside a pod the driver refuses to start (the CLI prints the reason), making nothing."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    data = tmp_path / "data"
+    config = config_from_args(["--assign-snapshot-contents", "--data-dir", str(data)])
+    with pytest.raises(ValueError, match="--assign-snapshot-contents needs the Kubernetes API"):
+        build(config)
+    assert not data.exists()
 
 
 def test_help_lists_options() -> None:
