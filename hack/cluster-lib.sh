@@ -10,18 +10,13 @@
 # iptables chains, cgroups, files) is removed again by cluster_down; the host's sysctls are
 # never written.
 
-K8S_VERSION="${K8S_VERSION:-v1.37.2}"
-K8S_STAGING_VERSION="${K8S_STAGING_VERSION:-v0.37.2}"
-PROVISIONER_VERSION="${PROVISIONER_VERSION:-v6.4.0}"
-RESIZER_VERSION="${RESIZER_VERSION:-v2.3.0}"
-CRICTL_VERSION="${CRICTL_VERSION:-v1.37.0}"
-# SNAPSHOTTER_VERSION comes from hack/lib.sh (also used for the CRDs).
+# The versions of Kubernetes and the sidecars are hack/lib.sh's; every Go program is built
+# into $GOBIN from one module (hack/go-lib.sh).
 
 CLUSTER_CACHE="${CLUSTER_CACHE:-/var/cache/localvol-csi}"
 CLUSTER_DIR="${CLUSTER_DIR:-/var/lib/localvol-cluster}"
 CLUSTER_RUN="${CLUSTER_RUN:-/run/localvol-cluster}"
-K8S_BIN="$CLUSTER_CACHE/k8s-$K8S_VERSION/bin"
-SIDECAR_BIN="$CLUSTER_CACHE/sidecars/bin"
+K8S_BIN="$GOBIN"
 
 NODE_NAME="${NODE_NAME:-localvol-node}"
 # The node's address lives on a bridge of our own (never loopback: pods must reach it);
@@ -77,93 +72,17 @@ ensure_cluster_packages() {
 
 # --- builds -------------------------------------------------------------------------------
 
-# The five Kubernetes programs and kube-proxy, from a wrapper module that requires
-# k8s.io/kubernetes and pins each staging module (the main module's own replace lines point
-# into its source tree, so a plain `go install` of it is refused).
-build_kubernetes() {
-    local stamp="$K8S_BIN/.built-2" wrapper="$CLUSTER_CACHE/k8s-$K8S_VERSION"
-    [ -f "$stamp" ] && return 0
-    command -v go >/dev/null || die "go is needed to build Kubernetes $K8S_VERSION"
-    log "building Kubernetes $K8S_VERSION (about 6 minutes with empty Go caches)"
-    mkdir -p "$wrapper"
-    local dir
-    dir="$(go_module_dir "k8s.io/kubernetes@$K8S_VERSION")"
-    {
-        printf 'module localvol.dev/cluster\n\ngo 1.26\n\nrequire k8s.io/kubernetes %s\n\n' "$K8S_VERSION"
-        grep -oE '^\s+k8s\.io/[a-z0-9-]+ => \./staging' "$dir/go.mod" |
-            awk -v v="$K8S_STAGING_VERSION" '{print "replace " $1 " => " $1 " " v}'
-    } > "$wrapper/go.mod"
-    cat > "$wrapper/tools.go" <<'EOF'
-//go:build tools
+# Every program the cluster runs: Kubernetes' (kubectl for the scripts and tests), the CSI
+# sidecars deploy/ names, crictl, and agnhost (the storage suite's image). One `go build`.
+CLUSTER_PROGRAMS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl
+    csi-provisioner csi-snapshotter snapshot-controller csi-resizer crictl agnhost)
 
-// Package tools names the commands this module builds, so `go mod tidy` keeps them.
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-	_ "k8s.io/kubernetes/cmd/kube-proxy"
-	_ "k8s.io/kubernetes/cmd/kube-scheduler"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-	_ "k8s.io/kubernetes/cmd/kubelet"
-)
-EOF
-    local ldflags
-    ldflags="$(k8s_version_ldflags)"
-    (cd "$wrapper" && go mod tidy -e >/dev/null 2>&1 &&
-        rm -rf "$K8S_BIN.new" && mkdir -p "$K8S_BIN.new" &&
-        CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$K8S_BIN.new/" \
-            k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-            k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet \
-            k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kubectl) ||
-        die "building Kubernetes failed"
-    # Replaced as a whole: running components keep the files they started from.
-    rm -rf "$K8S_BIN" && mv "$K8S_BIN.new" "$K8S_BIN"
-    touch "$stamp"
+build_cluster_programs() {
+    go_programs "${CLUSTER_PROGRAMS[@]}"
 }
 
-# e2e.test, agnhost and ginkgo (Kubernetes' storage suite), from the same wrapper module.
+# e2e.test and ginkgo (Kubernetes' storage suite), from the same module.
 source "$ROOT/hack/storage-suite-lib.sh"
-
-# go_module_dir MODULE@VERSION: the module's directory in the module cache (downloaded).
-go_module_dir() {
-    (cd / && go mod download -json "$1") |
-        python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("Dir") or sys.exit(d.get("Error", "no Dir")))'
-}
-
-# build_sidecar NAME MODULE@VERSION PACKAGE...: a CSI sidecar built from a copy of its own
-# module directory (its go.mod has replace lines, so `go install mod@version` refuses it).
-build_sidecar() {
-    local name="$1" module="$2"
-    shift 2
-    local version="${module##*@}"
-    local stamp="$SIDECAR_BIN/.$name-$version"
-    [ -f "$stamp" ] && return 0
-    log "building $name $version"
-    local src="$CLUSTER_CACHE/sidecars/src/$name-$version"
-    rm -rf "$src"
-    mkdir -p "$(dirname "$src")" "$SIDECAR_BIN"
-    cp -r "$(go_module_dir "$module")" "$src"
-    chmod -R u+w "$src"
-    if [ "$name" = snapshotter ]; then
-        # Its client package is replaced by ./client in the source tree; use the
-        # published client module of the same release instead.
-        (cd "$src" && go mod edit \
-            -dropreplace=github.com/kubernetes-csi/external-snapshotter/client/v8 \
-            -require="github.com/kubernetes-csi/external-snapshotter/client/v8@$version")
-    fi
-    (cd "$src" && CGO_ENABLED=0 go build -mod=mod -trimpath -o "$SIDECAR_BIN/" "$@") ||
-        die "building $name $version failed"
-    touch "$stamp"
-}
-
-build_sidecars() {
-    build_sidecar provisioner "github.com/kubernetes-csi/external-provisioner/v6@$PROVISIONER_VERSION" ./cmd/csi-provisioner
-    build_sidecar snapshotter "github.com/kubernetes-csi/external-snapshotter/v8@$SNAPSHOTTER_VERSION" \
-        ./cmd/csi-snapshotter ./cmd/snapshot-controller
-    build_sidecar resizer "github.com/kubernetes-csi/external-resizer/v2@$RESIZER_VERSION" ./cmd/csi-resizer
-    go_tool crictl sigs.k8s.io/cri-tools/cmd/crictl "$CRICTL_VERSION" >/dev/null
-}
 
 # --- the host as it was -------------------------------------------------------------------
 
@@ -510,11 +429,23 @@ CONF
 cluster_up() {
     need_root
     cluster_lock
-    ensure_cluster_packages
-    build_kubernetes
-    build_agnhost
-    build_sidecars
-    build_cluster_images
+    timed "set-up: cluster packages" ensure_cluster_packages
+    # The Debian-based images (debootstrap, apt: mostly waiting on the network) are made
+    # while the Go programs compile; then the images of those programs.
+    local images_log="$CLUSTER_CACHE/images-build.log" images_pid
+    mkdir -p "$CLUSTER_CACHE"
+    timed "build: images (Debian-based, beside the Go build)" "$ROOT/hack/images" build \
+        >/dev/null 2>"$images_log" &
+    images_pid=$!
+    timed "build: Go programs of the cluster" build_cluster_programs
+    wait "$images_pid" || { cat "$images_log" >&2; die "building the images failed"; }
+    timed "build: images of the Go programs" build_cluster_images
+    timed "cluster: start" start_cluster
+    log "cluster up: export KUBECONFIG=$KUBECONFIG_ADMIN; kubectl is $K8S_BIN/kubectl"
+}
+
+# The node and its control plane, from the programs and images built.
+start_cluster() {
     mkdir -p "$CLUSTER_DIR" "$CLUSTER_RUN"
     record_baseline
     setup_network
@@ -529,7 +460,6 @@ cluster_up() {
     start_controllers
     start_kubelet
     start_kube_proxy
-    log "cluster up: export KUBECONFIG=$KUBECONFIG_ADMIN; kubectl is $K8S_BIN/kubectl"
 }
 
 # Stop what cluster_up started and remove what it added; safe to run at any point.
@@ -595,7 +525,7 @@ cluster_image_archives() {
     local entry name
     for entry in "${SIDECAR_IMAGES[@]}"; do
         name="${entry#*|}"
-        "$ROOT/hack/images" binary "${entry%%|*}" "$SIDECAR_BIN/$name" "/$name"
+        "$ROOT/hack/images" binary "${entry%%|*}" "$GOBIN/$name" "/$name"
     done
     agnhost_image_archive
 }

@@ -3,78 +3,117 @@
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
-CSI_SANITY_VERSION="${CSI_SANITY_VERSION:-v5.6.0}"
-# Go tools are built once per machine, outside the clone.
+# Go programs are built once per machine, outside the clone (hack/go-lib.sh).
 export GOBIN="${GOBIN:-/var/cache/localvol-csi/go-bin}"
 export GOFLAGS="${GOFLAGS:--modcacherw}"
 
+# --- pinned versions of what is built from the Go module proxy (hack/go-lib.sh) ----------
+CSI_SANITY_VERSION="${CSI_SANITY_VERSION:-v5.6.0}"
+KIND_VERSION="${KIND_VERSION:-v0.33.0}"
+KUSTOMIZE_VERSION="${KUSTOMIZE_VERSION:-v5.8.2}"
+# The Helm CLI the chart tests run, and the Prometheus Operator whose CRDs (in its module,
+# example/prometheus-operator-crd) check deploy/monitoring.
+HELM_VERSION="${HELM_VERSION:-v4.3.2}"
+PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.85.0}"
+# The test cluster's Kubernetes (its staging modules at the matching v0 version) and the CSI
+# sidecars deploy/ names; the snapshotter's also gives the snapshot CRDs.
+K8S_VERSION="${K8S_VERSION:-v1.37.2}"
+K8S_STAGING_VERSION="${K8S_STAGING_VERSION:-v0.37.2}"
+PROVISIONER_VERSION="${PROVISIONER_VERSION:-v6.4.0}"
+SNAPSHOTTER_VERSION="${SNAPSHOTTER_VERSION:-v8.7.0}"
+RESIZER_VERSION="${RESIZER_VERSION:-v2.3.0}"
+CRICTL_VERSION="${CRICTL_VERSION:-v1.37.0}"
+
 log() { printf '==> %s\n' "$*" >&2; }
+
+# timed WHAT COMMAND...: run COMMAND (a function or a program) and, when LOCALVOL_TIMINGS
+# names a file, append its start, end and WHAT there (hack/timings prints them). A failing
+# COMMAND fails as it would untimed.
+timed() {
+    local what="$1" start
+    shift
+    start="$EPOCHREALTIME"
+    "$@"
+    [ -z "${LOCALVOL_TIMINGS:-}" ] ||
+        printf '%s\t%s\t%s\n' "$start" "$EPOCHREALTIME" "$what" >> "$LOCALVOL_TIMINGS"
+}
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
-ensure_host_packages() {
-    local missing=()
-    command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
-    command -v mkfs.xfs >/dev/null || missing+=(xfsprogs)
-    command -v losetup >/dev/null || missing+=(mount)
-    command -v blkid >/dev/null || missing+=(util-linux)
-    command -v strace >/dev/null || missing+=(strace)  # hack/bench compare counts syscalls
-    # The Docker volume plugin's tests: Podman (and its Docker-compatible API), runc.
-    command -v podman >/dev/null || missing+=(podman)
-    command -v runc >/dev/null || missing+=(runc)
-    [ ${#missing[@]} -eq 0 ] && return 0
+# install_packages PACKAGE...: apt-get install what is given (root only; others are told).
+install_packages() {
+    [ $# -eq 0 ] && return 0
     if [ "$(id -u)" -ne 0 ]; then
-        log "missing host packages (${missing[*]}); run as root to install them"
+        log "missing host packages ($*); run as root to install them"
         return 0
     fi
-    log "installing host packages: ${missing[*]}"
+    log "installing host packages: $*"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq "${missing[@]}" >/dev/null
+    apt-get install -y -qq "$@" >/dev/null
 }
 
+# The packages of the host programs the driver runs that are missing here: the one list,
+# csi/host/tools.py, read as a file (no venv is needed yet).
+missing_driver_packages() {
+    python3 - "$ROOT/csi/host/tools.py" <<'PY'
+import shutil, sys
+tools: dict = {}
+exec(compile(open(sys.argv[1]).read(), sys.argv[1], "exec"), tools)
+print(" ".join(sorted({p for t, p in tools["HOST_TOOLS"].items() if not shutil.which(t)})))
+PY
+}
+
+# What running the driver needs from the host.
+ensure_host_packages() {
+    local missing
+    read -ra missing <<< "$(missing_driver_packages)"
+    install_packages "${missing[@]}"
+}
+
+# What the tests need besides: the Docker volume plugin's (Podman and its Docker-compatible
+# API, runc) and hack/bench compare's (strace counts system calls).
+ensure_test_packages() {
+    local missing
+    read -ra missing <<< "$(missing_driver_packages)"
+    command -v strace >/dev/null || missing+=(strace)
+    command -v podman >/dev/null || missing+=(podman)
+    command -v runc >/dev/null || missing+=(runc)
+    install_packages "${missing[@]}"
+}
+
+# ensure_venv [EXTRA]: the package installed (editable) into $VENV, with the optional
+# dependencies EXTRA of pyproject.toml ("test": the tests' and the hack scripts'); without
+# EXTRA only what the driver imports. Redone when pyproject.toml is newer than its stamp.
 ensure_venv() {
-    local stamp="$VENV/.installed"
+    local extra="${1:-}" stamp="$VENV/.installed${1:+-$1}"
     if [ ! -x "$VENV/bin/python" ]; then
         log "creating virtualenv $VENV"
         python3 -m venv "$VENV"
     fi
+    # The test extra includes the runtime: its stamp does for both.
+    if [ -z "$extra" ] && [ -f "$VENV/.installed-test" ] && [ "$VENV/.installed-test" -nt "$ROOT/pyproject.toml" ]; then
+        stamp="$VENV/.installed-test"
+    fi
     if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
-        log "installing the package and its test dependencies"
-        "$VENV/bin/pip" install -q --upgrade pip
-        "$VENV/bin/pip" install -q -e "$ROOT[test]"
+        log "installing the package${extra:+ and its $extra dependencies} into $VENV"
+        "$VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT${extra:+[$extra]}"
         touch "$stamp"
     fi
     export PATH="$VENV/bin:$PATH"
 }
 
-# go_tool NAME PACKAGE VERSION: build NAME once per version into $GOBIN; prints its path
-# (nothing when Go is missing: the tests that need the tool then fail under CI=true).
-go_tool() {
-    local name="$1" package="$2" version="$3"
-    if [ ! -x "$GOBIN/$name" ] || [ "$(cat "$GOBIN/.$name-version" 2>/dev/null)" != "$version" ]; then
-        command -v go >/dev/null || { log "go is not installed; $name cannot be built"; return 0; }
-        log "building $name $version into $GOBIN"
-        mkdir -p "$GOBIN"
-        go install "$package@$version" >&2
-        echo "$version" > "$GOBIN/.$name-version"
+# The Go programs hack/test runs before the cluster tiers: csi-sanity, kustomize, helm.
+ensure_go_tools() {
+    if ! command -v go >/dev/null; then
+        log "go is not installed: csi-sanity, kustomize and helm cannot be built (their tests skip, or fail under CI=true)"
+        return 0
     fi
-    echo "$GOBIN/$name"
-}
-
-ensure_csi_sanity() {
-    CSI_SANITY="$(go_tool csi-sanity github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity "$CSI_SANITY_VERSION")"
-    export CSI_SANITY
+    go_programs csi-sanity kustomize helm
+    export CSI_SANITY="$GOBIN/csi-sanity" KUSTOMIZE="$GOBIN/kustomize" HELM="$GOBIN/helm"
 }
 
 # --- Kubernetes tooling -------------------------------------------------------------------
 KIND_CLUSTER="${KIND_CLUSTER:-localvol}"
-KIND_VERSION="${KIND_VERSION:-v0.33.0}"
-KUSTOMIZE_VERSION="${KUSTOMIZE_VERSION:-v5.8.2}"
-SNAPSHOTTER_VERSION="${SNAPSHOTTER_VERSION:-v8.7.0}"
-# The Helm CLI the chart tests run, and the Prometheus Operator whose CRDs (in its module,
-# example/prometheus-operator-crd) check deploy/monitoring.
-HELM_VERSION="${HELM_VERSION:-v4.3.2}"
-PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.85.0}"
 IMAGE="${IMAGE:-localvol-csi:dev}"
 
 need_docker() {
@@ -95,16 +134,6 @@ need_kubectl() {
     command -v kubectl >/dev/null || die "kubectl is not installed: see https://kubernetes.io/docs/tasks/tools/"
 }
 
-ensure_kustomize() {
-    KUSTOMIZE="$(go_tool kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION")"
-    export KUSTOMIZE
-}
-
-ensure_helm() {
-    HELM="$(go_tool helm helm.sh/helm/v4/cmd/helm "$HELM_VERSION")"
-    export HELM
-}
-
 # The snapshot CRDs are upstream's API definitions: fetched from the Go module proxy at
 # install time, never copied into this repository. Prints the CRD directory.
 snapshot_crd_dir() {
@@ -114,3 +143,5 @@ snapshot_crd_dir() {
     [ -d "$dir/config/crd" ] || die "no config/crd in $dir"
     echo "$dir/config/crd"
 }
+
+source "$ROOT/hack/go-lib.sh"

@@ -24,8 +24,9 @@ REPO = Path(__file__).resolve().parents[2]
 CLUSTER_DIR = Path(os.environ.get("CLUSTER_DIR", "/var/lib/localvol-cluster"))
 CLUSTER_RUN = Path(os.environ.get("CLUSTER_RUN", "/run/localvol-cluster"))
 CLUSTER_CACHE = Path(os.environ.get("CLUSTER_CACHE", "/var/cache/localvol-csi"))
-K8S_VERSION = os.environ.get("K8S_VERSION", "v1.37.2")
-KUBECTL = CLUSTER_CACHE / f"k8s-{K8S_VERSION}" / "bin" / "kubectl"
+# hack/lib.sh's GOBIN: every Go program the tests run (kubectl, e2e.test, ginkgo...).
+GO_BIN = Path(os.environ.get("GOBIN", str(CLUSTER_CACHE / "go-bin")))
+KUBECTL = GO_BIN / "kubectl"
 KUBECONFIG = CLUSTER_DIR / "kubeconfig"
 # The node's data root (deploy/overlays/cluster/patches/data-dir.yaml).
 NODE_DATA = CLUSTER_DIR / "data"

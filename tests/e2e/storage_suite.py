@@ -14,7 +14,6 @@ hack/storage-suite (which builds the binaries and brings the cluster up first)."
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
 import sys
@@ -25,14 +24,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.e2e.cluster import CLUSTER_CACHE, K8S_VERSION, KUBECONFIG, KUBECTL
+from tests.e2e.cluster import GO_BIN, KUBECONFIG, KUBECTL
 
 HERE = Path(__file__).resolve().parent
 DEFINITIONS_DIR = HERE / "storage-suite"
-SUITE_BIN = CLUSTER_CACHE / f"k8s-{K8S_VERSION}" / "suite"
-E2E_TEST = SUITE_BIN / "e2e.test"
-# hack/lib.sh's GOBIN, where go_tool puts the ginkgo CLI.
-GINKGO = Path(os.environ.get("GOBIN", str(CLUSTER_CACHE / "go-bin"))) / "ginkgo"
+# Built by hack/storage-suite-lib.sh (the storage tests alone: hack/go/storagesuite).
+E2E_TEST = GO_BIN / "e2e.test"
+GINKGO = GO_BIN / "ginkgo"
 DRIVER = "localvol.csi.dev"
 PROCS = 3
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -104,3 +105,33 @@ def test_cluster_scripts_need_root(tmp_path: Path) -> None:
         proc = run_script(script, path)
         assert proc.returncode != 0, script
         assert "the test cluster needs root" in proc.stderr, script
+
+
+def go_lib_array(name: str) -> list[str]:
+    """The entries of a bash array in hack/go-lib.sh or hack/cluster-lib.sh."""
+    for script in ("go-lib.sh", "cluster-lib.sh"):
+        text = (ROOT / "hack" / script).read_text()
+        match = re.search(rf"^{name}=\((.*?)\)$", text, re.M | re.S)
+        if match:
+            return [
+                quoted or bare for quoted, bare in re.findall(r'"([^"]+)"|(\S+)', match.group(1))
+            ]
+    raise AssertionError(f"no array {name} in hack/go-lib.sh or hack/cluster-lib.sh")
+
+
+def test_every_go_program_the_scripts_and_tests_run_is_built() -> None:
+    """Each $GOBIN/NAME the hack scripts or the tests run is a program of go-lib.sh's one
+    module (or the storage suite's test binary), and the cluster builds what it runs."""
+    built = {entry.split("|")[0] for entry in go_lib_array("GO_PROGRAMS")} | {"e2e.test"}
+    used = set()
+    for path in [*(ROOT / "hack").iterdir(), *(ROOT / "tests").rglob("*.py")]:
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            used |= set(re.findall(r"\$(?:GOBIN|K8S_BIN)/([a-z][a-z0-9.-]+)", text))
+            used |= set(re.findall(r'GO_BIN / "([a-z][a-z0-9.-]+)"', text))
+    assert used, "no program found: the patterns above no longer match the scripts"
+    assert used - built == set()
+    cluster = set(go_lib_array("CLUSTER_PROGRAMS"))
+    assert cluster <= built
+    sidecars = {entry.split("|")[1] for entry in go_lib_array("SIDECAR_IMAGES")}
+    assert sidecars <= cluster

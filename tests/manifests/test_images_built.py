@@ -107,14 +107,12 @@ def test_driver_image_has_every_requirement_of_what_it_installs(
     check = """
 import importlib.metadata as md, re
 have = {re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower() for d in md.distributions()}
-# In pyproject, not needed at run time: proto generation and tests (requirements.txt).
-build_or_test = {"grpcio-tools", "kubernetes"}
 for dist in md.distributions():
     for req in dist.requires or []:
         if ";" in req and "extra ==" in req:
             continue
         name = re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9._-]+", req).group()).lower()
-        if name not in have and name not in build_or_test:
+        if name not in have:
             print(dist.metadata["Name"], "needs", req)
 """
     root, path = rootfs["localvol-csi"], archives["localvol-csi"].env_path
