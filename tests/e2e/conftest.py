@@ -12,9 +12,11 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
+from tests.e2e import storage_suite
 from tests.e2e.cluster import REPO, Cluster
 from tests.support.prerequisites import IN_CI, need, need_root
 
@@ -25,12 +27,32 @@ REPORT_KEY = pytest.StashKey[list[str]]()
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: needs the single-node test cluster")
     config.addinivalue_line("markers", "last: runs after every other e2e test")
+    config.addinivalue_line(
+        "markers", "quiet: measures the cluster's pace, so runs first, before the storage suite"
+    )
+    config.addinivalue_line(
+        "markers", "disruptive: restarts the driver or the node, so runs after the other e2e tests"
+    )
     config.stash[REPORT_KEY] = []
 
 
+def _order(item: pytest.Item) -> tuple[bool, bool, bool, bool]:
+    marked = {m.name for m in item.iter_markers()}
+    return (
+        "last" in marked,
+        "disruptive" in marked,
+        item.name.startswith("test_external_storage_suite"),
+        "quiet" not in marked,
+    )
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked ``last`` (the teardown check) run after all others, in any selection."""
-    items.sort(key=lambda item: item.get_closest_marker("last") is not None)
+    """In any selection: tests marked ``quiet`` first, on a quiet cluster; then the others,
+    beside the storage suite's runs (started with the first of them); then the storage
+    suite's own tests, which wait for those runs; then the ``disruptive`` ones (a node
+    reboot kills every pod, and a resizer restarted without its lease waits out the old
+    one's, up to 163 s); the ``last`` test (the teardown check) after all."""
+    items.sort(key=_order)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -69,3 +91,46 @@ def ns(cluster: Cluster) -> Iterator[str]:
 def pytest_sessionstart(session: pytest.Session) -> None:
     if KEEP and IN_CI:
         raise pytest.UsageError("LOCALVOL_E2E_KEEP cannot be used under CI=true")
+
+
+# --- Kubernetes' storage suite, beside the other tests --------------------------------------
+
+STORAGE_SUITE_TEST = "tests/e2e/test_storage_suite.py::test_external_storage_suite"
+
+
+@pytest.fixture(scope="session")
+def storage_suite_runs(
+    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Future[storage_suite.Outcome]]]:
+    """Every definition's ginkgo run at once, in the background: the suite's pace is set by
+    its polling, not by the CPU, so side by side with each other and with the other e2e
+    tests they take about as long as the longest alone (each run's specs in namespaces of
+    their own, with classes of their own). The last test waits for their namespaces."""
+    need(shutil.which("go") is not None, "needs Go to build e2e.test")
+    built = subprocess.run([str(REPO / "hack" / "storage-suite"), "--build-only"], check=False)
+    assert built.returncode == 0, "hack/storage-suite --build-only failed (its output is above)"
+    out = tmp_path_factory.mktemp("storage-suite")
+    selection = storage_suite.SELECTIONS["default"]
+    with ThreadPoolExecutor(max_workers=len(selection.definitions)) as pool:
+        yield {
+            name: pool.submit(
+                storage_suite.run_definition,
+                storage_suite.definition(name),
+                out / name,
+                selection.suites_of(name),
+                selection.without_tags,
+            )
+            for name in selection.definitions
+        }
+
+
+@pytest.fixture(autouse=True)
+def _storage_suite_beside(request: pytest.FixtureRequest) -> None:
+    """Starts the storage suite's runs with the first e2e test not marked ``quiet``, when
+    the suite's tests are selected."""
+    if request.node.get_closest_marker("quiet") is not None:
+        return
+    if request.node.get_closest_marker("e2e") is None:
+        return
+    if any(i.nodeid.startswith(STORAGE_SUITE_TEST) for i in request.session.items):
+        request.getfixturevalue("storage_suite_runs")

@@ -11,7 +11,7 @@ import pytest
 from tests.e2e.cluster import DRIVER_NAMESPACE, NODE_DATA, REPO, Cluster, claim, pod, wait_until
 from tests.e2e.host import loop_devices_on
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.disruptive]
 
 WRITE = "head -c 2097152 /dev/urandom > /data/blob && md5sum /data/blob | cut -d' ' -f1"
 READ = "md5sum /data/blob | cut -d' ' -f1"

@@ -14,7 +14,7 @@ import pytest
 
 from tests.e2e.cluster import Cluster, claim, pod, storage_class
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.quiet]
 
 # Seconds from creating a class to a Running pod on it: a pod with a claim takes ~2 s here
 # (tests/e2e/test_timings.py), the capacity object well under a second.

@@ -9,10 +9,7 @@ suite ignores keys it does not know, so a misspelt capability would silently tes
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +21,10 @@ from csi.host.mkfs import MIN_FS_SIZE
 from csi.units import parse_size
 from tests.e2e import storage_suite
 from tests.e2e.cluster import REPO, Cluster, wait_until
-from tests.support.prerequisites import need
 
 SELECTION = storage_suite.SELECTIONS["default"]
+# The label the e2e framework puts on the namespaces it makes.
+SUITE_LABEL = "e2e-run"
 
 # The test-driver file's schema in the suite's version (test/e2e/storage/external and
 # test/e2e/storage/framework/testdriver.go of k8s.io/kubernetes v1.37).
@@ -199,50 +197,25 @@ def test_readme_lists_every_skip() -> None:
 # --- the suite itself ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def suite_binaries(cluster: Cluster) -> None:
-    need(shutil.which("go") is not None, "needs Go to build e2e.test")
-    proc = subprocess.run(
-        [str(REPO / "hack" / "storage-suite"), "--build-only"], cwd=REPO, check=False
-    )
-    assert proc.returncode == 0, "hack/storage-suite --build-only failed (its output is above)"
-
-
 def suite_namespaces(cluster: Cluster) -> list[str]:
-    namespaces = cluster.core.list_namespace(label_selector="e2e-run").items
+    namespaces = cluster.core.list_namespace(label_selector=SUITE_LABEL).items
     return [n.metadata.name for n in namespaces]
-
-
-@pytest.fixture(scope="module")
-def suite_runs(
-    cluster: Cluster, suite_binaries: None, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, Future[storage_suite.Outcome]]]:
-    """Every definition's ginkgo run at once: the suite's pace is set by its polling, not
-    by the CPU, so side by side they take about as long as the longest one alone (each
-    run's specs in namespaces of their own, with classes of their own)."""
-    out = tmp_path_factory.mktemp("storage-suite")
-    with ThreadPoolExecutor(max_workers=len(SELECTION.definitions)) as pool:
-        yield {
-            name: pool.submit(
-                storage_suite.run_definition,
-                storage_suite.definition(name),
-                out / name,
-                SELECTION.suites_of(name),
-                SELECTION.without_tags,
-            )
-            for name in SELECTION.definitions
-        }
-    # The framework deletes its namespaces without waiting; their volumes go before the
-    # cluster's next tests (and before it goes down).
-    wait_until("the suite's namespaces deleted", lambda: not suite_namespaces(cluster), 600)
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("name", SELECTION.definitions)
 def test_external_storage_suite(
-    name: str, suite_runs: dict[str, Future[storage_suite.Outcome]], report: list[str]
+    name: str,
+    cluster: Cluster,
+    storage_suite_runs: dict[str, Future[storage_suite.Outcome]],
+    report: list[str],
 ) -> None:
-    outcome = suite_runs[name].result()
+    """Each definition's run, started beside the other e2e tests (tests/e2e/conftest.py).
+    Once every run has ended, their namespaces (and so their volumes) go before the
+    disruptive tests restart the driver and the node."""
+    outcome = storage_suite_runs[name].result()
+    if all(run.done() for run in storage_suite_runs.values()):
+        wait_until("the suite's namespaces deleted", lambda: not suite_namespaces(cluster), 600)
     report.extend(f"storage suite {line}" for line in outcome.summary())
     log = outcome.log.read_text()[-6000:] if outcome.log else ""
     assert outcome.cases, f"no JUnit report; ginkgo exited {outcome.returncode}:\n{log}"

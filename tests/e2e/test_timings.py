@@ -10,7 +10,7 @@ import pytest
 
 from tests.e2e.cluster import Cluster, claim, pod, wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.quiet]
 
 ROUNDS = 10
 

@@ -12,6 +12,7 @@ import pytest
 from tests.e2e import host
 from tests.e2e.cluster import CLUSTER_DIR, CLUSTER_RUN, E2E_LABEL, REPO, Cluster, wait_until
 from tests.e2e.conftest import KEEP
+from tests.e2e.test_storage_suite import SUITE_LABEL
 
 pytestmark = [pytest.mark.e2e, pytest.mark.last]
 HOST_TOOL = REPO / "hack" / "cluster-host"
@@ -22,8 +23,13 @@ def test_cluster_down_leaves_nothing(cluster: Cluster, tmp_path: Path) -> None:
     # Every test's namespace (and so its volumes) is gone first: a user deletes what they
     # made before they take a cluster down.
     wait_until(
-        "the tests' namespaces deleted",
-        lambda: not cluster.core.list_namespace(label_selector=E2E_LABEL).items,
+        "the tests' namespaces deleted (the storage suite's too)",
+        lambda: (
+            not any(
+                cluster.core.list_namespace(label_selector=label).items
+                for label in (E2E_LABEL, SUITE_LABEL)
+            )
+        ),
         timeout=600,
     )
     baseline = tmp_path / "baseline"
