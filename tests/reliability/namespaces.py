@@ -12,7 +12,7 @@ and its mounts end with it (its loop devices do not).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from tests.support.driver import DriverProcess, driver_argv
@@ -28,8 +28,10 @@ class NamespacedDriver(DriverProcess):
     """A driver process in a new mount namespace that sees the data dir at ``view``."""
 
     def __init__(self, node: Node, name: str, *, kubelet_shared: bool) -> None:
-        super().__init__(node.data_dir, node.root / "logs" / name, node.kubelet_root)
-        self.view = node.views / name
+        super().__init__(
+            node.data_dir, node.root / "logs" / name, node.kubelet_root, node_id=node.node_id
+        )
+        self.view = node.shared_view or node.views / name
         self.view.mkdir(parents=True, exist_ok=True)
         node.data_dir.mkdir(parents=True, exist_ok=True)  # what the hostPath names
         self.kubelet_shared = kubelet_shared
@@ -43,10 +45,14 @@ class NamespacedDriver(DriverProcess):
 
 class Node:
     """One node's directories: the data dir, the kubelet's (shared) and the drivers' views
-    (private, so no driver's bind of the data dir ever reaches the host)."""
+    (private, so no driver's bind of the data dir ever reaches the host). With
+    ``shared_view``, every driver of the node sees its data dir at that one path, which
+    other nodes' drivers use too (kind: /var/lib/localvol-csi in every node)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, node_id: str = "n1", shared_view: Path | None = None) -> None:
         self.root = root
+        self.node_id = node_id
+        self.shared_view = shared_view
         self.data_dir = root / "data"
         self.kubelet_root = root / "kubelet"
         self.views = root / "views"
@@ -82,12 +88,12 @@ def _bind_onto_itself(path: Path, propagation: str) -> None:
 
 
 @contextmanager
-def node(root: Path) -> Iterator[Node]:
+def node(root: Path, node_id: str = "n1", shared_view: Path | None = None) -> Iterator[Node]:
     """A node for drivers in namespaces; afterwards every driver is stopped, every mount
     under it undone and every loop device of its images detached (a leak fails)."""
     for tool in ("unshare", "nsenter", "losetup"):
         need_tool(tool)
-    result = Node(root)
+    result = Node(root, node_id, shared_view)
     _bind_onto_itself(result.kubelet_root, "shared")
     _bind_onto_itself(result.views, "private")
     try:
@@ -112,3 +118,22 @@ def _tear_down(node: Node) -> list[str]:
             if mounts_at(path):
                 sh("umount", "--", str(path))
     return [*mounts, *devices]
+
+
+@contextmanager
+def kind_nodes(root: Path, count: int) -> Iterator[list[Node]]:
+    """``count`` nodes on this one kernel, the way kind runs them: each node's driver sees
+    its own node's data dir at the same path, and every node sees every loop device. The
+    path is under a directory private on the host, so no node's bind of it reaches it."""
+    views = root / "view"
+    _bind_onto_itself(views, "private")
+    try:
+        with ExitStack() as stack:
+            yield [
+                stack.enter_context(node(root / f"node-{i}", f"node-{i}", views / "data"))
+                for i in range(1, count + 1)
+            ]
+    finally:
+        for _ in range(5):
+            if mounts_at(views):
+                sh("umount", "--", str(views))
