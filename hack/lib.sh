@@ -96,7 +96,8 @@ ensure_venv() {
     fi
     if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
         log "installing the package${extra:+ and its $extra dependencies} into $VENV"
-        "$VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT${extra:+[$extra]}"
+        # No bytecode compiled now: what is imported is compiled when it first is.
+        "$VENV/bin/pip" install -q --disable-pip-version-check --no-compile -e "$ROOT${extra:+[$extra]}"
         touch "$stamp"
     fi
     export PATH="$VENV/bin:$PATH"
