@@ -47,7 +47,8 @@ def _order(item: pytest.Item) -> tuple[bool, bool, bool, bool]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """In any selection: tests marked ``quiet`` first, on a quiet cluster; then the others,
+    """The whole session's order, in any selection: tests marked ``quiet`` first, on a
+    quiet cluster; then the other e2e tests and the other tiers, in their usual order,
     beside the storage suite's runs (started with the first of them); then the storage
     suite's own tests, which wait for those runs; then the ``disruptive`` ones (a node
     reboot kills every pod, and a resizer restarted without its lease waits out the old
