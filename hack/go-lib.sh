@@ -133,6 +133,11 @@ go_program_package() {
     die "no Go program $1 in GO_PROGRAMS (hack/go-lib.sh)"
 }
 
+# go_built NAME KEY: $GOBIN/NAME exists and was built from the module of KEY.
+go_built() {
+    [ -x "$GOBIN/$1" ] && [ "$(cat "$GOBIN/.$1-version" 2>/dev/null)" = "$2" ]
+}
+
 # go_programs NAME...: build the named programs that are missing or were built from another
 # key, all in one `go build` (its packages compile in parallel, shared ones once).
 go_programs() {
@@ -140,20 +145,18 @@ go_programs() {
     local key name packages=() names=()
     key="$(cat "$GO_MODULE/.key")"
     for name in "$@"; do
-        [ -x "$GOBIN/$name" ] && [ "$(cat "$GOBIN/.$name-version" 2>/dev/null)" = "$key" ] && continue
+        go_built "$name" "$key" && continue
         names+=("$name")
         packages+=("$(go_program_package "$name")")
     done
     [ ${#names[@]} -eq 0 ] && return 0
     log "building ${names[*]}"
     mkdir -p "$GOBIN"
-    local start=$SECONDS
     # go build writes each program beside its final name and renames it into place: a
     # running one keeps the file it started from.
     (cd "$GO_MODULE" && CGO_ENABLED=0 go build -trimpath -ldflags "$(go_ldflags)" -o "$GOBIN/" "${packages[@]}") ||
         die "building ${names[*]} failed"
     for name in "${names[@]}"; do echo "$key" > "$GOBIN/.$name-version"; done
-    log "built ${names[*]} in $((SECONDS - start))s"
 }
 
 # go_test_binary NAME PACKAGE: a test binary of a package of the module into $GOBIN/NAME.
@@ -161,13 +164,11 @@ go_test_binary() {
     local name="$1" package="$2" key
     ensure_go_module
     key="$(cat "$GO_MODULE/.key")"
-    [ -x "$GOBIN/$name" ] && [ "$(cat "$GOBIN/.$name-version" 2>/dev/null)" = "$key" ] && return 0
+    go_built "$name" "$key" && return 0
     log "building $name"
     mkdir -p "$GOBIN"
-    local start=$SECONDS
     (cd "$GO_MODULE" && CGO_ENABLED=0 go test -c -trimpath -ldflags "$(go_ldflags)" \
         -o "$GOBIN/$name.new" "$package") || die "building $name failed"
     mv "$GOBIN/$name.new" "$GOBIN/$name"
     echo "$key" > "$GOBIN/.$name-version"
-    log "built $name in $((SECONDS - start))s"
 }

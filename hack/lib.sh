@@ -26,6 +26,8 @@ CRICTL_VERSION="${CRICTL_VERSION:-v1.37.0}"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
 # timed WHAT COMMAND...: run COMMAND (a function or a program) and, when LOCALVOL_TIMINGS
 # names a file, append its start, end and WHAT there (hack/timings prints them). A failing
 # COMMAND fails as it would untimed.
@@ -37,7 +39,6 @@ timed() {
     [ -z "${LOCALVOL_TIMINGS:-}" ] ||
         printf '%s\t%s\t%s\n' "$start" "$EPOCHREALTIME" "$what" >> "$LOCALVOL_TIMINGS"
 }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # install_packages PACKAGE...: apt-get install what is given (root only; others are told).
 install_packages() {
@@ -63,22 +64,19 @@ print(" ".join(sorted({p for t, p in tools["HOST_TOOLS"].items() if not shutil.w
 PY
 }
 
-# What running the driver needs from the host.
+# ensure_host_packages [TOOL:PACKAGE...]: what running the driver needs from the host, and
+# the packages of the given tools that are missing, in one apt-get run.
 ensure_host_packages() {
-    local missing
+    local missing pair
     read -ra missing <<< "$(missing_driver_packages)"
+    for pair in "$@"; do command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}"); done
     install_packages "${missing[@]}"
 }
 
 # What the tests need besides: the Docker volume plugin's (Podman and its Docker-compatible
 # API, runc) and hack/bench compare's (strace counts system calls).
 ensure_test_packages() {
-    local missing
-    read -ra missing <<< "$(missing_driver_packages)"
-    command -v strace >/dev/null || missing+=(strace)
-    command -v podman >/dev/null || missing+=(podman)
-    command -v runc >/dev/null || missing+=(runc)
-    install_packages "${missing[@]}"
+    ensure_host_packages strace:strace podman:podman runc:runc
 }
 
 # ensure_venv [EXTRA]: the package installed (editable) into $VENV, with the optional

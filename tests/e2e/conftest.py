@@ -36,17 +36,25 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[REPORT_KEY] = []
 
 
+STORAGE_SUITE_TEST = "tests/e2e/test_storage_suite.py::test_external_storage_suite"
+SUITE_SELECTED = pytest.StashKey[bool]()
+
+
+def _is_storage_suite(item: pytest.Item) -> bool:
+    return item.nodeid.startswith(STORAGE_SUITE_TEST)
+
+
 def _order(item: pytest.Item) -> tuple[bool, bool, bool, bool]:
     marked = {m.name for m in item.iter_markers()}
     return (
         "last" in marked,
         "disruptive" in marked,
-        item.name.startswith("test_external_storage_suite"),
+        _is_storage_suite(item),
         "quiet" not in marked,
     )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The whole session's order, in any selection: tests marked ``quiet`` first, on a
     quiet cluster; then the other e2e tests and the other tiers, in their usual order,
     beside the storage suite's runs (started with the first of them); then the storage
@@ -54,6 +62,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     reboot kills every pod, and a resizer restarted without its lease waits out the old
     one's, up to 163 s); the ``last`` test (the teardown check) after all."""
     items.sort(key=_order)
+    config.stash[SUITE_SELECTED] = any(_is_storage_suite(item) for item in items)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -96,8 +105,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 # --- Kubernetes' storage suite, beside the other tests --------------------------------------
 
-STORAGE_SUITE_TEST = "tests/e2e/test_storage_suite.py::test_external_storage_suite"
-
 
 @pytest.fixture(scope="session")
 def storage_suite_runs(
@@ -106,7 +113,7 @@ def storage_suite_runs(
     """Every definition's ginkgo run at once, in the background: the suite's pace is set by
     its polling, not by the CPU, so side by side with each other and with the other e2e
     tests they take about as long as the longest alone (each run's specs in namespaces of
-    their own, with classes of their own). The last test waits for their namespaces."""
+    their own, with classes of their own). The suite's tests wait for their namespaces."""
     need(shutil.which("go") is not None, "needs Go to build e2e.test")
     built = subprocess.run([str(REPO / "hack" / "storage-suite"), "--build-only"], check=False)
     assert built.returncode == 0, "hack/storage-suite --build-only failed (its output is above)"
@@ -133,5 +140,5 @@ def _storage_suite_beside(request: pytest.FixtureRequest) -> None:
         return
     if request.node.get_closest_marker("e2e") is None:
         return
-    if any(i.nodeid.startswith(STORAGE_SUITE_TEST) for i in request.session.items):
+    if request.config.stash.get(SUITE_SELECTED, False):
         request.getfixturevalue("storage_suite_runs")

@@ -39,8 +39,15 @@ class NamespacedDriver(DriverProcess):
     def command(self, args: Sequence[str]) -> list[str]:
         # "unchanged" keeps the kubelet dir in the host's peer group; "private" cuts it off.
         propagation = "unchanged" if self.kubelet_shared else "private"
-        argv = ["unshare", "--mount", "--propagation", propagation, "--", "sh", "-c", _ENTER]
-        return [*argv, "sh", str(self.data_dir), str(self.view), *driver_argv(self.view, args)]
+        return in_view(self.data_dir, self.view, driver_argv(self.view, args), propagation)
+
+
+def in_view(
+    data_dir: Path, view: Path, argv: Sequence[str], propagation: str = "unchanged"
+) -> list[str]:
+    """``argv`` run in a new mount namespace that sees ``data_dir`` at ``view``."""
+    enter = ["unshare", "--mount", "--propagation", propagation, "--", "sh", "-c", _ENTER]
+    return [*enter, "sh", str(data_dir), str(view), *argv]
 
 
 class Node:

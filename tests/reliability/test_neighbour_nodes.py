@@ -12,7 +12,6 @@ reconciliation, nor in health, metrics or inspect. Each node's volumes here are 
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,18 +22,13 @@ from tests.reliability import namespaces
 from tests.reliability.lifecycle import BLOCK, EXT4, Life
 from tests.reliability.namespaces import NamespacedDriver, Node
 from tests.scrape import scrape
+from tests.support.driver import free_port
 from tests.support.host import file_id, loops_backed_by, mounts_under
 from tests.support.invariants import assert_nothing_of, image_path
 from tests.support.kubelet import DIRECTORY
 
 REPO = Path(__file__).resolve().parents[2]
 IN_USE = ("create", "stage", "publish", "write")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class NodeUnderTest:
@@ -91,11 +85,8 @@ class NodeUnderTest:
         """`localvol-csi inspect` as it runs in the node's driver container: the data root
         at the path every node's driver sees its own at."""
         view = self.driver.view
-        script = 'mount --bind -- "$1" "$2" && shift 2 && exec "$@"'
-        argv = ["unshare", "--mount", "--propagation", "unchanged", "--", "sh", "-c", script]
-        argv += ["sh", str(self.node.data_dir), str(view)]
-        argv += [sys.executable, "-m", "csi", "inspect", "--data-dir", str(view)]
-        argv += ["--output", "json"]
+        inspect = [sys.executable, "-m", "csi", "inspect", "--data-dir", str(view)]
+        argv = namespaces.in_view(self.node.data_dir, view, [*inspect, "--output", "json"])
         done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stderr
         parsed: dict[str, Any] = json.loads(done.stdout)

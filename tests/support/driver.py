@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -92,6 +93,13 @@ def running_driver(
 
 
 # -- as its own process ----------------------------------------------------------------
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a driver's --health-address)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def driver_argv(
     data_dir: Path, args: Sequence[str] = (), *, node_id: str = "n1", debug: bool = True
 ) -> list[str]:

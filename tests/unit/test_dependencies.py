@@ -30,15 +30,24 @@ def imported_top_levels() -> set[str]:
     return names - set(sys.stdlib_module_names) - {"csi", "__future__"}
 
 
+def declared() -> set[str]:
+    """The runtime dependencies pyproject.toml declares, by normalised name."""
+    requirements = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = set()
+    for requirement in requirements:
+        match = re.match(r"[A-Za-z0-9._-]+", requirement)
+        assert match, requirement
+        names.add(normal(match.group()))
+    return names
+
+
 def test_runtime_dependencies_are_what_the_driver_imports() -> None:
     providers = importlib.metadata.packages_distributions()
     imported = set()
     for module in imported_top_levels():
         assert module in providers, f"the driver imports {module}, which no distribution provides"
         imported |= {normal(dist) for dist in providers[module]}
-    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    names = {normal(re.match(r"[A-Za-z0-9._-]+", req).group()) for req in declared}  # type: ignore[union-attr]
-    assert names == imported
+    assert declared() == imported
 
 
 def test_the_image_pins_every_runtime_dependency() -> None:
@@ -47,5 +56,4 @@ def test_the_image_pins_every_runtime_dependency() -> None:
         for line in (ROOT / "deploy/image/requirements.txt").read_text().splitlines()
         if "==" in line and not line.startswith("#")
     }
-    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert {normal(re.match(r"[A-Za-z0-9._-]+", r).group()) for r in declared} <= pinned  # type: ignore[union-attr]
+    assert declared() <= pinned

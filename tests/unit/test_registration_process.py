@@ -20,7 +20,7 @@ from csi.host.run import missing_tools
 from csi.host.tools import ESSENTIAL_TOOLS
 from csi.pb import pluginregistration_pb2 as pb
 from csi.pb import pluginregistration_pb2_grpc as pb_grpc
-from tests.support.driver import driver_subprocess
+from tests.support.driver import driver_subprocess, free_port
 from tests.support.prerequisites import need
 
 DRIVER = "localvol.csi.dev"
@@ -31,12 +31,6 @@ KUBELET_PATH = f"/var/lib/kubelet/plugins/{DRIVER}/csi.sock"
 def _tools() -> None:
     missing = missing_tools(ESSENTIAL_TOOLS)
     need(not missing, f"Probe needs the host tools {missing}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def healthz(port: int) -> tuple[int, str]:
