@@ -79,6 +79,32 @@ ensure_test_packages() {
     ensure_host_packages strace:strace podman:podman runc:runc
 }
 
+# ensure_wheelhouse [EXTRA]: prints a directory outside the clone holding a wheel of every
+# dependency of the package (with EXTRA's) and of its build, made once per pyproject.toml
+# and Python: a clean clone's venv then installs from local wheels in seconds, where
+# resolving, downloading and unpacking from the index took a minute.
+WHEELHOUSE_ROOT="${WHEELHOUSE_ROOT:-/var/cache/localvol-csi/wheels}"
+ensure_wheelhouse() {
+    local extra="${1:-}" key dir
+    key="$( { python3 -c 'import sys; print(sys.version)'; cat "$ROOT/pyproject.toml"; } |
+        sha256sum | cut -c1-16)"
+    dir="$WHEELHOUSE_ROOT/${extra:-runtime}-$key"
+    if [ ! -f "$dir/.complete" ]; then
+        log "collecting wheels into $dir"
+        # One wheelhouse per EXTRA: an older pyproject.toml's goes.
+        rm -rf "$WHEELHOUSE_ROOT/${extra:-runtime}-"* && mkdir -p "$dir"
+        local -a build
+        mapfile -t build < <(python3 -c 'import sys, tomllib
+print(*tomllib.load(open(sys.argv[1], "rb"))["build-system"]["requires"], sep="\n")' \
+            "$ROOT/pyproject.toml")
+        "$VENV/bin/pip" wheel -q --disable-pip-version-check -w "$dir" \
+            "$ROOT${extra:+[$extra]}" "${build[@]}" >&2
+        rm -f "$dir"/localvol_csi-*.whl
+        touch "$dir/.complete"
+    fi
+    printf '%s\n' "$dir"
+}
+
 # ensure_venv [EXTRA]: the package installed (editable) into $VENV, with the optional
 # dependencies EXTRA of pyproject.toml ("test": the tests' and the hack scripts'); without
 # EXTRA only what the driver imports. Redone when pyproject.toml is newer than its stamp.
@@ -94,8 +120,12 @@ ensure_venv() {
     fi
     if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
         log "installing the package${extra:+ and its $extra dependencies} into $VENV"
-        # No bytecode compiled now: what is imported is compiled when it first is.
-        "$VENV/bin/pip" install -q --disable-pip-version-check --no-compile -e "$ROOT${extra:+[$extra]}"
+        local wheels
+        wheels="$(ensure_wheelhouse "$extra")"
+        # From the wheelhouse only; no bytecode compiled now: what is imported is compiled
+        # when it first is.
+        "$VENV/bin/pip" install -q --disable-pip-version-check --no-compile \
+            --no-index --find-links "$wheels" -e "$ROOT${extra:+[$extra]}"
         touch "$stamp"
     fi
     export PATH="$VENV/bin:$PATH"
