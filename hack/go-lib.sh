@@ -22,6 +22,7 @@ GO_PROGRAMS=(
     "kubelet|k8s.io/kubernetes/cmd/kubelet"
     "kube-proxy|k8s.io/kubernetes/cmd/kube-proxy"
     "kubectl|k8s.io/kubernetes/cmd/kubectl"
+    "kubeadm|k8s.io/kubernetes/cmd/kubeadm"
     "agnhost|k8s.io/kubernetes/test/images/agnhost"
     "csi-provisioner|github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner"
     "csi-snapshotter|github.com/kubernetes-csi/external-snapshotter/v8/cmd/csi-snapshotter"
@@ -170,5 +171,29 @@ go_test_binary() {
     (cd "$GO_MODULE" && CGO_ENABLED=0 go test -c -trimpath -ldflags "$(go_ldflags)" \
         -o "$GOBIN/$name.new" "$package") || die "building $name failed"
     mv "$GOBIN/$name.new" "$GOBIN/$name"
+    echo "$key" > "$GOBIN/.$name-version"
+}
+
+# go_wrapped_program NAME MODULE VERSION: $GOBIN/NAME from hack/go/NAME/main.go, a main
+# package of ours around MODULE at VERSION, in a Go module of its own beside $GO_MODULE
+# (etcd and CoreDNS: their dependency graphs would move the versions the Kubernetes programs
+# are built with). Rebuilt only when the version, the source or Go changes.
+go_wrapped_program() {
+    local name="$1" module="$2" version="$3" dir key
+    command -v go >/dev/null || die "go is needed to build $name"
+    dir="$(dirname "$GO_MODULE")/go-$name"
+    key="$( { echo "$module $version"; cat "$ROOT/hack/go/$name/main.go";
+        declare -f go_wrapped_program; GOTOOLCHAIN=local go version; } | sha256sum | cut -c1-16)"
+    go_built "$name" "$key" && return 0
+    log "building $name ($module $version)"
+    rm -rf "$dir" && mkdir -p "$dir"
+    printf 'module localvol.dev/%s\n\ngo 1.26\n\nrequire %s %s\n' "$name" "$module" "$version" \
+        > "$dir/go.mod"
+    cp "$ROOT/hack/go/$name/main.go" "$dir/"
+    (cd "$dir" && go mod tidy > tidy.log 2>&1) ||
+        die "go mod tidy of $dir failed (see $dir/tidy.log)"
+    mkdir -p "$GOBIN"
+    (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$GOBIN/$name" .) ||
+        die "building $name failed"
     echo "$key" > "$GOBIN/.$name-version"
 }

@@ -23,6 +23,10 @@ PROVISIONER_VERSION="${PROVISIONER_VERSION:-v6.4.0}"
 SNAPSHOTTER_VERSION="${SNAPSHOTTER_VERSION:-v8.7.0}"
 RESIZER_VERSION="${RESIZER_VERSION:-v2.3.0}"
 CRICTL_VERSION="${CRICTL_VERSION:-v1.37.0}"
+# The kind node image's etcd and CoreDNS (hack/kind-image-lib.sh): the versions kubeadm of
+# $K8S_VERSION names (the image build checks), each built from its own module.
+ETCD_VERSION="${ETCD_VERSION:-v3.7.0}"
+COREDNS_VERSION="${COREDNS_VERSION:-v1.14.6}"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -47,6 +51,7 @@ install_packages() {
         log "missing host packages ($*); run as root to install them"
         return 0
     fi
+    command -v apt-get >/dev/null || die "missing host packages ($*) and no apt-get to install them"
     log "installing host packages: $*"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

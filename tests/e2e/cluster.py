@@ -55,12 +55,17 @@ def wait_until(
 
 @dataclass
 class Cluster:
+    """A cluster through one kubeconfig (by default hack/cluster-up's) and, where it holds
+    several, one of its contexts (kind's ``kind-localvol``)."""
+
+    kubeconfig: Path = KUBECONFIG
+    context: str | None = None
     core: client.CoreV1Api = field(init=False)
     apps: client.AppsV1Api = field(init=False)
     custom: client.CustomObjectsApi = field(init=False)
 
     def __post_init__(self) -> None:
-        api = config.new_client_from_config(config_file=str(KUBECONFIG))
+        api = config.new_client_from_config(config_file=str(self.kubeconfig), context=self.context)
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
         self.custom = client.CustomObjectsApi(api)
@@ -69,12 +74,15 @@ class Cluster:
     def env(self) -> dict[str, str]:
         """The environment a user of this cluster has: its kubectl first, its kubeconfig."""
         return dict(
-            os.environ, KUBECONFIG=str(KUBECONFIG), PATH=f"{KUBECTL.parent}:{os.environ['PATH']}"
+            os.environ,
+            KUBECONFIG=str(self.kubeconfig),
+            PATH=f"{KUBECTL.parent}:{os.environ['PATH']}",
         )
 
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
+        context = ("--context", self.context) if self.context else ()
         proc = subprocess.run(
-            [str(KUBECTL), *args],
+            [str(KUBECTL), *context, *args],
             input=stdin,
             capture_output=True,
             text=True,

@@ -44,9 +44,10 @@ def _is_storage_suite(item: pytest.Item) -> bool:
     return item.nodeid.startswith(STORAGE_SUITE_TEST)
 
 
-def _order(item: pytest.Item) -> tuple[bool, bool, bool, bool]:
+def _order(item: pytest.Item) -> tuple[bool, bool, bool, bool, bool]:
     marked = {m.name for m in item.iter_markers()}
     return (
+        "kind" not in marked,
         "last" in marked,
         "disruptive" in marked,
         _is_storage_suite(item),
@@ -55,7 +56,9 @@ def _order(item: pytest.Item) -> tuple[bool, bool, bool, bool]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The whole session's order, in any selection: tests marked ``quiet`` first, on a
+    """The whole session's order, in any selection: the kind tier first, alone on the
+    machine (its last test compares the host with its reading from before the kind cluster,
+    and a second cluster beside it would change both); tests marked ``quiet`` next, on a
     quiet cluster; then the other e2e tests and the other tiers, in their usual order,
     beside the storage suite's runs (started with the first of them); then the storage
     suite's own tests, which wait for those runs; then the ``disruptive`` ones (a node

@@ -31,8 +31,11 @@ def bare_path(tmp_path: Path, **fakes: str) -> str:
     return str(bin_dir)
 
 
-def run_script(name: str, path: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run_script(
+    name: str, path: str, *args: str, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
     env = {"PATH": path, "HOME": os.environ.get("HOME", "/root"), "GOBIN": "/nonexistent"}
+    env.update(extra_env)
     return subprocess.run(
         ["bash", str(ROOT / "hack" / name), *args],
         capture_output=True,
@@ -43,17 +46,33 @@ def run_script(name: str, path: str, *args: str) -> subprocess.CompletedProcess[
     )
 
 
-def test_kind_up_without_docker(tmp_path: Path) -> None:
-    proc = run_script("kind-up", bare_path(tmp_path))
+def test_kind_up_on_docker_without_docker(tmp_path: Path) -> None:
+    proc = run_script("kind-up", bare_path(tmp_path), KIND_PROVIDER="docker")
     assert proc.returncode != 0
     assert "docker is not installed" in proc.stderr
 
 
-def test_kind_up_without_a_docker_engine(tmp_path: Path) -> None:
+def test_kind_up_on_docker_without_a_docker_engine(tmp_path: Path) -> None:
+    path = bare_path(tmp_path, docker='echo "Cannot connect to the Docker daemon" >&2; exit 1')
+    proc = run_script("kind-up", path, KIND_PROVIDER="docker")
+    assert proc.returncode != 0
+    assert "no Docker engine answers" in proc.stderr
+
+
+def test_kind_up_without_a_docker_engine_or_podman(tmp_path: Path) -> None:
+    # No engine answers, so Podman: missing, and nothing here can install it.
     path = bare_path(tmp_path, docker='echo "Cannot connect to the Docker daemon" >&2; exit 1')
     proc = run_script("kind-up", path)
     assert proc.returncode != 0
-    assert "no Docker engine answers" in proc.stderr
+    assert re.search(r"podman is not installed|no apt-get to install them", proc.stderr), (
+        proc.stderr
+    )
+
+
+def test_kind_up_refuses_an_unknown_provider(tmp_path: Path) -> None:
+    proc = run_script("kind-up", bare_path(tmp_path), KIND_PROVIDER="lxd")
+    assert proc.returncode != 0
+    assert "KIND_PROVIDER is docker or podman, not lxd" in proc.stderr
 
 
 def test_kind_up_without_kind_or_go(tmp_path: Path) -> None:
@@ -121,8 +140,12 @@ def go_lib_array(name: str) -> list[str]:
 
 def test_every_go_program_the_scripts_and_tests_run_is_built() -> None:
     """Each $GOBIN/NAME the hack scripts or the tests run is a program of go-lib.sh's one
-    module (or the storage suite's test binary), and the cluster builds what it runs."""
-    built = {entry.split("|")[0] for entry in go_lib_array("GO_PROGRAMS")} | {"e2e.test"}
+    module, the storage suite's test binary, a program of ours around another module
+    (hack/go/NAME/main.go: go_wrapped_program) or kind (`go install` at its pinned version),
+    and the cluster builds what it runs."""
+    wrapped = {d.name for d in (ROOT / "hack" / "go").iterdir() if (d / "main.go").is_file()}
+    built = {entry.split("|")[0] for entry in go_lib_array("GO_PROGRAMS")}
+    built |= {"e2e.test", "kind", *wrapped}
     used = set()
     for path in [*(ROOT / "hack").iterdir(), *(ROOT / "tests").rglob("*.py")]:
         if path.is_file():

@@ -116,3 +116,39 @@ def test_entries_only_one_reading_has_are_not_compared(tmp_path: Path, recorded:
     # An interface's entries come and go with it (the cluster's bridge, for one).
     now = recorded + "net.ipv4.conf.lvcl0.forwarding = 0\n"
     assert diff(tmp_path, recorded, now).returncode == 0
+
+
+def restore(tmp_path: Path, before: str, now: str, *patterns: str) -> list[str]:
+    (tmp_path / "before").write_text(before)
+    (tmp_path / "now").write_text(now)
+    tool = str(ROOT / "hack" / "cluster-host")
+    proc = subprocess.run(
+        [sys.executable, tool, "sysctl-restore", str(tmp_path / "before")]
+        + ["--now", str(tmp_path / "now"), *patterns],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    return proc.stdout.splitlines()
+
+
+def test_restore_writes_back_only_the_changed_entries_matching(
+    tmp_path: Path, recorded: str
+) -> None:
+    # What Podman's network stack does to a host: forwarding on, globally and per interface.
+    now = with_entry(recorded, "net.ipv4.ip_forward", ["1"])
+    now = with_entry(now, "net.ipv4.conf.all.forwarding", ["1"])
+    now = with_entry(now, "kernel.panic", ["99"])  # changed, but not ours to restore
+    before = with_entry(recorded, "net.ipv4.ip_forward", ["0"])
+    before = with_entry(before, "net.ipv4.conf.all.forwarding", ["0"])
+    writes = restore(tmp_path, before, now, "net.ipv4.ip_forward", "net.ipv4.conf.*.forwarding")
+    assert writes == ["net.ipv4.ip_forward = 0", "net.ipv4.conf.all.forwarding = 0"]
+
+
+def test_restore_leaves_entries_of_one_reading_and_tables(tmp_path: Path, recorded: str) -> None:
+    # An interface that came (or went) since the baseline, and a table-like entry that grew.
+    now = with_entry(recorded, "net.ipv4.conf.podman1.forwarding", ["1"])
+    now = with_entry(now, "fs.pipe-keep", PIPE_KEEP_10)
+    before = with_entry(recorded, "fs.pipe-keep", PIPE_KEEP_4)
+    assert restore(tmp_path, before, now, "net.ipv4.conf.*.forwarding", "fs.*") == []

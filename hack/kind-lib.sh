@@ -1,0 +1,260 @@
+# The kind cluster of deploy/kind/cluster.yaml, on Docker or on Podman. Sourced by
+# hack/kind-up, hack/kind-install and hack/kind-down (after hack/lib.sh), never executed.
+#
+# Docker (where an engine answers): kind as its documentation has it, with kind's published
+# node image, and the driver image built by `docker build`. Podman (no Docker engine, as on
+# a machine without a registry): a Podman of our own (its configuration, storage and state
+# under $KIND_PODMAN and $KIND_RUN, nothing of the host's Podman touched), the node image
+# built here (hack/images build kind-node) and every image the cluster runs loaded into the
+# nodes from archives. What Podman and its network stack add to the host is recorded first
+# and removed by hack/kind-down.
+#
+#   KIND_PROVIDER   docker or podman (default: docker when an engine answers, else podman)
+#   KIND_DATA       the host directory of the nodes' data roots (deploy/kind/cluster.yaml)
+
+source "$ROOT/hack/cluster-lib.sh"
+
+KIND_DATA=/var/tmp/localvol-csi-kind
+KIND_CONFIG="$ROOT/deploy/kind/cluster.yaml"
+KIND_PODMAN="${KIND_PODMAN:-/var/cache/localvol-csi/kind-podman}"
+KIND_RUN="${KIND_RUN:-/run/localvol-kind}"
+KIND_BASELINE="$KIND_RUN/baseline"
+KIND_CONTEXT="kind-$KIND_CLUSTER"
+# The sysctls Podman's network stack writes (forwarding on), restored in this order: the
+# first two make the kernel rewrite every interface's forwarding too.
+KIND_SYSCTLS=(net.ipv4.ip_forward net.ipv6.conf.all.forwarding 'net.ipv4.conf.*.forwarding'
+    'net.ipv6.conf.*.forwarding' 'net.ipv4.conf.*.accept_redirects'
+    'net.ipv6.conf.*.accept_redirects')
+
+kind_provider() {
+    if [ -n "${KIND_PROVIDER:-}" ]; then
+        case "$KIND_PROVIDER" in docker | podman) echo "$KIND_PROVIDER" ;;
+            *) die "KIND_PROVIDER is docker or podman, not $KIND_PROVIDER" ;; esac
+    elif command -v docker >/dev/null && docker info >/dev/null 2>&1; then
+        echo docker
+    else
+        echo podman
+    fi
+}
+
+# kind: $KIND_VERSION in $GOBIN (built from the module proxy when Go is here), else the
+# user's own on PATH.
+ensure_kind() {
+    if [ "$("$GOBIN/kind" version 2>/dev/null | awk '{print $2}')" != "$KIND_VERSION" ]; then
+        if ! command -v go >/dev/null; then
+            command -v kind >/dev/null ||
+                die "kind is not installed and there is no Go to build it: see https://kind.sigs.k8s.io/docs/user/quick-start/"
+            return 0
+        fi
+        log "building kind $KIND_VERSION into $GOBIN"
+        (cd / && go install "sigs.k8s.io/kind@$KIND_VERSION")
+    fi
+    export PATH="$GOBIN:$PATH"
+}
+
+# The environment of our own Podman: its configuration files (written when missing), and
+# kind told to use it.
+podman_env() {
+    local conf="$KIND_RUN/podman"
+    if [ ! -f "$conf/containers.conf" ]; then
+        mkdir -p "$conf" "$KIND_PODMAN"
+        # Limits within the host's hard limits (conmon's nproc limit here is 32768; Podman
+        # would otherwise ask for more, and runc fails to set it).
+        cat > "$conf/containers.conf" <<EOF
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+log_driver = "k8s-file"
+
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "$KIND_RUN/podman/events.log"
+runtime = "runc"
+tmp_dir = "$KIND_RUN/podman/tmp"
+static_dir = "$KIND_PODMAN/libpod"
+volume_path = "$KIND_PODMAN/volumes"
+
+[network]
+network_backend = "netavark"
+network_config_dir = "$KIND_PODMAN/networks"
+EOF
+        printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n' \
+            "$KIND_PODMAN/storage" "$KIND_RUN/podman/storage" > "$conf/storage.conf"
+        # No registry: every image comes from an archive.
+        echo 'unqualified-search-registries = []' > "$conf/registries.conf"
+    fi
+    export CONTAINERS_CONF="$conf/containers.conf" CONTAINERS_STORAGE_CONF="$conf/storage.conf" \
+        CONTAINERS_REGISTRIES_CONF="$conf/registries.conf" KIND_EXPERIMENTAL_PROVIDER=podman
+}
+
+# What the host looks like before our Podman touches it: taken once per cluster.
+record_kind_baseline() {
+    [ -f "$KIND_BASELINE/.done" ] && return 0
+    mkdir -p "$KIND_BASELINE"
+    iptables-save > "$KIND_BASELINE/iptables"
+    ip6tables-save > "$KIND_BASELINE/ip6tables" 2>/dev/null || true
+    nft list tables > "$KIND_BASELINE/nft-tables" 2>/dev/null || true
+    sysctl -a 2>/dev/null | LC_ALL=C sort > "$KIND_BASELINE/sysctl"
+    for path in /lib/modules /run/netns /run/containers /dev/shm/libpod_lock \
+        /sys/fs/cgroup/*/libpod_parent; do
+        [ -e "$path" ] && echo "$path"
+    done > "$KIND_BASELINE/existing-paths"
+    touch "$KIND_BASELINE/.done"
+}
+
+existed_before() { grep -qxF "$1" "$KIND_BASELINE/existing-paths" 2>/dev/null; }
+
+# The host paths deploy/kind/cluster.yaml mounts as data roots, made before the nodes start
+# (Podman does not make a missing source).
+kind_data_roots() {
+    awk '$1 == "-" && $2 == "hostPath:" && index($3, "'"$KIND_DATA"'/") == 1 { print $3 }' \
+        "$KIND_CONFIG"
+}
+
+# The node image of this project (Podman), loaded into our Podman when its archive changed.
+load_node_image() {
+    local archive ref key
+    archive="$("$ROOT/hack/images" build kind-node)"
+    { read -r key; read -r ref; } < "$archive.inputs"
+    if [ "$(cat "$KIND_PODMAN/node-image.key" 2>/dev/null)" != "$key" ] ||
+        ! podman image exists "$ref"; then
+        log "loading $ref into Podman"
+        podman load -q -i "$archive" >&2
+        echo "$key" > "$KIND_PODMAN/node-image.key"
+    fi
+    echo "$ref"
+}
+
+# The cluster's images (the driver, the sidecars, the examples') into every node.
+load_cluster_images() {
+    local archives archive
+    archives="$(cluster_image_archives)"
+    for archive in $archives; do
+        kind load image-archive "$archive" --name "$KIND_CLUSTER" >&2
+    done
+}
+
+kind_cluster_exists() {
+    kind get clusters 2>/dev/null | grep -qxF "$KIND_CLUSTER"
+}
+
+# Podman and what it runs the nodes with (Debian's packages), installed when missing.
+ensure_podman() {
+    local missing=() tool
+    for tool in podman conmon runc; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+    for tool in netavark aardvark-dns; do [ -x "/usr/lib/podman/$tool" ] || missing+=("$tool"); done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    [ "$(id -u)" -eq 0 ] || die "podman is not installed (Debian packages: ${missing[*]}): kind runs the nodes as Podman containers where no Docker engine answers"
+    install_packages "${missing[@]}"
+}
+
+kind_up() {
+    local provider image=()
+    provider="$(kind_provider)"
+    if [ "$provider" = docker ]; then
+        need_docker
+    else
+        ensure_podman
+        [ "$(id -u)" -eq 0 ] || die "kind on Podman needs root here (rootful Podman: the nodes mount /dev and loop devices)"
+    fi
+    ensure_kind
+    if command -v go >/dev/null; then go_programs kubectl; else need_kubectl; fi
+    if [ "$provider" = podman ]; then
+        podman_env
+        timed "kind: node image" build_node_image
+        image=(--image "$KIND_NODE_REF")
+        record_kind_baseline
+        [ -d /lib/modules ] || mkdir -p /lib/modules
+        local root
+        for root in $(kind_data_roots); do mkdir -p "$root"; done
+    fi
+    if kind_cluster_exists; then
+        log "kind cluster $KIND_CLUSTER exists"
+    else
+        log "creating kind cluster $KIND_CLUSTER ($provider)"
+        timed "kind: create cluster" kind create cluster --name "$KIND_CLUSTER" \
+            --config "$KIND_CONFIG" "${image[@]}" --wait 180s
+    fi
+    kind_kubectl wait --for=condition=Ready nodes --all --timeout=180s >/dev/null
+    if [ "$provider" = docker ]; then
+        log "building $IMAGE"
+        docker build -t "$IMAGE" "$ROOT"
+        kind load docker-image "$IMAGE" --name "$KIND_CLUSTER"
+    else
+        timed "kind: load images" load_cluster_images
+    fi
+    log "kind cluster $KIND_CLUSTER up: kubectl context $KIND_CONTEXT (hack/kind-install next)"
+}
+
+# The node image, built and loaded into our Podman; its reference in KIND_NODE_REF. The Go
+# programs of the cluster's images (the sidecars') are built with the node's, in one build.
+KIND_NODE_REF=""
+build_node_image() {
+    go_programs "${CLUSTER_PROGRAMS[@]}" kubeadm
+    KIND_NODE_REF="$(load_node_image)"
+}
+
+kind_kubectl() {
+    kubectl --context "$KIND_CONTEXT" "$@"
+}
+
+# Delete the cluster and remove what it left: the nodes' loop devices and data roots, and
+# (Podman) our Podman's containers, volumes and network and what they added to the host.
+kind_down() {
+    local provider
+    provider="$(kind_provider)"
+    ensure_kind
+    [ "$provider" = docker ] || podman_env
+    if kind_cluster_exists; then
+        kind delete cluster --name "$KIND_CLUSTER"
+    fi
+    ensure_venv
+    local host=("$VENV/bin/python" "$ROOT/hack/cluster-host")
+    if [ -d "$KIND_DATA" ]; then
+        # The volumes' loop devices first (found by their images' inodes), then whatever is
+        # mounted there on the host (a data root that is a disk of its own).
+        "${host[@]}" detach-loops "$KIND_DATA"
+        "${host[@]}" umount-under "$KIND_DATA"
+        log "removing $KIND_DATA"
+        rm -rf --one-file-system "$KIND_DATA"
+    fi
+    [ "$provider" = podman ] && podman_host_down
+    log "kind cluster $KIND_CLUSTER down"
+}
+
+# Our Podman's containers, volumes and networks, then what its network stack added to the
+# host, back to the baseline.
+podman_host_down() {
+    podman rm --all --force --volumes >/dev/null 2>&1 || true
+    podman volume prune --force >/dev/null 2>&1 || true
+    local network bridges=()
+    for network in $(podman network ls --format '{{.Name}}' 2>/dev/null); do
+        [ "$network" = podman ] && continue
+        bridges+=("$(podman network inspect "$network" --format '{{.NetworkInterface}}')")
+        podman network rm --force "$network" >/dev/null
+    done
+    local host=("$VENV/bin/python" "$ROOT/hack/cluster-host")
+    if [ -f "$KIND_BASELINE/.done" ]; then
+        # Only what Podman's network stack added: a cluster beside this one keeps its chains.
+        "${host[@]}" iptables-restore "$KIND_BASELINE/iptables" --only NETAVARK
+        "${host[@]}" drop-new-tables "$KIND_BASELINE/nft-tables"
+        "${host[@]}" sysctl-restore "$KIND_BASELINE/sysctl" "${KIND_SYSCTLS[@]}"
+        local bridge
+        for bridge in "${bridges[@]}"; do
+            [ -n "$bridge" ] && ip link show "$bridge" >/dev/null 2>&1 && ip link delete "$bridge"
+        done
+        existed_before /run/netns || { "${host[@]}" umount-under /run/netns; rm -rf /run/netns; }
+        existed_before /run/containers || rm -rf --one-file-system /run/containers
+        existed_before /lib/modules || rmdir /lib/modules 2>/dev/null || true
+        existed_before /sys/fs/cgroup/memory/libpod_parent || "${host[@]}" rmdir-cgroups libpod_parent
+        # Podman's lock segment is every rootful Podman's on the host: it goes only when it
+        # was not there before and no other Podman has a container running.
+        if ! existed_before /dev/shm/libpod_lock && ! pgrep -x conmon >/dev/null; then
+            rm -f /dev/shm/libpod_lock
+        fi
+        if ! "${host[@]}" sysctl-diff "$KIND_BASELINE/sysctl" >&2; then
+            log "warning: the sysctls above differ from before the cluster"
+        fi
+    fi
+    rm -rf --one-file-system "$KIND_RUN"
+}
