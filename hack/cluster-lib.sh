@@ -522,12 +522,17 @@ SIDECAR_IMAGES=(
 # Every image the cluster runs, as archives (hack/images keeps them current).
 cluster_image_archives() {
     "$ROOT/hack/images" build
+    sidecar_image_archives
+    agnhost_image_archive
+}
+
+# The sidecars' images, from the programs in $GOBIN.
+sidecar_image_archives() {
     local entry name
     for entry in "${SIDECAR_IMAGES[@]}"; do
         name="${entry#*|}"
         "$ROOT/hack/images" binary "${entry%%|*}" "$GOBIN/$name" "/$name"
     done
-    agnhost_image_archive
 }
 
 build_cluster_images() { cluster_image_archives >/dev/null; }

@@ -52,15 +52,13 @@ ensure_kind() {
     export PATH="$GOBIN:$PATH"
 }
 
-# The environment of our own Podman: its configuration files (written when missing), and
-# kind told to use it.
+# The environment of our own Podman: its configuration files, and kind told to use it.
 podman_env() {
     local conf="$KIND_RUN/podman"
-    if [ ! -f "$conf/containers.conf" ]; then
-        mkdir -p "$conf" "$KIND_PODMAN"
-        # Limits within the host's hard limits (conmon's nproc limit here is 32768; Podman
-        # would otherwise ask for more, and runc fails to set it).
-        cat > "$conf/containers.conf" <<EOF
+    mkdir -p "$conf" "$KIND_PODMAN"
+    # Limits within the host's hard limits (conmon's nproc limit here is 32768; Podman
+    # would otherwise ask for more, and runc fails to set it).
+    cat > "$conf/containers.conf" <<EOF
 [containers]
 default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
 log_driver = "k8s-file"
@@ -70,6 +68,9 @@ cgroup_manager = "cgroupfs"
 events_logger = "file"
 events_logfile_path = "$KIND_RUN/podman/events.log"
 runtime = "runc"
+# Locks in files under tmp_dir, not in the host's shared memory segment that every other
+# rootful Podman here uses (/dev/shm/libpod_lock): the two never take each other's locks.
+lock_type = "file"
 tmp_dir = "$KIND_RUN/podman/tmp"
 static_dir = "$KIND_PODMAN/libpod"
 volume_path = "$KIND_PODMAN/volumes"
@@ -78,11 +79,10 @@ volume_path = "$KIND_PODMAN/volumes"
 network_backend = "netavark"
 network_config_dir = "$KIND_PODMAN/networks"
 EOF
-        printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n' \
-            "$KIND_PODMAN/storage" "$KIND_RUN/podman/storage" > "$conf/storage.conf"
-        # No registry: every image comes from an archive.
-        echo 'unqualified-search-registries = []' > "$conf/registries.conf"
-    fi
+    printf '[storage]\ndriver = "overlay"\ngraphroot = "%s"\nrunroot = "%s"\n' \
+        "$KIND_PODMAN/storage" "$KIND_RUN/podman/storage" > "$conf/storage.conf"
+    # No registry: every image comes from an archive.
+    echo 'unqualified-search-registries = []' > "$conf/registries.conf"
     export CONTAINERS_CONF="$conf/containers.conf" CONTAINERS_STORAGE_CONF="$conf/storage.conf" \
         CONTAINERS_REGISTRIES_CONF="$conf/registries.conf" KIND_EXPERIMENTAL_PROVIDER=podman
 }
@@ -95,8 +95,7 @@ record_kind_baseline() {
     ip6tables-save > "$KIND_BASELINE/ip6tables" 2>/dev/null || true
     nft list tables > "$KIND_BASELINE/nft-tables" 2>/dev/null || true
     sysctl -a 2>/dev/null | LC_ALL=C sort > "$KIND_BASELINE/sysctl"
-    for path in /lib/modules /run/netns /run/containers /dev/shm/libpod_lock \
-        /sys/fs/cgroup/*/libpod_parent; do
+    for path in /lib/modules /run/netns /run/containers /sys/fs/cgroup/*/libpod_parent; do
         [ -e "$path" ] && echo "$path"
     done > "$KIND_BASELINE/existing-paths"
     touch "$KIND_BASELINE/.done"
@@ -125,10 +124,11 @@ load_node_image() {
     echo "$ref"
 }
 
-# The cluster's images (the driver, the sidecars, the examples') into every node.
+# What deploy/overlays/kind and the examples run, into every node: the driver, the sidecars
+# and busybox (the node image has the pause image already).
 load_cluster_images() {
     local archives archive
-    archives="$(cluster_image_archives)"
+    archives="$("$ROOT/hack/images" build localvol-csi busybox && sidecar_image_archives)"
     for archive in $archives; do
         kind load image-archive "$archive" --name "$KIND_CLUSTER" >&2
     done
@@ -187,10 +187,15 @@ kind_up() {
 }
 
 # The node image, built and loaded into our Podman; its reference in KIND_NODE_REF. The Go
-# programs of the cluster's images (the sidecars') are built with the node's, in one build.
+# programs of the cluster's images (the sidecars') are built with the node's, in one build,
+# and the Debian-based images the cluster loads (mostly waiting on the network) meanwhile.
 KIND_NODE_REF=""
 build_node_image() {
+    local images_log="$KIND_PODMAN/images-build.log" images_pid
+    "$ROOT/hack/images" build localvol-csi busybox >/dev/null 2>"$images_log" &
+    images_pid=$!
     go_programs "${CLUSTER_PROGRAMS[@]}" kubeadm
+    wait "$images_pid" || { cat "$images_log" >&2; die "building the images failed"; }
     KIND_NODE_REF="$(load_node_image)"
 }
 
@@ -247,11 +252,6 @@ podman_host_down() {
         existed_before /run/containers || rm -rf --one-file-system /run/containers
         existed_before /lib/modules || rmdir /lib/modules 2>/dev/null || true
         existed_before /sys/fs/cgroup/memory/libpod_parent || "${host[@]}" rmdir-cgroups libpod_parent
-        # Podman's lock segment is every rootful Podman's on the host: it goes only when it
-        # was not there before and no other Podman has a container running.
-        if ! existed_before /dev/shm/libpod_lock && ! pgrep -x conmon >/dev/null; then
-            rm -f /dev/shm/libpod_lock
-        fi
         if ! "${host[@]}" sysctl-diff "$KIND_BASELINE/sysctl" >&2; then
             log "warning: the sysctls above differ from before the cluster"
         fi

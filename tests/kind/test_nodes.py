@@ -103,10 +103,10 @@ def test_a_pod_follows_its_data_and_waits_while_the_node_is_cordoned(
             return " ".join(e.message for e in events)
 
         reason = wait_until("the pod's FailedScheduling event", unschedulable, timeout=60)
-        # The scheduler says why: the volume's node is unschedulable, every other node is
-        # not where the volume is.
-        assert "unschedulable" in reason, reason
-        assert "volume node affinity conflict" in reason, reason
+        # The scheduler says why: the volume's node is unschedulable, the other worker is
+        # not where the volume is (the control plane is tainted).
+        assert "1 node(s) were unschedulable" in reason, reason
+        assert "1 node(s) didn't match PersistentVolume's node affinity" in reason, reason
         assert kind.core.read_namespaced_pod("third", kind_ns).spec.node_name is None
     finally:
         kind.kubectl("uncordon", WORKERS[1])

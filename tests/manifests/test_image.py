@@ -103,7 +103,10 @@ def test_hack_images_installs_the_same_lists() -> None:
         line for line in script.splitlines() if re.search(r"in_rootfs.*apt-get install", line)
     ]
     assert installs
-    assert all(line.endswith('"${packages[@]}"; then') for line in installs), installs
+    # One apt-get install, in debian_layer, of its arguments: the driver's base layer passes
+    # the list's packages.
+    assert all(line.endswith('"$@"; then') for line in installs), installs
+    assert 'debian_layer debian-base "${packages[@]}"' in script
     assert "-r /tmp/build/requirements.txt" in script
     assert '"$REQUIREMENTS_FILE" "$work/rootfs/tmp/build/"' in script
     assert not re.search(r"\b[a-z][\w.-]*==\d", script), "a Python pin outside requirements.txt"

@@ -123,8 +123,15 @@ def restore(tmp_path: Path, before: str, now: str, *patterns: str) -> list[str]:
     (tmp_path / "now").write_text(now)
     tool = str(ROOT / "hack" / "cluster-host")
     proc = subprocess.run(
-        [sys.executable, tool, "sysctl-restore", str(tmp_path / "before")]
-        + ["--now", str(tmp_path / "now"), *patterns],
+        [
+            sys.executable,
+            tool,
+            "sysctl-restore",
+            str(tmp_path / "before"),
+            "--now",
+            str(tmp_path / "now"),
+            *patterns,
+        ],
         capture_output=True,
         text=True,
         check=True,
