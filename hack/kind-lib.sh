@@ -125,13 +125,17 @@ load_node_image() {
 }
 
 # What deploy/overlays/kind and the examples run, into every node: the driver, the sidecars
-# and busybox (the node image has the pause image already).
+# and busybox (the node image has the pause image already). Podman's equivalent of `kind
+# load image-archive`: each node's containerd, reached through the node's root from here,
+# imports what it does not hold yet (the same inputs are not imported twice), all nodes at
+# once.
 load_cluster_images() {
-    local archives archive
+    local archives node addresses=()
     archives="$("$ROOT/hack/images" build localvol-csi busybox && sidecar_image_archives)"
-    for archive in $archives; do
-        kind load image-archive "$archive" --name "$KIND_CLUSTER" >&2
+    for node in $(kind get nodes --name "$KIND_CLUSTER"); do
+        addresses+=(--address "/proc/$(podman inspect --format '{{.State.Pid}}' "$node")/root/run/containerd/containerd.sock")
     done
+    "$ROOT/hack/images" import "${addresses[@]}" $archives >&2
 }
 
 kind_cluster_exists() {
