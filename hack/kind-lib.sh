@@ -165,9 +165,10 @@ kind_up() {
     if command -v go >/dev/null; then go_programs kubectl; else need_kubectl; fi
     if [ "$provider" = podman ]; then
         podman_env
+        # Before the first Podman command: even `podman load` makes /run/containers.
+        record_kind_baseline
         timed "kind: node image" build_node_image
         image=(--image "$KIND_NODE_REF")
-        record_kind_baseline
         [ -d /lib/modules ] || mkdir -p /lib/modules
         local root
         for root in $(kind_data_roots); do mkdir -p "$root"; done

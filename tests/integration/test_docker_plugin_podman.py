@@ -95,12 +95,10 @@ default_ulimits = ["nofile={nofile}:{nofile}", "nproc={nproc}:{nproc}"]
 log_driver = "k8s-file"
 [engine]
 cgroup_manager = "cgroupfs"
-events_logger = "file"
-events_logfile_path = "{root}/events.log"
+events_logger = "none"
 runtime = "runc"
 tmp_dir = "{root}/tmp"
 volume_path = "{root}/volumes"
-static_dir = "{root}/libpod"
 [network]
 network_config_dir = "{root}/net"
 [engine.volume_plugins]

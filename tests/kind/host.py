@@ -24,6 +24,8 @@ WATCHED_PATHS = (
     Path("/dev/shm/libpod_lock"),
     Path("/dev/log"),
     Path("/dev/mqueue"),
+    Path("/run/libpod"),
+    Path("/var/lib/containers/storage"),
     KIND_RUN,
 )
 
