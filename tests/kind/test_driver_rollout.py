@@ -1,6 +1,6 @@
 """The driver restarted on one node, then rolled over every node, while ext4 and directory
-volumes are in use on all three: each node's driver keeps to its own loop devices and mounts (all nodes share
-the host's kernel and loop devices), and no write of a pod is lost."""
+volumes are in use on all three: each node's driver keeps to its own loop devices and mounts
+(all nodes share the host's kernel and loop devices), and no write of a pod is lost."""
 
 from __future__ import annotations
 
