@@ -5,6 +5,7 @@ volumes are in use on all three: each node's driver keeps to its own loop device
 from __future__ import annotations
 
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +38,22 @@ def node_pid(node: str) -> int:
     return int(out)
 
 
-def node_view(node: str) -> tuple[frozenset[str], frozenset[str]]:
-    """What one node holds of the host's kernel: the volume mounts in its mount namespace
-    (below the kubelet's CSI directories), and the loop devices backed by the images in its
-    data root, found by inode (the names the kernel shows are relative to the data root's
-    mount inside the node: every node's look alike)."""
+def node_view(node: str, volumes: Volumes) -> tuple[frozenset[str], frozenset[str]]:
+    """What one node holds of the host's kernel for the test's ``volumes``: their mounts in
+    the node's mount namespace (below the kubelet's CSI directories), and the loop devices
+    backed by their images in its data root, found by inode (the names the kernel shows are
+    relative to the data root's mount inside the node: every node's look alike). An earlier
+    test's volumes, still going away, are not the test's to watch."""
     mountinfo = Path(f"/proc/{node_pid(node)}/mountinfo").read_text().splitlines()
     mounts = frozenset(
-        line.split()[4] for line in mountinfo if "/kubernetes.io~csi/" in line.split()[4]
+        point
+        for point in (line.split()[4] for line in mountinfo)
+        if "/kubernetes.io~csi/" in point and any(f"/{pv}/" in point for pv in volumes.pvs)
     )
     images = {
         FileId.of(image): image.name
         for image in (KIND_DATA / node.removeprefix("localvol-") / "images").glob("*.img")
+        if image.stem in volumes.handles
     }
     loops = frozenset(
         f"{device.path}:{images[device.backing]}"
@@ -56,6 +61,26 @@ def node_view(node: str) -> tuple[frozenset[str], frozenset[str]]:
         if device.backing in images
     )
     return mounts, loops
+
+
+@dataclass(frozen=True)
+class Volumes:
+    """The test's volumes: PersistentVolume names and volume handles (image names)."""
+
+    pvs: frozenset[str]
+    handles: frozenset[str]
+
+    @classmethod
+    def of(cls, cluster: Cluster, namespace: str, claims: list[str]) -> Volumes:
+        return cls(
+            frozenset(cluster.claim(namespace, c).spec.volume_name for c in claims),
+            frozenset(cluster.volume_handle(namespace, c) for c in claims),
+        )
+
+
+def views(cluster: Cluster, namespace: str, claims: list[str]) -> dict[str, Any]:
+    volumes = Volumes.of(cluster, namespace, claims)
+    return {node: node_view(node, volumes) for node in NODES}
 
 
 def writers_on_every_node(cluster: Cluster, namespace: str) -> list[str]:
@@ -98,9 +123,9 @@ def test_a_driver_restart_on_each_node_leaves_every_other_node_as_it_was(
     kind: Cluster, kind_ns: str
 ) -> None:
     names = writers_on_every_node(kind, kind_ns)
-    views = {node: node_view(node) for node in NODES}
+    before = views(kind, kind_ns, names)
     for node in NODES:
-        mounts, loops = views[node]
+        mounts, loops = before[node]
         assert len(mounts) == len(CLASSES), (node, sorted(mounts))
         assert len(loops) == 1, (node, sorted(loops))  # the ext4 volume's
     for node in NODES:
@@ -113,13 +138,13 @@ def test_a_driver_restart_on_each_node_leaves_every_other_node_as_it_was(
         kind.wait_ready(DRIVER_NAMESPACE, driver_pod_on(kind, node))
         # Every node's volumes as they were: the restarted driver reconciled its own and
         # touched no other node's (same mounts, same loop devices on the same images).
-        assert {n: node_view(n) for n in NODES} == views
+        assert views(kind, kind_ns, names) == before
     assert_unbroken(kind, kind_ns, names)
 
 
 def test_a_rolling_update_of_the_driver_loses_no_write(kind: Cluster, kind_ns: str) -> None:
     names = writers_on_every_node(kind, kind_ns)
-    views = {node: node_view(node) for node in NODES}
+    held = views(kind, kind_ns, names)
     before = {name: len(lines_written(kind, kind_ns, name)) for name in names}
     daemonset = kind.apps.read_namespaced_daemon_set("localvol-csi-node", DRIVER_NAMESPACE)
     generation = daemonset.metadata.generation
@@ -140,7 +165,7 @@ def test_a_rolling_update_of_the_driver_loses_no_write(kind: Cluster, kind_ns: s
     rolled = kind.apps.read_namespaced_daemon_set("localvol-csi-node", DRIVER_NAMESPACE)
     assert rolled.metadata.generation > generation
     assert rolled.status.updated_number_scheduled == len(NODES)
-    assert {n: node_view(n) for n in NODES} == views
+    assert views(kind, kind_ns, names) == held
     assert_unbroken(kind, kind_ns, names)
     for name in names:
         assert len(lines_written(kind, kind_ns, name)) > before[name], f"{name} stopped writing"
