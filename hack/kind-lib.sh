@@ -70,9 +70,11 @@ events_logfile_path = "$KIND_RUN/podman/events.log"
 runtime = "runc"
 # Locks in files under tmp_dir, not in the host's shared memory segment that every other
 # rootful Podman here uses (/dev/shm/libpod_lock): the two never take each other's locks.
+# libpod's database stays where the storage root implies (no static_dir): the cleanup that
+# conmon runs when a container exits is told only the root, and, finding no database there,
+# fails, so Podman waits out conmon's timeout (20 s) on every container that stops.
 lock_type = "file"
 tmp_dir = "$KIND_RUN/podman/tmp"
-static_dir = "$KIND_PODMAN/libpod"
 volume_path = "$KIND_PODMAN/volumes"
 
 [network]
