@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -82,7 +83,10 @@ def _remove_cgroups(paths: set[Path]) -> None:
         path.rmdir()
 
 
-def _config(root: Path, socket: Path) -> dict[str, str]:
+def _config(root: Path, socket: Path, runroot: Path) -> dict[str, str]:
+    """A Podman of the test's own under ``root``. Its ``runroot`` must be short: the cleanup
+    that conmon runs when a container exits gets it as --runroot, which Podman refuses past
+    50 characters (the cleanup then fails, and every `podman run` waits out conmon's 20 s)."""
     import resource
 
     nofile = min(1024, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
@@ -106,7 +110,7 @@ localvol = "{socket}"
 """
     )
     (root / "storage.conf").write_text(
-        f'[storage]\ndriver = "vfs"\ngraphroot = "{root}/graph"\nrunroot = "{root}/run"\n'
+        f'[storage]\ndriver = "vfs"\ngraphroot = "{root}/graph"\nrunroot = "{runroot}"\n'
     )
     (root / "registries.conf").write_text("")
     bindir = str(Path(sys.executable).parent)  # podman-compose from the test extras
@@ -133,7 +137,8 @@ def podman(tmp_path: Path) -> Iterator[Podman]:
     root = tmp_path / "podman"
     root.mkdir()
     socket = tmp_path / "plugin.sock"
-    env = _config(root, socket)
+    runroot = Path(tempfile.mkdtemp(prefix="lvpm-", dir="/run"))
+    env = _config(root, socket, runroot)
     data = tmp_path / "data"
     driver = build(make_config(data, docker_plugin_socket=socket))
     driver.start()
@@ -147,11 +152,13 @@ def podman(tmp_path: Path) -> Iterator[Podman]:
         pm.podman("volume", "rm", "--all", "--force", check=False)
         pm.podman("system", "reset", "--force", check=False)
         driver.stop(grace=1.0)
-        for entry in reversed(mount.mounts_under(tmp_path)):
-            mount.unmount(entry.mount_point)
+        for place in (tmp_path, runroot):
+            for entry in reversed(mount.mounts_under(place)):
+                mount.unmount(entry.mount_point)
         _remove_cgroups(_cgroups() - cgroups_before)
         if not had_run_dir and run_containers.exists():
             shutil.rmtree(run_containers)
+        shutil.rmtree(runroot, ignore_errors=True)
     assert not mount.mounts_under(tmp_path), "mounts of the test are left"
     assert not _cgroups() - cgroups_before, "cgroups of the test are left"
     assert not _loops_under(tmp_path), "loop devices of the test are left"
