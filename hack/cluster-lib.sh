@@ -86,18 +86,26 @@ source "$ROOT/hack/storage-suite-lib.sh"
 
 # --- the host as it was -------------------------------------------------------------------
 
+# host_reading DIR PATH...: the host's firewall, nft tables and sysctls as they are now, and
+# which of PATHs exist, into DIR (what a teardown compares with and restores to).
+host_reading() {
+    local dir="$1" path
+    shift
+    mkdir -p "$dir"
+    iptables-save > "$dir/iptables"
+    ip6tables-save > "$dir/ip6tables" 2>/dev/null || true
+    nft list tables > "$dir/nft-tables" 2>/dev/null || true
+    sysctl -a 2>/dev/null | LC_ALL=C sort > "$dir/sysctl"
+    for path in "$@"; do
+        [ -e "$path" ] && echo "$path"
+    done > "$dir/existing-paths"
+}
+
 # Taken once per cluster, before anything is changed; cluster_down compares and restores.
 record_baseline() {
     local base="$CLUSTER_DIR/baseline"
     [ -f "$base/.done" ] && return 0
-    mkdir -p "$base"
-    iptables-save > "$base/iptables"
-    ip6tables-save > "$base/ip6tables" 2>/dev/null || true
-    nft list tables > "$base/nft-tables" 2>/dev/null || true
-    sysctl -a 2>/dev/null | LC_ALL=C sort > "$base/sysctl"
-    for path in /var/lib/kubelet /var/lib/localvol-csi /var/lib/cni /etc/cni /run/netns; do
-        [ -e "$path" ] && echo "$path"
-    done > "$base/existing-paths"
+    host_reading "$base" /var/lib/kubelet /var/lib/localvol-csi /var/lib/cni /etc/cni /run/netns
     touch "$base/.done"
 }
 

@@ -92,14 +92,8 @@ EOF
 # What the host looks like before our Podman touches it: taken once per cluster.
 record_kind_baseline() {
     [ -f "$KIND_BASELINE/.done" ] && return 0
-    mkdir -p "$KIND_BASELINE"
-    iptables-save > "$KIND_BASELINE/iptables"
-    ip6tables-save > "$KIND_BASELINE/ip6tables" 2>/dev/null || true
-    nft list tables > "$KIND_BASELINE/nft-tables" 2>/dev/null || true
-    sysctl -a 2>/dev/null | LC_ALL=C sort > "$KIND_BASELINE/sysctl"
-    for path in /lib/modules /run/netns /run/containers /sys/fs/cgroup/*/libpod_parent; do
-        [ -e "$path" ] && echo "$path"
-    done > "$KIND_BASELINE/existing-paths"
+    host_reading "$KIND_BASELINE" /lib/modules /run/netns /run/containers \
+        /sys/fs/cgroup/*/libpod_parent
     touch "$KIND_BASELINE/.done"
 }
 

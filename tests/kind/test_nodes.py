@@ -96,13 +96,11 @@ def test_a_pod_follows_its_data_and_waits_while_the_node_is_cordoned(
     try:
         kind.apply(kind_ns, pod("third", claims={"/data": "data"}))
 
-        def unschedulable() -> str:
-            events = kind.core.list_namespaced_event(
-                kind_ns, field_selector="involvedObject.name=third,reason=FailedScheduling"
-            ).items
-            return " ".join(e.message for e in events)
-
-        reason = wait_until("the pod's FailedScheduling event", unschedulable, timeout=60)
+        reason = wait_until(
+            "the pod's FailedScheduling event",
+            lambda: failed_scheduling(kind, kind_ns, "third"),
+            timeout=60,
+        )
         # The scheduler says why: the volume's node is unschedulable, the other worker is
         # not where the volume is (the control plane is tainted).
         assert "1 node(s) were unschedulable" in reason, reason

@@ -28,24 +28,24 @@ def with_entry(text: str, key: str, values: list[str]) -> str:
     return "\n".join(sorted(lines)) + "\n"
 
 
-def diff(tmp_path: Path, before: str, now: str) -> subprocess.CompletedProcess[str]:
+def cluster_host(
+    tmp_path: Path, before: str, now: str, command: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """hack/cluster-host COMMAND on two recorded readings (``--now`` the second)."""
     (tmp_path / "before").write_text(before)
     (tmp_path / "now").write_text(now)
-    tool = str(ROOT / "hack" / "cluster-host")
+    argv = [str(ROOT / "hack" / "cluster-host"), command, str(tmp_path / "before")]
     return subprocess.run(
-        [
-            sys.executable,
-            tool,
-            "sysctl-diff",
-            str(tmp_path / "before"),
-            "--now",
-            str(tmp_path / "now"),
-        ],
+        [sys.executable, *argv, "--now", str(tmp_path / "now"), *args],
         capture_output=True,
         text=True,
         check=False,
         cwd=ROOT,
     )
+
+
+def diff(tmp_path: Path, before: str, now: str) -> subprocess.CompletedProcess[str]:
+    return cluster_host(tmp_path, before, now, "sysctl-diff")
 
 
 @pytest.fixture(scope="module")
@@ -119,25 +119,9 @@ def test_entries_only_one_reading_has_are_not_compared(tmp_path: Path, recorded:
 
 
 def restore(tmp_path: Path, before: str, now: str, *patterns: str) -> list[str]:
-    (tmp_path / "before").write_text(before)
-    (tmp_path / "now").write_text(now)
-    tool = str(ROOT / "hack" / "cluster-host")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            tool,
-            "sysctl-restore",
-            str(tmp_path / "before"),
-            "--now",
-            str(tmp_path / "now"),
-            *patterns,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    )
-    return proc.stdout.splitlines()
+    proc = cluster_host(tmp_path, before, now, "sysctl-restore", *patterns)
+    assert proc.returncode == 0, proc.stderr
+    return list(proc.stdout.splitlines())
 
 
 def test_restore_writes_back_only_the_changed_entries_matching(
