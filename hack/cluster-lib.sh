@@ -97,7 +97,7 @@ host_reading() {
     nft list tables > "$dir/nft-tables" 2>/dev/null || true
     sysctl -a 2>/dev/null | LC_ALL=C sort > "$dir/sysctl"
     for path in "$@"; do
-        [ -e "$path" ] && echo "$path"
+        if [ -e "$path" ]; then echo "$path"; fi
     done > "$dir/existing-paths"
 }
 

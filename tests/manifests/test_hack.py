@@ -158,3 +158,37 @@ def test_every_go_program_the_scripts_and_tests_run_is_built() -> None:
     assert cluster <= built
     sidecars = {entry.split("|")[1] for entry in go_lib_array("SIDECAR_IMAGES")}
     assert sidecars <= cluster
+
+
+def test_host_reading_lists_the_paths_that_exist_and_succeeds_when_the_last_does_not(
+    tmp_path: Path,
+) -> None:
+    """The baseline both clusters take under `set -e`: a missing last path is not a failure."""
+    fakes = {
+        "iptables-save": "echo '*filter'",
+        "ip6tables-save": "echo '*filter'",
+        "nft": "echo 'table inet filter'",
+        "sysctl": "printf 'b = 2\\na = 1\\n'",
+        "sort": 'exec /usr/bin/sort "$@"',
+        "mkdir": 'exec /bin/mkdir "$@"',
+    }
+    present = tmp_path / "present"
+    present.mkdir()
+    reading = tmp_path / "reading"
+    script = (
+        f"set -euo pipefail; source {ROOT / 'hack' / 'lib.sh'}; "
+        f"source {ROOT / 'hack' / 'cluster-lib.sh'}; "
+        f"host_reading {reading} {present} {tmp_path / 'absent'}"
+    )
+    proc = subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        env={"PATH": bare_path(tmp_path, **fakes), "GOBIN": "/nonexistent"},
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (reading / "existing-paths").read_text() == f"{present}\n"
+    assert (reading / "sysctl").read_text() == "a = 1\nb = 2\n"
+    assert (reading / "iptables").read_text() == "*filter\n"
