@@ -175,8 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=env_flag("CSI_ASSIGN_SNAPSHOT_CONTENTS", False),
         help="in a pod: label imported VolumeSnapshotContents whose snapshot this node "
         "holds with snapshot.storage.kubernetes.io/managed-by=<node-id>, so the "
-        "node-deployed csi-snapshotter takes them (needs list, watch and patch of "
-        "volumesnapshotcontents) [CSI_ASSIGN_SNAPSHOT_CONTENTS] (default: off)",
+        "node-deployed csi-snapshotter takes them, and name the node that holds a clone's "
+        "or restore's source when it is another, pointing the claim there (needs list, "
+        "watch and patch of volumesnapshotcontents, list of persistentvolumes, patch of "
+        "persistentvolumeclaims) "
+        "[CSI_ASSIGN_SNAPSHOT_CONTENTS] (default: off)",
     )
     parser.add_argument(
         "--shutdown-grace",

@@ -22,6 +22,7 @@ from csi.health import HealthRule, HealthServer
 from csi.interceptors import RpcInterceptor
 from csi.kube.api import ApiError, Client, Endpoint
 from csi.kube.snapshot_contents import ContentLabeller
+from csi.kube.source_nodes import SourceNodes
 from csi.layout import Layout
 from csi.locks import KeyedLocks
 from csi.metrics import RECONCILE_FAILED, RECONCILE_OK, RECONCILE_PARTIAL, RpcMetrics, new_registry
@@ -141,7 +142,8 @@ def build(config: Config) -> Driver:
     csi_pb2_grpc.add_IdentityServicer_to_server(IdentityService(config, readiness), server)
     snapshots = Snapshots(volumes, SnapshotStore(layout))
     groups = GroupSnapshots(snapshots, GroupSnapshotStore(layout))
-    provisioner = Provisioner(config, volumes, snapshots, locks)
+    sources = None if api is None else SourceNodes(api, config.driver_name, config.topology_key)
+    provisioner = Provisioner(config, volumes, snapshots, locks, sources)
     controller = ControllerService(config, volumes, snapshots, provisioner, locks)
     csi_pb2_grpc.add_ControllerServicer_to_server(controller, server)
     csi_pb2_grpc.add_GroupControllerServicer_to_server(
@@ -190,7 +192,8 @@ def build(config: Config) -> Driver:
 
 
 def _kubernetes_api(config: Config) -> Client | None:
-    """The API client --assign-snapshot-contents needs, from the pod's environment."""
+    """The API client --assign-snapshot-contents needs (and, with it, the lookup of the node
+    that holds a clone's or restore's source), from the pod's environment."""
     if not config.assign_snapshot_contents:
         return None
     try:

@@ -1,5 +1,6 @@
-# The kind cluster of deploy/kind/cluster.yaml, on Docker or on Podman. Sourced by
-# hack/kind-up, hack/kind-install and hack/kind-down (after hack/lib.sh), never executed.
+# The kind cluster of deploy/kind/cluster.yaml, on Docker or on Podman: the one cluster of
+# the project's scripts and tests. Sourced by hack/kind-up, hack/kind-down, hack/kind-engine
+# and hack/storage-suite (after hack/lib.sh), never executed.
 #
 # Docker (where an engine answers): kind as its documentation has it, with kind's published
 # node image, and the driver image built by `docker build`. Podman (no Docker engine, as on
@@ -11,8 +12,51 @@
 #
 #   KIND_PROVIDER   docker or podman (default: docker when an engine answers, else podman)
 #   KIND_DATA       the host directory of the nodes' data roots (deploy/kind/cluster.yaml)
+#   KIND_STORAGE_SUITE=1  (Podman) also load the images Kubernetes' storage suite runs
+#
+# The versions of Kubernetes and the sidecars are hack/lib.sh's; every Go program is built
+# into $GOBIN from one module (hack/go-lib.sh).
 
-source "$ROOT/hack/cluster-lib.sh"
+# Every Go program the cluster and its tests run: Kubernetes' (kubectl for the scripts and
+# tests; the rest go into the node image), the CSI sidecars deploy/ names, crictl, and
+# agnhost (the storage suite's image). One `go build`.
+CLUSTER_PROGRAMS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl
+    kubeadm csi-provisioner csi-snapshotter snapshot-controller csi-resizer crictl agnhost)
+
+# e2e.test and ginkgo (Kubernetes' storage suite), from the same module.
+source "$ROOT/hack/storage-suite-lib.sh"
+
+# Sidecar images under the names deploy/ uses: name|binary.
+SIDECAR_IMAGES=(
+    "registry.k8s.io/sig-storage/csi-provisioner:$PROVISIONER_VERSION|csi-provisioner"
+    "registry.k8s.io/sig-storage/csi-snapshotter:$SNAPSHOTTER_VERSION|csi-snapshotter"
+    "registry.k8s.io/sig-storage/snapshot-controller:$SNAPSHOTTER_VERSION|snapshot-controller"
+    "registry.k8s.io/sig-storage/csi-resizer:$RESIZER_VERSION|csi-resizer"
+)
+
+# The sidecars' images, from the programs in $GOBIN.
+sidecar_image_archives() {
+    local entry name
+    for entry in "${SIDECAR_IMAGES[@]}"; do
+        name="${entry#*|}"
+        "$ROOT/hack/images" binary "${entry%%|*}" "$GOBIN/$name" "/$name"
+    done
+}
+
+# host_reading DIR PATH...: the host's firewall, nft tables and sysctls as they are now, and
+# which of PATHs exist, into DIR (what a teardown compares with and restores to).
+host_reading() {
+    local dir="$1" path
+    shift
+    mkdir -p "$dir"
+    iptables-save > "$dir/iptables"
+    ip6tables-save > "$dir/ip6tables" 2>/dev/null || true
+    nft list tables > "$dir/nft-tables" 2>/dev/null || true
+    sysctl -a 2>/dev/null | LC_ALL=C sort > "$dir/sysctl"
+    for path in "$@"; do
+        if [ -e "$path" ]; then echo "$path"; fi
+    done > "$dir/existing-paths"
+}
 
 KIND_DATA=/var/tmp/localvol-csi-kind
 KIND_CONFIG="$ROOT/deploy/kind/cluster.yaml"
@@ -121,17 +165,25 @@ load_node_image() {
 }
 
 # What deploy/overlays/kind and the examples run, into every node: the driver, the sidecars
-# and busybox (the node image has the pause image already). Podman's equivalent of `kind
+# and busybox (the node image has the pause image already); with KIND_STORAGE_SUITE=1 also
+# the images the storage suite's pods name (hack/images' default set, agnhost). Podman's equivalent of `kind
 # load image-archive`: each node's containerd, reached through the node's root from here,
 # imports what it does not hold yet (the same inputs are not imported twice), all nodes at
 # once.
 load_cluster_images() {
     local archives node addresses=()
-    archives="$("$ROOT/hack/images" build localvol-csi busybox && sidecar_image_archives)"
+    archives="$("$ROOT/hack/images" build $(node_image_names) && sidecar_image_archives)"
+    if [ "${KIND_STORAGE_SUITE:-}" = 1 ]; then archives+=" $(agnhost_image_archive)"; fi
     for node in $(kind get nodes --name "$KIND_CLUSTER"); do
         addresses+=(--address "/proc/$(podman inspect --format '{{.State.Pid}}' "$node")/root/run/containerd/containerd.sock")
     done
     "$ROOT/hack/images" import "${addresses[@]}" $archives >&2
+}
+
+# The images of hack/images loaded into the nodes (all of its default set for the storage
+# suite; hack/images with no name builds that set).
+node_image_names() {
+    if [ "${KIND_STORAGE_SUITE:-}" != 1 ]; then echo localvol-csi busybox; fi
 }
 
 kind_cluster_exists() {
@@ -193,9 +245,9 @@ kind_up() {
 KIND_NODE_REF=""
 build_node_image() {
     local images_log="$KIND_PODMAN/images-build.log" images_pid
-    "$ROOT/hack/images" build localvol-csi busybox >/dev/null 2>"$images_log" &
+    "$ROOT/hack/images" build $(node_image_names) >/dev/null 2>"$images_log" &
     images_pid=$!
-    go_programs "${CLUSTER_PROGRAMS[@]}" kubeadm
+    go_programs "${CLUSTER_PROGRAMS[@]}"
     wait "$images_pid" || { cat "$images_log" >&2; die "building the images failed"; }
     KIND_NODE_REF="$(load_node_image)"
 }

@@ -23,6 +23,7 @@ SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 REQUEST_TIMEOUT = 30.0
 
 JsonObject = dict[str, Any]
+JsonPatch = list[JsonObject]
 
 
 class ApiError(Exception):
@@ -85,6 +86,13 @@ class Client:
             "PATCH", path, {}, body=patch, content_type="application/merge-patch+json"
         )
 
+    def patch_json(self, path: str, operations: JsonPatch) -> JsonObject:
+        """A JSON patch (RFC 6902): with a ``test`` operation first, it applies only if the
+        object still holds what the caller saw (the server answers 422 otherwise)."""
+        return self._json(
+            "PATCH", path, {}, body=operations, content_type="application/json-patch+json"
+        )
+
     def watch(
         self, path: str, resource_version: str, timeout_s: int, **query: str
     ) -> Iterator[WatchEvent]:
@@ -113,7 +121,7 @@ class Client:
         method: str,
         path: str,
         query: Mapping[str, str],
-        body: JsonObject | None = None,
+        body: JsonObject | JsonPatch | None = None,
         content_type: str = "",
     ) -> JsonObject:
         conn = self._connection(REQUEST_TIMEOUT)
@@ -138,7 +146,7 @@ class Client:
         method: str,
         path: str,
         query: Mapping[str, str],
-        body: JsonObject | None,
+        body: JsonObject | JsonPatch | None,
         content_type: str,
     ) -> http.client.HTTPResponse:
         headers = {"Accept": "application/json"}

@@ -32,7 +32,12 @@ from csi.validation import (
 from csi.volumes import encryption, health, sizing
 from csi.volumes.backend import facts_for
 from csi.volumes.manager import Volumes
-from csi.volumes.params import check_mount_options_allowed, parse_spec, volume_context
+from csi.volumes.params import (
+    check_mount_options_allowed,
+    claim_of,
+    parse_spec,
+    volume_context,
+)
 from csi.volumes.provisioning import NewVolume, Provisioner, SourceRef
 from csi.volumes.snapshots import Snapshots
 
@@ -158,6 +163,7 @@ class ControllerService(SnapshotRpcs, ControllerHealthRpcs, csi_pb2_grpc.Control
             limit=request.capacity_range.limit_bytes,
             source=_source(request),
             secret=secret,
+            claim=claim_of(request.parameters),
         )
         with self._locks.hold(new.id):
             record = self._provisioner.create(new)

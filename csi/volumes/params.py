@@ -43,6 +43,11 @@ PARAM_MODE = "mode"
 PARAM_ALLOWED_OPTIONS = "allowedMountOptions"
 ENCRYPTION_FSCRYPT = "fscrypt"
 RESERVED_PREFIX = "csi.storage.k8s.io/"
+# What the provisioner adds (--extra-create-metadata): the claim a volume is made for.
+PARAM_PVC_NAMESPACE = f"{RESERVED_PREFIX}pvc/namespace"
+PARAM_PVC_NAME = f"{RESERVED_PREFIX}pvc/name"
+# A claim's namespace (a DNS label) and name (a DNS subdomain), as the API accepts them.
+OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 KNOWN = frozenset(
     {PARAM_TYPE, PARAM_FS, PARAM_FS_K8S, PARAM_ENCRYPTION, PARAM_MODE, PARAM_ALLOWED_OPTIONS}
 )
@@ -216,3 +221,15 @@ def _allowed_options(parameters: Mapping[str, str]) -> tuple[str, ...]:
     if not names or not all(OPTION_NAME.fullmatch(n) for n in names):
         raise InvalidArgument(f"{PARAM_ALLOWED_OPTIONS} must be a comma-separated list of names")
     return names
+
+
+def claim_of(parameters: Mapping[str, str]) -> tuple[str, str] | None:
+    """The namespace and name of the claim the provisioner makes a volume for, when it says
+    (and they are names the API could hold); None otherwise."""
+    namespace = parameters.get(PARAM_PVC_NAMESPACE, "")
+    name = parameters.get(PARAM_PVC_NAME, "")
+    if len(namespace) > 63 or "." in namespace:
+        return None
+    if OBJECT_NAME.fullmatch(namespace) and OBJECT_NAME.fullmatch(name):
+        return namespace, name
+    return None

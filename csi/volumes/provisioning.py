@@ -9,6 +9,14 @@ reservation of room: the node's volume count (``--max-volumes-per-node``) and by
 space, ``--capacity-limit``), held from the check until the record shows the volume, so
 concurrent requests can never pass a limit together.
 
+A source this node does not hold may be on another node (the scheduler placed the claim's
+pod without knowing where its source is). When the ``SourceLocator`` names that node, the
+claim is pointed at it (its selected node) and the answer, FAILED_PRECONDITION, says so:
+the scheduler then places the pod there. If the claim cannot be moved, RESOURCE_EXHAUSTED
+("cannot be made in the topology asked for") makes a topology-aware provisioner hand the
+claim back to the scheduler, with the same message naming the node. A source no node
+holds stays NOT_FOUND.
+
 Callers hold the lock of the volume being made or grown (csi.locks), as for every call.
 """
 
@@ -19,12 +27,14 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from csi.config import Config
 from csi.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
+    NotFound,
     OutOfRange,
     ResourceExhausted,
 )
@@ -92,6 +102,7 @@ class NewVolume:
     secret: bytes | None = None  # an encrypted volume's key material
     volume_id: str = ""  # inline volumes keep the kubelet's ID; else derived from the name
     ephemeral: bool = False
+    claim: tuple[str, str] | None = None  # the claim's namespace and name, when known
 
     @property
     def id(self) -> str:
@@ -106,11 +117,27 @@ class _Content:
     freeze: list[str]
 
 
+class SourceLocator(Protocol):
+    """Where a source this node does not hold is (csi.kube.source_nodes)."""
+
+    def node_of(self, kind: str, source_id: str) -> str | None:
+        """The node holding source ``kind`` ("volume", "snapshot") ``source_id``, if known."""
+
+    def move_claim(self, namespace: str, name: str, here: str, there: str) -> bool:
+        """Point the claim at node ``there`` if it still names ``here``; whether it did."""
+
+
 class Provisioner:
     def __init__(
-        self, config: Config, volumes: Volumes, snapshots: Snapshots, locks: KeyedLocks
+        self,
+        config: Config,
+        volumes: Volumes,
+        snapshots: Snapshots,
+        locks: KeyedLocks,
+        sources: SourceLocator | None = None,
     ) -> None:
         self._config = config
+        self._sources = sources
         self._volumes = volumes
         self._snapshots = snapshots
         self._store = volumes.store
@@ -171,6 +198,36 @@ class Provisioner:
         ref = new.source
         if ref is None:
             return 0, ""
+        try:
+            return self._local_source_facts(new, ref)
+        except NotFound:
+            self._refuse_if_elsewhere(new, ref)
+            raise
+
+    def _refuse_if_elsewhere(self, new: NewVolume, ref: SourceRef) -> None:
+        """If another node holds ``ref``: the claim moved there and FAILED_PRECONDITION, or
+        RESOURCE_EXHAUSTED when it cannot be moved; both name the node."""
+        if self._sources is None:
+            return
+        there, here = self._sources.node_of(ref.kind, ref.id), self._config.node_id
+        if not there or there == here:
+            return
+        why = (
+            f"the {ref.named} is on node {there}, not on this node ({here}): a clone or "
+            f"restore is made on the node that holds its source, so the claim's pod must run "
+            f"on {there}"
+        )
+        if new.claim is not None and self._sources.move_claim(*new.claim, here, there):
+            raise FailedPrecondition(
+                f"{why}; the claim now names {there} as its node and its pod is scheduled "
+                f"there (a pod whose spec keeps it off {there} waits)"
+            )
+        raise ResourceExhausted(
+            f"{why}; the claim goes back to the scheduler (a pod whose spec keeps it off "
+            f"{there} waits)"
+        )
+
+    def _local_source_facts(self, new: NewVolume, ref: SourceRef) -> tuple[int, str]:
         facts: Facts
         if ref.kind == "snapshot":
             snapshot = self._snapshots.store.require_ready(ref.id)

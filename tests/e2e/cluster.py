@@ -1,6 +1,6 @@
-"""The test cluster of hack/cluster-up, as the e2e tests use it: the Kubernetes API through
-the ``kubernetes`` client, ``kubectl`` for what a user types (apply, exec), and the host
-paths the cluster keeps its node's state in."""
+"""The kind cluster as the e2e tests use it: the Kubernetes API through the ``kubernetes``
+client, ``kubectl`` for what a user types (apply, exec), and each node's data root as this
+machine sees it (the nodes are containers on it)."""
 
 from __future__ import annotations
 
@@ -20,16 +20,9 @@ from kubernetes import client, config
 from csi.units import parse_size
 
 REPO = Path(__file__).resolve().parents[2]
-# hack/cluster-lib.sh's defaults; both read the same environment variables.
-CLUSTER_DIR = Path(os.environ.get("CLUSTER_DIR", "/var/lib/localvol-cluster"))
-CLUSTER_RUN = Path(os.environ.get("CLUSTER_RUN", "/run/localvol-cluster"))
-CLUSTER_CACHE = Path(os.environ.get("CLUSTER_CACHE", "/var/cache/localvol-csi"))
 # hack/lib.sh's GOBIN: every Go program the tests run (kubectl, e2e.test, ginkgo...).
-GO_BIN = Path(os.environ.get("GOBIN", str(CLUSTER_CACHE / "go-bin")))
+GO_BIN = Path(os.environ.get("GOBIN", "/var/cache/localvol-csi/go-bin"))
 KUBECTL = GO_BIN / "kubectl"
-KUBECONFIG = CLUSTER_DIR / "kubeconfig"
-# The node's data root (deploy/overlays/cluster/patches/data-dir.yaml).
-NODE_DATA = CLUSTER_DIR / "data"
 DRIVER_NAMESPACE = "localvol-csi"
 E2E_LABEL = "e2e.localvol.csi.dev/test"
 TIMEOUT = 180.0
@@ -55,11 +48,13 @@ def wait_until(
 
 @dataclass
 class Cluster:
-    """A cluster through one kubeconfig (by default hack/cluster-up's) and, where it holds
-    several, one of its contexts (kind's ``kind-localvol``)."""
+    """A cluster through one kubeconfig and, where it holds several, one of its contexts
+    (kind's ``kind-localvol``); ``data_roots`` maps each node's name to its data root as
+    this machine sees it."""
 
-    kubeconfig: Path = KUBECONFIG
+    kubeconfig: Path
     context: str | None = None
+    data_roots: dict[str, Path] = field(default_factory=dict)
     core: client.CoreV1Api = field(init=False)
     apps: client.AppsV1Api = field(init=False)
     custom: client.CustomObjectsApi = field(init=False)
@@ -180,6 +175,23 @@ class Cluster:
         pv = self.core.read_persistent_volume(self.claim(namespace, claim).spec.volume_name)
         return str(pv.spec.csi.volume_handle)
 
+    def volume_node(self, namespace: str, claim: str) -> str:
+        """The node a bound claim's volume is on (its PV's node affinity)."""
+        pv = self.core.read_persistent_volume(self.claim(namespace, claim).spec.volume_name)
+        (term,) = pv.spec.node_affinity.required.node_selector_terms
+        (expression,) = term.match_expressions
+        (node,) = expression.values
+        return str(node)
+
+    def data_root_of(self, namespace: str, claim: str) -> Path:
+        """The data root, as this machine sees it, of the node a bound claim's volume is on."""
+        return self.data_roots[self.volume_node(namespace, claim)]
+
+    def image_of(self, namespace: str, claim: str) -> Path:
+        """A bound loop volume's image file, as this machine sees it."""
+        handle = self.volume_handle(namespace, claim)
+        return self.data_root_of(namespace, claim) / "images" / f"{handle}.img"
+
     def published_capacity(self, storage_class_name: str) -> int:
         """The class's CSIStorageCapacity on the node, in bytes (0 while none is published)."""
         items = (
@@ -190,24 +202,28 @@ class Cluster:
         found = [c for c in items if c.storage_class_name == storage_class_name and c.capacity]
         return max((parse_size(str(c.capacity)) for c in found), default=0)
 
-    def driver_pod(self) -> str:
+    def driver_pod(self, node: str) -> str:
+        """The driver's pod on ``node`` (the DaemonSet's one pod there)."""
         pods = self.core.list_namespaced_pod(
-            DRIVER_NAMESPACE, label_selector="app.kubernetes.io/name=localvol-csi-node"
+            DRIVER_NAMESPACE,
+            label_selector="app.kubernetes.io/name=localvol-csi-node",
+            field_selector=f"spec.nodeName={node}",
         ).items
         running = [p for p in pods if p.metadata.deletion_timestamp is None]
         if len(running) != 1:
-            raise ClusterError(f"expected one driver pod, found {[p.metadata.name for p in pods]}")
+            names = [p.metadata.name for p in pods]
+            raise ClusterError(f"expected one driver pod on {node}, found {names}")
         return str(running[0].metadata.name)
 
-    def wait_driver_ready(self) -> str:
+    def wait_driver_ready(self, node: str) -> str:
         def ready() -> str:
             try:
-                name = self.driver_pod()
+                name = self.driver_pod(node)
             except ClusterError:
                 return ""
             return name if self.pod_ready(DRIVER_NAMESPACE, name) else ""
 
-        name: str = wait_until("the driver pod Ready", ready)
+        name: str = wait_until(f"the driver pod on {node} Ready", ready)
         return name
 
 
@@ -216,6 +232,12 @@ class Cluster:
 
 DRIVER = "localvol.csi.dev"
 PARAMETER_PREFIX = "csi.storage.k8s.io"
+
+
+def on_node(document: dict[str, Any], node: str) -> dict[str, Any]:
+    """A pod (or a pod template's spec holder) pinned to ``node``."""
+    document["spec"]["nodeSelector"] = {"kubernetes.io/hostname": node}
+    return document
 
 
 def storage_class(name: str, parameters: dict[str, str], **extra: Any) -> dict[str, Any]:

@@ -1,10 +1,14 @@
-"""End-to-end tier: a real single-node Kubernetes (hack/cluster-up) with deploy/ applied
-through deploy/overlays/cluster. The first test that needs the cluster brings it up (built
-from packages and the Go module proxy, caches outside the clone); the last test takes it
-down and checks that the host is as it was.
+"""End-to-end tier: the kind cluster of deploy/kind/cluster.yaml (one control plane, two
+workers) as a user starts it, hack/kind-up then hack/kind-install (the kind overlay, through
+deploy/overlays/kind-e2e); where no Docker engine answers (this machine), on a Podman of the
+project's own with a node image built here. Each node's data root is a disk of its own, each
+of another size. The first test that needs the cluster brings it up; the last
+(test_zz_host_clean) takes it down with hack/kind-down and checks that the host is as it
+was before.
 
 Set LOCALVOL_E2E_KEEP=1 to leave the cluster running afterwards (the teardown test is then
-skipped, so never under CI)."""
+skipped, so never under CI); LOCALVOL_E2E_KUBECONFIG names the kubeconfig kind writes to
+(by default one of the session's own)."""
 
 from __future__ import annotations
 
@@ -13,20 +17,31 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from tests.e2e import storage_suite
 from tests.e2e.cluster import REPO, Cluster
+from tests.e2e.host import KIND_DATA, HostState
 from tests.support.prerequisites import IN_CI, need, need_root
 
 KEEP = os.environ.get("LOCALVOL_E2E_KEEP", "") not in ("", "0")
 REPORT_KEY = pytest.StashKey[list[str]]()
+BEFORE = pytest.StashKey[HostState]()
+CLUSTER_NAME = "localvol"  # deploy/kind/cluster.yaml
+CONTEXT = f"kind-{CLUSTER_NAME}"
+CONTROL_PLANE = f"{CLUSTER_NAME}-control-plane"
+WORKERS = (f"{CLUSTER_NAME}-worker", f"{CLUSTER_NAME}-worker2")
+OVERLAY = "deploy/overlays/kind-e2e"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "e2e: needs the single-node test cluster")
+    config.addinivalue_line("markers", "e2e: needs the three-node kind cluster")
     config.addinivalue_line("markers", "last: runs after every other e2e test")
+    config.addinivalue_line(
+        "markers", "first: runs before every other e2e test, on data roots as they were made"
+    )
     config.addinivalue_line(
         "markers", "quiet: measures the cluster's pace, so runs first, before the storage suite"
     )
@@ -47,7 +62,7 @@ def _is_storage_suite(item: pytest.Item) -> bool:
 def _order(item: pytest.Item) -> tuple[bool, bool, bool, bool, bool]:
     marked = {m.name for m in item.iter_markers()}
     return (
-        "kind" not in marked,
+        "first" not in marked,
         "last" in marked,
         "disruptive" in marked,
         _is_storage_suite(item),
@@ -56,9 +71,8 @@ def _order(item: pytest.Item) -> tuple[bool, bool, bool, bool, bool]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The whole session's order, in any selection: the kind tier first, alone on the
-    machine (its last test compares the host with its reading from before the kind cluster,
-    and a second cluster beside it would change both); tests marked ``quiet`` next, on a
+    """The whole session's order, in any selection: the test marked ``first`` (placement by
+    capacity, on data roots nothing else has used yet); tests marked ``quiet`` next, on a
     quiet cluster; then the other e2e tests and the other tiers, in their usual order,
     beside the storage suite's runs (started with the first of them); then the storage
     suite's own tests, which wait for those runs; then the ``disruptive`` ones (a node
@@ -83,12 +97,58 @@ def report(request: pytest.FixtureRequest) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Cluster:
+def kind_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment of a user of the kind cluster: a kubeconfig of the session's own
+    (kind adds its context there, and removes it at kind-down)."""
+    given = os.environ.get("LOCALVOL_E2E_KUBECONFIG")
+    kubeconfig = Path(given) if given else tmp_path_factory.mktemp("kind") / "kubeconfig"
+    return dict(
+        os.environ, KUBECONFIG=str(kubeconfig), KIND_OVERLAY=OVERLAY, KIND_STORAGE_SUITE="1"
+    )
+
+
+# Each node's data root is a filesystem of its own, each of another size, as on nodes with
+# disks of different sizes: the scheduler has different capacities to choose from (the
+# largest volume, deploy/overlays/kind-e2e, is below the biggest). Mounted at the host paths
+# deploy/kind/cluster.yaml gives the nodes, before the nodes start; sparse images, so only
+# what the volumes write takes space.
+DATA_ROOT_SIZES = {CONTROL_PLANE: 2 << 30, WORKERS[0]: 8 << 30, WORKERS[1]: 16 << 30}
+DISKS = Path("/var/tmp/localvol-csi-kind-disks")
+
+
+def make_disks() -> None:
+    DISKS.mkdir(exist_ok=True)
+    for node, size in DATA_ROOT_SIZES.items():
+        image, root = DISKS / f"{node}.img", KIND_DATA / node
+        if root.is_mount():
+            continue
+        with image.open("wb") as f:
+            f.truncate(size)
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+        root.mkdir(parents=True, exist_ok=True)
+        # A loop mount detaches its device when it is unmounted (hack/kind-down does).
+        subprocess.run(["mount", "-o", "loop", str(image), str(root)], check=True)
+
+
+def remove_disks() -> None:
+    """After hack/kind-down, which unmounted them: their images."""
+    shutil.rmtree(DISKS, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest, kind_env: dict[str, str]) -> Cluster:
     need_root()
-    need(shutil.which("go") is not None, "needs Go to build Kubernetes and the sidecars")
-    proc = subprocess.run([str(REPO / "hack" / "cluster-up")], cwd=REPO, check=False)
-    assert proc.returncode == 0, "hack/cluster-up failed (its output is above)"
-    return Cluster()
+    need(shutil.which("go") is not None, "needs Go to build kind, Kubernetes and the node image")
+    request.config.stash[BEFORE] = HostState.read()
+    make_disks()
+    for script in ("kind-up", "kind-install"):
+        proc = subprocess.run([str(REPO / "hack" / script)], cwd=REPO, env=kind_env, check=False)
+        assert proc.returncode == 0, f"hack/{script} failed (its output is above)"
+    return Cluster(
+        kubeconfig=Path(kind_env["KUBECONFIG"]),
+        context=CONTEXT,
+        data_roots={node: KIND_DATA / node for node in DATA_ROOT_SIZES},
+    )
 
 
 @pytest.fixture
@@ -126,6 +186,7 @@ def storage_suite_runs(
         yield {
             name: pool.submit(
                 storage_suite.run_definition,
+                storage_suite.Target(cluster.kubeconfig, cluster.context),
                 storage_suite.definition(name),
                 out / name,
                 selection.suites_of(name),

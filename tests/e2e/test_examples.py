@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.cluster import NODE_DATA, REPO, Cluster
+from tests.e2e.cluster import REPO, Cluster
+from tests.e2e.host import KIND_DATA
 from tests.integration.snapshot_support import has_cap_sys_resource
 
 pytestmark = pytest.mark.e2e
@@ -38,7 +39,7 @@ def example_runs(cluster: Cluster) -> Iterator[dict[str, subprocess.Popen[str]]]
     them side by side takes about as long as the slowest one (expansion)."""
     env = dict(
         cluster.env,
-        LOCALVOL_NODE_DATA=str(NODE_DATA),
+        LOCALVOL_NODE_DATA=f"{KIND_DATA}/{{node}}",
         LOCALVOL_ONLINE_EXT4_GROWTH="yes" if has_cap_sys_resource() else "no",
     )
     runs = {

@@ -1,5 +1,5 @@
-"""The Helm chart in the test cluster: `helm install` takes over the driver that
-deploy/overlays/cluster put there (the chart with ci/cluster-values.yaml renders the very
+"""The Helm chart in the kind cluster: `helm install` takes over the driver that
+deploy/overlays/kind-e2e put there (the chart with ci/kind-e2e-values.yaml renders the very
 same objects, which tests/manifests checks offline), the node pods are not rolled, and the
 README's first example runs through it; `localvol-csi inspect` in the driver container and
 its /metrics then show that example's volume. Afterwards the release is forgotten (its
@@ -47,7 +47,7 @@ def installed(cluster: Cluster) -> Iterator[Cluster]:
         "--namespace",
         DRIVER_NAMESPACE,
         "-f",
-        str(values_file("cluster")),
+        str(values_file("kind-e2e")),
         # The objects exist (applied with kubectl): the release adopts them as they are,
         # and takes over the fields kubectl's client-side apply manages (Helm 4 applies on
         # the server; the values are the same, so nothing changes but the field manager).
@@ -80,14 +80,13 @@ def test_helm_install_serves_the_readme_example(installed: Cluster, ns: str) -> 
     cluster = installed
     status = json.loads(helm(cluster, "status", RELEASE, "-n", DRIVER_NAMESPACE, "-o", "json"))
     assert status["info"]["status"] == "deployed"
-    cluster.wait_driver_ready()
     cluster.apply(ns, readme_first_example())
     cluster.wait_ready(ns, "my-app")
     assert cluster.exec(ns, "my-app", "cat /data/hello.txt") == "hello\n"
     volume_id = cluster.volume_handle(ns, "my-data")
 
     # The node, asked what it holds: the example's volume, staged, published and healthy.
-    driver = cluster.driver_pod()
+    driver = cluster.wait_driver_ready(cluster.volume_node(ns, "my-data"))
     report = json.loads(
         cluster.kubectl(
             "exec", "-n", DRIVER_NAMESPACE, driver, "-c", "driver", "--",

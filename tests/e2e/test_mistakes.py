@@ -26,10 +26,10 @@ from tests.e2e.cluster import (
     DRIVER,
     DRIVER_NAMESPACE,
     E2E_LABEL,
-    NODE_DATA,
     PARAMETER_PREFIX,
     Cluster,
     claim,
+    on_node,
     pod,
     secret,
     secret_parameters,
@@ -37,6 +37,7 @@ from tests.e2e.cluster import (
     storage_class,
     wait_until,
 )
+from tests.e2e.conftest import WORKERS
 from tests.e2e.host import loop_devices_on
 from tests.support.prerequisites import need
 
@@ -112,9 +113,13 @@ class Scene:
         assert not self.cluster.claim(self.ns, claim_name).spec.volume_name
         volume_id = self.volume_id(claim_name)
         for path in (
-            NODE_DATA / "images" / f"{volume_id}.img",
-            NODE_DATA / "volumes" / volume_id,
-            NODE_DATA / "state" / "volumes" / f"{volume_id}.json",
+            path
+            for root in self.cluster.data_roots.values()
+            for path in (
+                root / "images" / f"{volume_id}.img",
+                root / "volumes" / volume_id,
+                root / "state" / "volumes" / f"{volume_id}.json",
+            )
         ):
             assert not path.exists(), f"a refused claim left {path}"
 
@@ -208,12 +213,15 @@ def make_every_mistake(scene: Scene) -> None:
     )
     objects: list[dict[str, Any]] = []
 
-    def claimed(name: str, storage_class_name: str, size: str = "64Mi", **spec: Any) -> None:
+    def claimed(
+        name: str, storage_class_name: str, size: str = "64Mi", node: str = "", **spec: Any
+    ) -> None:
         objects.append(claim(name, storage_class_name, size, **spec))
         if spec.get("volumeMode") == "Block":
-            objects.append(pod(name, devices={"/dev/xvda": name}))
+            made = pod(name, devices={"/dev/xvda": name})
         else:
-            objects.append(pod(name, claims={"/data": name}))
+            made = pod(name, claims={"/data": name})
+        objects.append(on_node(made, node) if node else made)
 
     claimed("typo", cls("typo"))
     claimed("btrfs", cls("btrfs"))
@@ -228,17 +236,21 @@ def make_every_mistake(scene: Scene) -> None:
     claimed("options", cls("options"))
     claimed("options-pv", cls("options-pv"))
     # Sources of another kind: a directory volume, its snapshot, a clone and a restore
-    # into ext4 (the same volumeMode, so the provisioner passes them on to the driver).
-    claimed("source", "localvol-directory")
+    # into ext4 (the same volumeMode, so the provisioner passes them on to the driver). A
+    # copy is made on its source's node: every pod of these on one worker.
+    node = WORKERS[0]
+    claimed("source", "localvol-directory", node=node)
     objects.append(snapshot("source-snap", "source"))
     claimed(
         "clone-other-kind",
         "localvol-ext4",
+        node=node,
         dataSource={"kind": "PersistentVolumeClaim", "name": "source"},
     )
     claimed(
         "restore-other-kind",
         "localvol-ext4",
+        node=node,
         dataSource={
             "apiGroup": "snapshot.storage.k8s.io",
             "kind": "VolumeSnapshot",
@@ -246,12 +258,13 @@ def make_every_mistake(scene: Scene) -> None:
         },
     )
     # A restore smaller than its snapshot (the provisioner refuses it itself).
-    claimed("ext4-source", "localvol-ext4", "64Mi")
+    claimed("ext4-source", "localvol-ext4", "64Mi", node=node)
     objects.append(snapshot("ext4-snap", "ext4-source"))
     claimed(
         "restore-smaller",
         "localvol-ext4",
         "16Mi",
+        node=node,
         dataSource={
             "apiGroup": "snapshot.storage.k8s.io",
             "kind": "VolumeSnapshot",
@@ -380,7 +393,7 @@ def test_encryption_other_key_at_mount(scene: Scene) -> None:
     assert "FailedPrecondition" in message
     assert "csi.storage.k8s.io/node-stage-secret-name" in message
     # Made (with the provisioner's key) but nothing staged with the other one.
-    image = NODE_DATA / "images" / f"{scene.cluster.volume_handle(scene.ns, 'enc-other-key')}.img"
+    image = scene.cluster.image_of(scene.ns, "enc-other-key")
     assert image.exists()
     wait_until("no loop device left on the image", lambda: not loop_devices_on(image), 30.0)
 
@@ -418,7 +431,7 @@ def test_pv_mount_option_not_allowed(scene: Scene) -> None:
     cluster, ns = scene.cluster, scene.ns
     cluster.wait_ready(ns, "options-pv")
     pv_name = cluster.claim(ns, "options-pv").spec.volume_name
-    image = NODE_DATA / "images" / f"{cluster.volume_handle(ns, 'options-pv')}.img"
+    image = cluster.image_of(ns, "options-pv")
     cluster.delete_pod(ns, "options-pv")
     wait_until("the volume unstaged", lambda: not loop_devices_on(image))
     cluster.core.patch_persistent_volume(pv_name, {"spec": {"mountOptions": ["noatime", "sync"]}})
@@ -443,5 +456,5 @@ def test_restore_smaller_than_its_snapshot(scene: Scene) -> None:
 def test_volume_whose_node_is_gone(scene: Scene) -> None:
     """The driver is not asked (its data was on that node): the scheduler says why."""
     message = scene.pod_event("node-gone", "didn't match PersistentVolume's node affinity")
-    assert "0/1 nodes are available" in message
+    assert f"0/{len(scene.cluster.core.list_node().items)} nodes are available" in message
     assert scene.cluster.core.read_namespaced_pod("node-gone", scene.ns).status.phase == "Pending"

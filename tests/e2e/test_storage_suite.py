@@ -104,7 +104,7 @@ def driver_args() -> list[str]:
 
 
 def cluster_max_volume_size() -> int:
-    patch = load(REPO / "deploy" / "overlays" / "cluster" / "patches" / "max-volume-size.yaml")
+    patch = load(REPO / "deploy" / "overlays" / "kind-e2e" / "patches" / "max-volume-size.yaml")
     (driver,) = patch["spec"]["template"]["spec"]["containers"]
     (env,) = [e for e in driver["env"] if e["name"] == "CSI_MAX_VOLUME_SIZE"]
     return parse_size(env["value"])
@@ -167,7 +167,7 @@ def test_definition_says_what_deploy_and_the_driver_do(path: Path) -> None:
     # The size range starts at the driver's smallest volume of the class's kind.
     fs = parameters.get("csi.storage.k8s.io/fstype", "")
     minimum = parse_size(info["SupportedSizeRange"]["Min"])
-    # ... and ends at the largest the test cluster's driver accepts (deploy/overlays/cluster).
+    # ... and ends at the largest the e2e tier's driver accepts (deploy/overlays/kind-e2e).
     assert parse_size(info["SupportedSizeRange"]["Max"]) == cluster_max_volume_size()
     # Raw block claims: the loop device, whatever the class's filesystem; never a directory.
     assert caps["block"] == (parameters["volumeType"] == "loop")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import NODE_DATA, Cluster, claim, pod, wait_until
+from tests.e2e.cluster import Cluster, claim, pod, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +48,7 @@ def test_broken_loop_volume_shows_in_pod_status(cluster: Cluster, ns: str) -> No
 
     # Break it: the image file disappears from the data root (the mounted loop device
     # keeps the pod running, as a lost image would until the next stage).
-    image = NODE_DATA / "images" / f"{cluster.volume_handle(ns, 'data')}.img"
+    image = cluster.image_of(ns, "data")
     hidden = Path(f"{image}.hidden-by-e2e")
     os.rename(image, hidden)
     try:

@@ -12,7 +12,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import pytest
 
 from tests.e2e.cluster import (
-    NODE_DATA,
     Cluster,
     claim,
     pod,
@@ -138,7 +137,7 @@ def expansion_seen_in_the_pod(cluster: Cluster, ns: str, storage_class: str) -> 
         wait_until("the claim to say the pod must restart", lambda: node_resize_error(cluster, ns))
         cluster.delete_pod(ns, "app")
         # The node unstages the volume (its loop device goes) before the pod comes back.
-        image = NODE_DATA / "images" / f"{cluster.volume_handle(ns, 'grow')}.img"
+        image = cluster.image_of(ns, "grow")
         wait_until("the volume unstaged", lambda: not loop_devices_on(image))
         cluster.apply(ns, pod("app", claims={"/data": "grow"}))
         cluster.wait_ready(ns, "app")
@@ -170,7 +169,7 @@ def encrypted_claim(cluster: Cluster, ns: str) -> None:
         cluster.wait_ready(ns, "app")
         cluster.exec(ns, "app", f"for i in 1 2 3 4; do echo {canary}; done > /data/canary && sync")
         assert cluster.exec(ns, "app", "cat /data/canary").count(canary) == 4
-        image = NODE_DATA / "images" / f"{cluster.volume_handle(ns, 'secret-data')}.img"
+        image = cluster.image_of(ns, "secret-data")
         cluster.delete_pod(ns, "app")  # unmounted: nothing cached in the clear
         assert image.stat().st_size > 0
         assert canary.encode() not in image.read_bytes()

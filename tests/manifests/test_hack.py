@@ -117,25 +117,16 @@ def test_images_names_missing_packages_when_it_cannot_install_them(tmp_path: Pat
     assert "run as root to install them" in proc.stderr
 
 
-def test_cluster_scripts_need_root(tmp_path: Path) -> None:
-    """A fake id that says "not root": each cluster script stops before touching anything."""
-    path = bare_path(tmp_path, id="echo 1000")
-    for script in ("cluster-up", "cluster-down", "cluster-reboot"):
-        proc = run_script(script, path)
-        assert proc.returncode != 0, script
-        assert "the test cluster needs root" in proc.stderr, script
-
-
 def go_lib_array(name: str) -> list[str]:
-    """The entries of a bash array in hack/go-lib.sh or hack/cluster-lib.sh."""
-    for script in ("go-lib.sh", "cluster-lib.sh"):
+    """The entries of a bash array in hack/go-lib.sh or hack/kind-lib.sh."""
+    for script in ("go-lib.sh", "kind-lib.sh"):
         text = (ROOT / "hack" / script).read_text()
         match = re.search(rf"^{name}=\((.*?)\)$", text, re.M | re.S)
         if match:
             return [
                 quoted or bare for quoted, bare in re.findall(r'"([^"]+)"|(\S+)', match.group(1))
             ]
-    raise AssertionError(f"no array {name} in hack/go-lib.sh or hack/cluster-lib.sh")
+    raise AssertionError(f"no array {name} in hack/go-lib.sh or hack/kind-lib.sh")
 
 
 def test_every_go_program_the_scripts_and_tests_run_is_built() -> None:
@@ -163,7 +154,7 @@ def test_every_go_program_the_scripts_and_tests_run_is_built() -> None:
 def test_host_reading_lists_the_paths_that_exist_and_succeeds_when_the_last_does_not(
     tmp_path: Path,
 ) -> None:
-    """The baseline both clusters take under `set -e`: a missing last path is not a failure."""
+    """The baseline hack/kind-up takes under `set -e`: a missing last path is no failure."""
     fakes = {
         "iptables-save": "echo '*filter'",
         "ip6tables-save": "echo '*filter'",
@@ -177,7 +168,7 @@ def test_host_reading_lists_the_paths_that_exist_and_succeeds_when_the_last_does
     reading = tmp_path / "reading"
     script = (
         f"set -euo pipefail; source {ROOT / 'hack' / 'lib.sh'}; "
-        f"source {ROOT / 'hack' / 'cluster-lib.sh'}; "
+        f"source {ROOT / 'hack' / 'kind-lib.sh'}; "
         f"host_reading {reading} {present} {tmp_path / 'absent'}"
     )
     proc = subprocess.run(

@@ -25,7 +25,7 @@ from tests.manifests.support import (
 EQUIVALENTS = {
     None: "deploy/overlays/multinode",
     "kind": "deploy/overlays/kind",
-    "cluster": "deploy/overlays/cluster",
+    "kind-e2e": "deploy/overlays/kind-e2e",
     "upstream-sidecars": UPSTREAM_SIDECARS,
 }
 

@@ -12,7 +12,7 @@ from tests.manifests.support import DEPLOY, build, describe, load_file, validate
 BUILDS = [
     "deploy/overlays/kind",
     "deploy/overlays/multinode",
-    "deploy/overlays/cluster",
+    "deploy/overlays/kind-e2e",
     "deploy/snapshot",
 ]
 EXAMPLES = sorted(
