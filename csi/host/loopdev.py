@@ -207,6 +207,16 @@ def devices_for(image: Path | str, *, read_only: bool | None = False) -> list[st
     return LoopTable.read().devices_of(image, read_only=read_only)
 
 
+def stacked_on(device: str) -> list[str]:
+    """Loop devices whose backing file is the device node ``device`` itself (the kubelet
+    stacks one on a published raw block device to hold it), dying ones included. Opens every
+    bound loop device: only for a raw block volume being unstaged or deleted."""
+    wanted = FileId.of(device)
+    if wanted is None:
+        return []
+    return sorted(d.path for d in all_devices() if d.backing == wanted)
+
+
 def attach(backing_file: Path, *, read_only: bool = False) -> str:
     """Attach ``backing_file`` to a free loop device (LOOP_CTL_GET_FREE, LOOP_CONFIGURE).
     Reuse is the caller's policy (csi.volumes.loop), and so is serialising: the kernel may

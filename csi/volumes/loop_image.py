@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,9 @@ from csi.host import files, loopdev, mount
 from csi.host.copy import clone_or_copy
 from csi.host.fs import create_sparse_file, durable_rename
 from csi.layout import Layout
-from csi.state.records import VolumeRecord
+from csi.state.records import AccessType, VolumeRecord
+
+log = logging.getLogger(__name__)
 
 
 class LoopImages:
@@ -84,6 +87,7 @@ class LoopImages:
         for device in loopdev.devices_for(final, read_only=None):
             if mount.mounts_of_device(device):
                 raise FailedPrecondition(f"volume is still mounted through {device}")
+            self._release_stacked(record, device)
             loopdev.detach(device)
         files.remove_file(final)
         files.remove_file(self.layout.partial(final))
@@ -119,7 +123,22 @@ class LoopImages:
         """Detach the image's devices that nothing mounts any more."""
         for device in loopdev.devices_for(self.path(record), read_only=None):
             if not mount.mounts_of_device(device):
+                self._release_stacked(record, device)
                 loopdev.detach(device)
+
+    @staticmethod
+    def _release_stacked(record: VolumeRecord, device: str) -> None:
+        """Detach loop devices stacked on a raw block volume's ``device`` that nothing mounts.
+        The kubelet stacks one on a published block device and removes it when it unmaps the
+        pod; one still there when the volume is unstaged or deleted is stale (a kind node's
+        container restarted: the kubelet forgot it, the kernel kept it). Left, it would hold
+        our device open, our detach would wait for ever, and a deleted image's blocks with it."""
+        if record.spec.access_type is not AccessType.BLOCK:
+            return
+        for stacked in loopdev.stacked_on(device):
+            if not mount.mounts_of_device(stacked):
+                log.warning("event=stale_stacked_loop_detached device=%s on=%s", stacked, device)
+                loopdev.detach(stacked)
 
     def expand(self, record: VolumeRecord, size: int) -> None:
         """Grow the image file (sparse) and tell an attached loop device its new size."""

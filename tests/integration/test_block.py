@@ -5,9 +5,11 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import subprocess
 
 import grpc
 
+from csi.host import loopdev
 from csi.pb import csi_pb2
 from tests.support.host import device_size, loops_for, mounts_at, read_at, write_at, write_error
 from tests.support.kubelet import BLOCK, MIB, Kubelet
@@ -122,3 +124,34 @@ def test_delete_refused_while_block_volume_staged(kubelet: Kubelet) -> None:
     finally:
         status_of(lambda: kubelet.unstage(volume_id, staging))
         status_of(lambda: kubelet.delete(volume_id))
+
+
+def test_unstage_frees_the_device_from_a_stale_loop_device_stacked_on_it(
+    kubelet: Kubelet,
+) -> None:
+    """The kubelet holds a published raw block device with a loop device of its own, stacked
+    on ours, and removes it when it unmaps the pod. A kubelet that forgot it (a kind node's
+    container restarted: the kernel, and so the loop devices, stay) leaves it holding our
+    device open, so our detach could only be deferred for ever, and the deleted image's
+    blocks never freed. By unstage, nothing of the volume is published: a loop device still
+    stacked on ours is stale, and goes first."""
+    cap = BLOCK.cap()
+    volume_id = kubelet.create("raw-held", BLOCK)
+    image = kubelet.image(volume_id)
+    staging = kubelet.staging(volume_id)
+    target = kubelet.target("db", "dev")
+    kubelet.stage(volume_id, staging, cap)
+    (device,) = loops_for(image)
+    kubelet.publish(volume_id, staging, target, cap)
+    stacked = subprocess.run(
+        ["losetup", "--find", "--show", device], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    try:
+        kubelet.unpublish(volume_id, target)
+        kubelet.unstage(volume_id, staging)
+        assert loops_for(image) == [], "unstage must detach the volume's loop device"
+        assert not any(d.path == stacked for d in loopdev.all_devices()), "stale device left"
+        kubelet.delete(volume_id)
+        assert not image.exists()
+    finally:
+        subprocess.run(["losetup", "-d", stacked], capture_output=True, check=False)
