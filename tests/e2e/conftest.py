@@ -38,7 +38,9 @@ OVERLAY = "deploy/overlays/kind-e2e"
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: needs the three-node kind cluster")
-    config.addinivalue_line("markers", "last: runs after every other e2e test")
+    config.addinivalue_line(
+        "markers", "last: runs after every other e2e test (with disruptive: every other of those)"
+    )
     config.addinivalue_line(
         "markers", "first: runs before every other e2e test, on data roots as they were made"
     )
@@ -59,15 +61,17 @@ def _is_storage_suite(item: pytest.Item) -> bool:
     return item.nodeid.startswith(STORAGE_SUITE_TEST)
 
 
-def _order(item: pytest.Item) -> tuple[bool, bool, bool, bool, bool]:
+def _order(item: pytest.Item) -> int:
     marked = {m.name for m in item.iter_markers()}
-    return (
-        "first" not in marked,
-        "last" in marked,
-        "disruptive" in marked,
-        _is_storage_suite(item),
-        "quiet" not in marked,
-    )
+    if "first" in marked:
+        return 0
+    if "quiet" in marked:
+        return 1
+    if "disruptive" in marked:
+        return 5 if "last" in marked else 4
+    if "last" in marked:
+        return 6
+    return 3 if _is_storage_suite(item) else 2
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -77,7 +81,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     beside the storage suite's runs (started with the first of them); then the storage
     suite's own tests, which wait for those runs; then the ``disruptive`` ones (a node
     reboot kills every pod, and a resizer restarted without its lease waits out the old
-    one's, up to 163 s); the ``last`` test (the teardown check) after all."""
+    one's, up to 163 s), a disruptive one marked ``last`` (a node lost) after the others;
+    the teardown check, marked ``last`` alone, after all."""
     items.sort(key=_order)
     config.stash[SUITE_SELECTED] = any(_is_storage_suite(item) for item in items)
 
