@@ -8,7 +8,10 @@ was before.
 
 Set LOCALVOL_E2E_KEEP=1 to leave the cluster running afterwards (the teardown test is then
 skipped, so never under CI); LOCALVOL_E2E_KUBECONFIG names the kubeconfig kind writes to
-(by default one of the session's own)."""
+(by default one of the session's own). hack/test runs this tier beside the others, in a
+session of its own: LOCALVOL_E2E_HOST_BEFORE names the host as it read it before any tier
+started, and LOCALVOL_E2E_AFTER_TIERS a file that appears when the other tiers are done (the
+host check reads the host with nothing of theirs running)."""
 
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ from tests.e2e.host import KIND_DATA, HostState
 from tests.support.prerequisites import IN_CI, need, need_root
 
 KEEP = os.environ.get("LOCALVOL_E2E_KEEP", "") not in ("", "0")
+HOST_BEFORE = os.environ.get("LOCALVOL_E2E_HOST_BEFORE", "")
+AFTER_TIERS = os.environ.get("LOCALVOL_E2E_AFTER_TIERS", "")
 REPORT_KEY = pytest.StashKey[list[str]]()
 BEFORE = pytest.StashKey[HostState]()
 CLUSTER_NAME = "localvol"  # deploy/kind/cluster.yaml
@@ -144,7 +149,9 @@ def remove_disks() -> None:
 def cluster(request: pytest.FixtureRequest, kind_env: dict[str, str]) -> Cluster:
     need_root()
     need(shutil.which("go") is not None, "needs Go to build kind, Kubernetes and the node image")
-    request.config.stash[BEFORE] = HostState.read()
+    request.config.stash[BEFORE] = (
+        HostState.load(Path(HOST_BEFORE)) if HOST_BEFORE else HostState.read()
+    )
     make_disks()
     for script in ("kind-up", "kind-install"):
         proc = subprocess.run([str(REPO / "hack" / script)], cwd=REPO, env=kind_env, check=False)

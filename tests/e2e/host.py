@@ -4,9 +4,10 @@ network stack writes the host's sysctls, firewall and links."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from csi.host import loopdev
@@ -83,6 +84,20 @@ class HostState:
             cgroups=frozenset(str(p) for p in Path("/sys/fs/cgroup").glob("*/libpod_parent")),
         )
 
+    def save(self, path: Path) -> None:
+        values = {k: v if isinstance(v, str) else sorted(v) for k, v in asdict(self).items()}
+        path.write_text(json.dumps(values))
+
+    @classmethod
+    def load(cls, path: Path) -> HostState:
+        values = json.loads(path.read_text())
+        return cls(
+            **{
+                f.name: values[f.name] if f.name == "sysctl" else frozenset(values[f.name])
+                for f in fields(cls)
+            }
+        )
+
     def differences(self, before: HostState, sysctl_file: Path) -> list[str]:
         """What differs from ``before``, one line each (empty when nothing does)."""
         found = []
@@ -119,3 +134,11 @@ def _links() -> set[str]:
         for line in _run("ip", "-o", "link", "show").splitlines()
         if ": " in line
     }
+
+
+if __name__ == "__main__":
+    # python -m tests.e2e.host save FILE: the host as it is now, for a session started later
+    # (hack/test reads it before any tier runs; LOCALVOL_E2E_HOST_BEFORE names it).
+    if sys.argv[1:2] != ["save"] or len(sys.argv) != 3:
+        sys.exit("usage: python -m tests.e2e.host save FILE")
+    HostState.read().save(Path(sys.argv[2]))

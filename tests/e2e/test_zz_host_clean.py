@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.cluster import E2E_LABEL, REPO, Cluster, wait_until
-from tests.e2e.conftest import BEFORE, KEEP, remove_disks
+from tests.e2e.conftest import AFTER_TIERS, BEFORE, KEEP, remove_disks
 from tests.e2e.host import KIND_DATA, KIND_RUN, HostState
 from tests.e2e.test_storage_suite import SUITE_LABEL
 
@@ -19,6 +19,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.last]
 def test_kind_down_leaves_the_host_as_it_was(
     request: pytest.FixtureRequest, cluster: Cluster, kind_env: dict[str, str], tmp_path: Path
 ) -> None:
+    if AFTER_TIERS:
+        wait_until(
+            "the other tiers, run beside this one, done (the host is read without them)",
+            lambda: Path(AFTER_TIERS).exists(),
+            timeout=3600,
+        )
     # Every test's namespace (and so its volumes) is gone first, the storage suite's too: a
     # user deletes what they made before they take a cluster down.
     wait_until(
