@@ -87,6 +87,11 @@ class Layout:
         return self.root / "state" / "node"
 
     @property
+    def teardown_reserve(self) -> Path:
+        """Blocks kept free for tearing volumes down on a full disk: csi.state.reserve."""
+        return self.root / "state" / "reserve"
+
+    @property
     def snapshots_dir(self) -> Path:
         return self.root / "snapshots"
 
@@ -187,3 +192,8 @@ class Layout:
         root = self.root.resolve()
         resolved = path.resolve()
         return resolved == root or root in resolved.parents
+
+    def holds(self, path: Path) -> bool:
+        """True if the data root lies inside ``path`` (resolved): a mount there would
+        hide every volume and record of the driver."""
+        return path.resolve() in self.root.resolve().parents

@@ -84,6 +84,10 @@ def check_host_path(raw: str, what: str, layout: Layout) -> Path:
         raise InvalidArgument(f"{what} must not be a symbolic link")
     if layout.contains(path):
         raise InvalidArgument(f"{what} must be outside the driver's data directory")
+    if layout.holds(path):
+        raise InvalidArgument(
+            f"{what} must not hold the driver's data directory (a mount there would hide it)"
+        )
     return path
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from csi.host import kernel, mountopts
 from csi.host.errors import MountFailed, MountOptionsRefused
-from csi.host.mountopts import MS_BIND, MS_RDONLY
+from csi.host.mountopts import MS_BIND
 
 MOUNTINFO = Path("/proc/self/mountinfo")
 
@@ -113,13 +113,15 @@ def mount(
     target: Path | str,
     *,
     fs_type: str | None = None,
+    read_only: bool,
     options: Sequence[str] = (),
     sensitive: Sequence[str] = (),
 ) -> None:
     """Mount the filesystem on ``source`` (a device) at ``target``: ``options`` are read as
-    mount(8) reads them (csi.host.mountopts). ``sensitive`` lists the caller's options;
-    errors never show any option, so they need no redaction."""
-    parsed = mountopts.for_filesystem(options)
+    mount(8) reads them (csi.host.mountopts), except ``ro`` and ``rw``: ``read_only``
+    decides. ``sensitive`` lists the caller's options; errors never show any option, so
+    they need no redaction."""
+    parsed = mountopts.for_filesystem(options).with_access(read_only)
     target = str(target)
     try:
         kernel.mount("mount:fs", source, target, fs_type, parsed.set_flags, parsed.data_string)
@@ -158,13 +160,7 @@ def bind_mount(
     /proc/self/fd, which the kernel resolves to that exact file: no path walk to race with.
     Once mounted, the target is a mount point and cannot be renamed away.
     """
-    parsed = mountopts.for_bind(flags, refuse_data=refuse_fs_options)
-    # Read-only or not is the caller's ``read_only`` (the access mode), never a flag's.
-    parsed = mountopts.MountOptions(
-        (parsed.set_flags & ~MS_RDONLY) | (MS_RDONLY if read_only else 0),
-        parsed.cleared & ~MS_RDONLY,
-        parsed.propagation,
-    )
+    parsed = mountopts.for_bind(flags, refuse_data=refuse_fs_options).with_access(read_only)
     through = str(target) if target_fd is None else f"/proc/self/fd/{target_fd}"
     kernel.mount("mount:bind", str(source), through, None, MS_BIND, what=f"of {source}")
     try:

@@ -148,6 +148,17 @@ class MountOptions:
     def read_only(self) -> bool:
         return bool(self.set_flags & MS_RDONLY)
 
+    def with_access(self, read_only: bool) -> MountOptions:
+        """These options with read-only or not decided by ``read_only`` (the volume's
+        access mode), never by an ``ro`` or ``rw`` among them: a read-only volume stays
+        read-only whatever flags a class or claim adds."""
+        return MountOptions(
+            (self.set_flags & ~MS_RDONLY) | (MS_RDONLY if read_only else 0),
+            self.cleared & ~MS_RDONLY,
+            self.propagation,
+            self.data,
+        )
+
 
 def _position(index: int, total: int) -> str:
     return f"mount option {index + 1} of {total}"

@@ -53,7 +53,9 @@ class LoopFilesystemBackend(ImageBackend):
         try:
             # A copy carries its source's UUID, which xfs refuses to mount twice.
             options = ["nouuid"] if copied and record.fs_type == "xfs" else []
-            mount.mount(device, mount_point, fs_type=record.fs_type, options=options)
+            mount.mount(
+                device, mount_point, fs_type=record.fs_type, read_only=False, options=options
+            )
             try:
                 if copied:
                     _close_copied_root(mount_point, encrypted=encrypted)
@@ -118,12 +120,19 @@ class LoopFilesystemBackend(ImageBackend):
                 # Grow before mounting: offline growth needs no extra privilege, online
                 # growth needs CAP_SYS_RESOURCE.
                 resize.grow_unmounted_ext4(device)
-            options = ["ro", *flags] if read_only else list(flags)
+            options = list(flags)
             if record.fs_type == "xfs":
                 # Restores and clones carry their source's UUID; xfs refuses a second mount
                 # of one UUID unless told the copies are independent.
                 options.append("nouuid")
-            mount.mount(device, staging, fs_type=record.fs_type, options=options, sensitive=flags)
+            mount.mount(
+                device,
+                staging,
+                fs_type=record.fs_type,
+                read_only=read_only,
+                options=options,
+                sensitive=flags,
+            )
             mounted_here = True
             crash_point("stage:mounted")
             if not read_only:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from csi.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from csi.faults import crash_point
-from csi.host import fs, mount
+from csi.host import files, fs, mount
 from csi.host.freeze import frozen
 from csi.layout import Layout, volume_id_for_name
 from csi.state.records import Phase, PublishedTarget, VolumeRecord, VolumeSpec
@@ -183,13 +183,20 @@ class Volumes:
             raise AlreadyExists("volume is staged with a different access mode")
         if not staging.is_dir():
             raise FailedPrecondition(f"staging path {staging} is not an existing directory")
-        if record.staging_path != str(staging) and mount.is_mount_point(staging):
+        if record.staging_path != str(staging):
             # Not a retry (the record is written before the host is touched): whatever is
-            # mounted there is someone else's, and unstaging would unmount it too.
-            raise FailedPrecondition(
-                f"staging path {staging} already has something else mounted on it; "
-                "stage onto an empty directory"
-            )
+            # mounted there is someone else's, and unstaging would unmount it too; files
+            # there would be hidden by the volume's mount.
+            if mount.is_mount_point(staging):
+                raise FailedPrecondition(
+                    f"staging path {staging} already has something else mounted on it; "
+                    "stage onto an empty directory"
+                )
+            if not files.is_empty_dir(staging):
+                raise FailedPrecondition(
+                    f"staging path {staging} is not empty: the volume's mount would hide "
+                    "what is there; stage onto an empty directory"
+                )
         before = record
         if record.staging_path != str(staging) or record.staged_read_only != cap.read_only:
             record = record.with_changes(staging_path=str(staging), staged_read_only=cap.read_only)

@@ -150,11 +150,20 @@ class Provisioner:
         sizing.check_range(new.required, new.limit)
         volume_id = new.id
         self._store.check_usable(volume_id)
-        existing = self._volumes.existing_for_name(new.name, volume_id)
-        if existing is not None and existing.phase is Phase.READY:
-            # A retry: answer from the volume, even if its source is gone by now.
-            self._check_retry(existing, new)
-            return existing
+        held = self._store.get(volume_id)
+        if held is not None and held.phase is not Phase.DELETING:
+            if held.name != new.name:
+                # An ID names exactly one volume: an inline volume's ID that is a persistent
+                # volume's, or a name whose ID another volume holds, is never answered with it.
+                raise AlreadyExists(
+                    f"volume ID {volume_id} already holds another volume ({held.name}), not "
+                    f"{new.name}; an ID names exactly one volume"
+                )
+            # A retry (or one after a crash mid-creation): the same volume must be asked for.
+            self._check_retry(held, new)
+            if held.phase is Phase.READY:
+                # Answered from the volume, even if its source is gone by now.
+                return held
         with contextlib.ExitStack() as stack:
             required = new.required
             source_size, source_key = self._source_facts(new)

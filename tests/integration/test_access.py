@@ -83,6 +83,34 @@ def test_reader_only_mode_mounts_read_only(kubelet: Kubelet, flavour: Flavour) -
 
 
 @MOUNTABLE
+def test_a_read_only_access_mode_wins_over_an_rw_flag(kubelet: Kubelet, flavour: Flavour) -> None:
+    """``rw`` among a class's mount options never makes a read-only volume writable: not
+    at stage (the filesystem's mount) and not at publish (the bind into the pod)."""
+    volume_id = kubelet.create("rw-flag-reader", flavour)
+    staging = kubelet.staging(volume_id)
+    reader_only = flavour.cap(READER_ONLY, flags=("rw",))
+    kubelet.stage(volume_id, staging, reader_only)
+    reader = kubelet.target("reader")
+    kubelet.publish(volume_id, staging, reader, reader_only)
+    if flavour.fs_type:
+        assert "ro" in only_mount(staging)
+        assert_read_only(staging)
+    assert "ro" in only_mount(reader)
+    assert_read_only(reader)
+    kubelet.unpublish(volume_id, reader)
+    kubelet.unstage(volume_id, staging)
+
+    writable = flavour.cap(flags=("rw",))
+    kubelet.stage(volume_id, staging, writable)
+    kubelet.publish(volume_id, staging, reader, writable, readonly=True)
+    assert "ro" in only_mount(reader)
+    assert_read_only(reader)
+    kubelet.unpublish(volume_id, reader)
+    kubelet.unstage(volume_id, staging)
+    kubelet.delete(volume_id)
+
+
+@MOUNTABLE
 @pytest.mark.parametrize("flag", ["noexec", "nosuid"])
 def test_mount_flags_reach_the_target(kubelet: Kubelet, flavour: Flavour, flag: str) -> None:
     cap = flavour.cap(flags=(flag,))

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from csi.layout import volume_id_for_name
 from csi.pb import csi_pb2
 from tests.integration.snapshot_support import fs_total
 from tests.legacy_condition import legacy_condition
+from tests.support.driver import RunningDriver
 from tests.support.host import loops_for, mounts_at
 from tests.support.kubelet import MIB, Kubelet, mount_capability
 from tests.support.status import status_of
@@ -132,3 +134,42 @@ def test_two_pods_get_separate_inline_volumes(inline: Inline, kubelet: Kubelet) 
     assert not kubelet.image(first).exists()
     assert mounts_at(target_b), "unpublishing one pod's volume leaves the other's alone"
     assert kubelet.image(second).is_file()
+
+
+def test_an_inline_id_that_names_a_persistent_volume_is_refused(
+    inline: Inline, kubelet: Kubelet, driver: RunningDriver
+) -> None:
+    """The kubelet chooses an inline volume's ID; one that is a persistent volume's ID must
+    never publish that volume's files into the pod, nor stage it under the inline path."""
+    persistent = kubelet.create("owned", {"volumeType": "directory"})
+    (kubelet.data_dir / "volumes" / persistent / "secret.txt").write_text("the owner's")
+    target = kubelet.target("intruder", "scratch")
+    code = status_of(lambda: inline.publish(persistent, target, {"volumeType": "directory"}))
+    assert code.name == "ALREADY_EXISTS"
+    assert mounts_at(target) == []
+    assert not (target / "secret.txt").exists()
+    record = driver.driver.volumes.store.get(persistent)
+    assert record is not None
+    assert not record.in_use
+    assert not record.ephemeral
+    # Its owner stages and publishes it as before.
+    staging = kubelet.staging(persistent)
+    kubelet.stage(persistent, staging, mount_capability())
+    kubelet.unstage(persistent, staging)
+    kubelet.delete(persistent)
+
+
+def test_create_refuses_a_name_whose_id_holds_another_volume(
+    inline: Inline, kubelet: Kubelet, driver: RunningDriver
+) -> None:
+    """An inline volume's ID (the kubelet's choice) may be what CreateVolume derives from a
+    name; CreateVolume of that name must not answer with the inline volume."""
+    name = "pvc-taken"
+    taken = volume_id_for_name(name)
+    target = kubelet.target("first", "scratch")
+    inline.publish(taken, target, {"volumeType": "directory"})
+    code = status_of(lambda: kubelet.create(name, {"volumeType": "directory"}))
+    assert code.name == "ALREADY_EXISTS"
+    record = driver.driver.volumes.store.get(taken)
+    assert record is not None
+    assert record.ephemeral

@@ -140,6 +140,43 @@ def test_stage_refuses_data_dir(driver: RunningDriver) -> None:
     assert stage(driver, volume.volume_id, str(own_dir)) == grpc.StatusCode.INVALID_ARGUMENT
 
 
+def test_stage_refuses_a_path_that_holds_the_data_dir(driver: RunningDriver) -> None:
+    # A mount on an ancestor of the data root would hide every volume and record.
+    volume = create(driver.client, "over-the-root")
+    for holder in (driver.data_dir.parent, Path("/")):
+        assert stage(driver, volume.volume_id, str(holder)) == grpc.StatusCode.INVALID_ARGUMENT
+        request = csi_pb2.NodePublishVolumeRequest(
+            volume_id=volume.volume_id,
+            staging_target_path=str(driver.data_dir.parent / "elsewhere"),
+            target_path=str(holder),
+            volume_capability=mount_capability(),
+        )
+        node = driver.client.node
+        assert status_of(lambda r=request, n=node: n.NodePublishVolume(r)) == (
+            grpc.StatusCode.INVALID_ARGUMENT
+        )
+    record = driver.driver.volumes.store.get(volume.volume_id)
+    assert record is not None
+    assert not record.staging_path
+    assert not record.targets
+
+
+def test_stage_refuses_a_directory_that_is_not_empty(driver: RunningDriver, tmp_path: Path) -> None:
+    volume = create(driver.client, "onto-files")
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (staging / "someone-elses").write_text("kept")
+    assert stage(driver, volume.volume_id, str(staging)) == grpc.StatusCode.FAILED_PRECONDITION
+    record = driver.driver.volumes.store.get(volume.volume_id)
+    assert record is not None
+    assert not record.staging_path
+    assert (staging / "someone-elses").read_text() == "kept"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert stage(driver, volume.volume_id, str(empty)) == grpc.StatusCode.OK
+    assert stage(driver, volume.volume_id, str(empty)) == grpc.StatusCode.OK  # a retry
+
+
 @pytest.mark.parametrize("staging", ["", "relative/dir", "/tmp/../etc"])
 def test_stage_refuses_bad_paths(driver: RunningDriver, staging: str) -> None:
     assert stage(driver, UNKNOWN_ID, staging) == grpc.StatusCode.INVALID_ARGUMENT

@@ -67,7 +67,7 @@ def test_an_injected_bind_failure_is_a_typed_mount_failure(
 def test_an_injected_filesystem_mount_failure(fail: pytest.MonkeyPatch, tmp_path: Path) -> None:
     fail.setenv(kernel.FAULT_ENV, "mount:fs")
     with pytest.raises(MountFailed) as caught:
-        mount.mount("/dev/loop99", tmp_path, fs_type="ext4", options=["secret=x"])
+        mount.mount("/dev/loop99", tmp_path, fs_type="ext4", read_only=False, options=["secret=x"])
     assert not isinstance(caught.value, MountOptionsRefused)  # EIO is not the options' fault
     assert "secret" not in caught.value.message
 
@@ -80,7 +80,7 @@ def test_bad_options_are_refused_before_any_call(fail: pytest.MonkeyPatch, tmp_p
     with pytest.raises(InvalidMountOption):
         mount.bind_mount(tmp_path, tmp_path, read_only=False, flags=["x=1"], refuse_fs_options=True)
     with pytest.raises(InvalidMountOption):
-        mount.mount("/dev/loop99", tmp_path, fs_type="ext4", options=["bind"])
+        mount.mount("/dev/loop99", tmp_path, fs_type="ext4", read_only=False, options=["bind"])
 
 
 def test_an_injected_unmount_failure_hits_real_unmounts_only(
