@@ -213,6 +213,14 @@ def _registration(config: Config, interceptor: RpcInterceptor) -> Registration |
 
 
 def serve(config: Config) -> int:
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("event=signal signal=%s", signal.Signals(signum).name)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     driver = build(config)
     driver.start()
     log.info(
@@ -223,18 +231,14 @@ def serve(config: Config) -> int:
         config.endpoint,
         config.data_dir,
     )
-    stopping = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("event=signal signal=%s", signal.Signals(signum).name)
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     threading.Thread(target=driver.reconcile_then_ready, name="reconcile", daemon=True).start()
     # A signal the kernel hands to a gRPC thread only runs its Python handler once the main
     # thread runs bytecode: wake up regularly rather than block forever.
     while not stopping.wait(0.5):
         pass
+    # Stopping: later signals change nothing. Ignored, not handled: at its own shutdown
+    # Python puts back the default action (death) of every signal it handles.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     driver.stop()
     return 0

@@ -14,6 +14,7 @@ import ctypes
 import os
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -104,3 +105,21 @@ def test_sigterm_to_any_thread_stops_the_driver(driver_process: DriverProcess) -
     except subprocess.TimeoutExpired:
         pytest.fail("driver still running 8 s after SIGTERM")
     assert status == 0
+
+
+def test_more_sigterms_while_stopping_still_end_in_a_clean_exit(
+    driver_process: DriverProcess,
+) -> None:
+    """A SIGTERM after the first (a impatient supervisor, or the kernel handing the first
+    to a thread that never noticed it) must not kill the driver while it is stopping:
+    Python's own shutdown puts back the default action of the signals it handled."""
+    driver_process.start()
+    proc = driver_process.proc
+    assert proc is not None
+    deadline = time.monotonic() + 15
+    while proc.poll() is None and time.monotonic() < deadline:
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.002)
+    assert proc.poll() is not None, "driver still running 15 s after SIGTERM"
+    driver_process.proc = None
+    assert proc.returncode == 0
