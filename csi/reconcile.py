@@ -19,6 +19,7 @@ from typing import Any
 from csi.host import freeze, loopdev, mount
 from csi.layout import DELETING_SUFFIX, PARTIAL_SUFFIX, Layout, is_valid_id
 from csi.state.records import Phase, VolumeRecord
+from csi.state.reserve import TeardownReserve
 from csi.state.store import RecordStore
 from csi.tighten import tighten
 from csi.volumes.backend import facts_for
@@ -78,7 +79,7 @@ def reconcile(
     for record in store.all():
         if record.phase is not Phase.READY:
             _attempt(report, store, record.volume_id, _undo_volume, volumes, record)
-    for step in (_undo_setup_mounts, _remove_scratch):
+    for step in (_undo_setup_mounts, _remove_scratch, _keep_teardown_reserve):
         _attempt(report, None, step.__name__, step, layout)
     _attempt(report, None, "tighten", _tighten, report, layout)
     try:
@@ -103,6 +104,15 @@ def reconcile(
         len(report.failed),
     )
     return report
+
+
+def _keep_teardown_reserve(layout: Layout) -> None:
+    """The room kept for teardown, made again if a full disk took it (csi.state.reserve)."""
+    if not TeardownReserve(layout.teardown_reserve).ensure():
+        log.warning(
+            "event=teardown_reserve_missing reason=data_root_full "
+            "action=new_volumes_refused_until_there_is_room"
+        )
 
 
 def _tighten(report: Report, layout: Layout) -> None:

@@ -80,6 +80,16 @@ def allocated_bytes(path: Path) -> int:
         return 0
 
 
+def allocate(path: Path, size: int) -> None:
+    """Make ``path`` (a private file) hold ``size`` bytes of allocated blocks; what is
+    allocated before an ENOSPC stays."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, modes.PRIVATE_FILE)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    finally:
+        os.close(fd)
+
+
 def extend(path: Path, size: int) -> None:
     """Grow the file (sparse) to at least ``size``; never shrinks it."""
     if path.stat().st_size < size:

@@ -17,6 +17,7 @@ from csi.host import modes
 from csi.layout import Layout
 from csi.state import migrations
 from csi.state.records import Phase
+from csi.state.reserve import TeardownReserve
 from csi.state.store import RecordStore
 
 
@@ -78,4 +79,9 @@ class PluginStore(RecordStore[PluginRecord]):
 
     def __init__(self, layout: Layout) -> None:
         layout.plugin_state_dir.mkdir(parents=True, exist_ok=True, mode=modes.PRIVATE_DIR)
-        super().__init__(layout.plugin_state_dir, PluginRecord.from_json, PLUGIN_STEPS)
+        super().__init__(
+            layout.plugin_state_dir,
+            PluginRecord.from_json,
+            PLUGIN_STEPS,
+            TeardownReserve(layout.teardown_reserve),
+        )

@@ -13,8 +13,10 @@ and the next stage or unpublish settle it). Because the two live in separate fil
 power loss never costs a record its durable facts.
 
 Callers never choose: `put` compares the new record with the one it replaces and fsyncs
-only when a durable field changed (or the record is new). Callers serialise writes per
-record (csi.locks); the index has its own small lock.
+only when a durable field changed (or the record is new). The same comparison tells a write
+that only gives something up (a teardown step): on a full filesystem it may use the room
+kept for that (csi.state.reserve); a new record is refused while that room cannot be kept.
+Callers serialise writes per record (csi.locks); the index has its own small lock.
 
 Loading upgrades older records (csi.state.migrations) and writes them back. A record that
 cannot be read is damage: reported and quarantined, left in place. A record from a newer
@@ -39,6 +41,7 @@ from csi.layout import Layout, check_id, is_valid_id
 from csi.state import migrations
 from csi.state.migrations import RecordTooNew
 from csi.state.records import GroupSnapshotRecord, Phase, SnapshotRecord, VolumeRecord
+from csi.state.reserve import NO_SPACE, TeardownReserve
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +78,11 @@ class RecordStore(Generic[R]):
         directory: Path,
         decode: Callable[[dict[str, Any]], R],
         steps: Mapping[int, migrations.Step],
+        reserve: TeardownReserve,
         use_directory: Path | None = None,
     ) -> None:
         self._directory = directory
+        self._reserve = reserve
         self._use_directory = use_directory
         self._decode = decode
         self._steps = steps
@@ -256,21 +261,33 @@ class RecordStore(Generic[R]):
         data = record.to_json()
         use = {k: data[k] for k in self.use_fields}
         if old is None:
-            durable, use_changed = True, has_use_file
+            self._reserve.require()
+            durable, use_changed, teardown = True, has_use_file, False
         else:
             before = old.to_json()
             use_changed = use != {k: before[k] for k in self.use_fields}
             durable = any(data[k] != before[k] for k in data if k not in self.use_fields)
+            teardown = gives_up(before, data)
         # The node-use file, when there is one, wins at load: it changes first, so a crash
         # between the two writes leaves the new node use beside the old durable facts.
         if use_changed and (has_use_file or not durable):
-            self._write_use(record_id, use)
+            self._room_for(teardown, lambda: self._write_use(record_id, use))
         if durable:
-            self._write(record)
+            self._room_for(teardown, lambda: self._write(record))
         with self._lock:
             self._by_id[record_id] = record
             if use_changed and (has_use_file or not durable):
                 self._with_use.add(record_id)
+
+    def _room_for(self, teardown: bool, write: Callable[[], None]) -> None:
+        """Run ``write``; a teardown step that finds the filesystem full frees the reserve
+        and writes again."""
+        try:
+            write()
+        except OSError as exc:
+            if not teardown or exc.errno not in NO_SPACE or not self._reserve.release():
+                raise
+            write()
 
     def _write(self, record: R) -> None:
         data = json.dumps(record.to_json(), sort_keys=True, separators=(",", ":")).encode()
@@ -293,6 +310,29 @@ class RecordStore(Generic[R]):
         with self._lock:
             self._by_id.pop(record_id, None)
             self._with_use.discard(record_id)
+        # What the record stood for is gone: room again, perhaps, for the reserve.
+        try:
+            self._reserve.ensure()
+        except OSError as exc:
+            log.warning("event=teardown_reserve_not_made path=%s error=%s", exc.filename, exc)
+
+
+def gives_up(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
+    """Whether a record's change only takes something away (a teardown step): it is marked
+    for deletion, or each field keeps its value, is emptied, or keeps part of what it held
+    (a target, a mount ID fewer)."""
+    if after.get("phase") == Phase.DELETING.value and before.get("phase") != after.get("phase"):
+        return True
+    for key, now in after.items():
+        then = before.get(key)
+        if now == then or not now:
+            continue
+        if isinstance(now, dict) and isinstance(then, dict) and now.items() <= then.items():
+            continue
+        if isinstance(now, list) and isinstance(then, list) and all(i in then for i in now):
+            continue
+        return False
+    return True
 
 
 def volume_json(layout: Layout, volume_id: str) -> dict[str, Any] | None:
@@ -329,6 +369,7 @@ class StateStore(RecordStore[VolumeRecord]):
             layout.state_dir,
             VolumeRecord.from_json,
             migrations.VOLUME_STEPS,
+            TeardownReserve(layout.teardown_reserve),
             use_directory=layout.node_use_dir,
         )
 
@@ -340,7 +381,10 @@ class SnapshotStore(RecordStore[SnapshotRecord]):
 
     def __init__(self, layout: Layout) -> None:
         super().__init__(
-            layout.snapshot_state_dir, SnapshotRecord.from_json, migrations.SNAPSHOT_STEPS
+            layout.snapshot_state_dir,
+            SnapshotRecord.from_json,
+            migrations.SNAPSHOT_STEPS,
+            TeardownReserve(layout.teardown_reserve),
         )
 
 
@@ -351,5 +395,8 @@ class GroupSnapshotStore(RecordStore[GroupSnapshotRecord]):
 
     def __init__(self, layout: Layout) -> None:
         super().__init__(
-            layout.group_state_dir, GroupSnapshotRecord.from_json, migrations.GROUP_STEPS
+            layout.group_state_dir,
+            GroupSnapshotRecord.from_json,
+            migrations.GROUP_STEPS,
+            TeardownReserve(layout.teardown_reserve),
         )

@@ -18,7 +18,7 @@ from csi.state.records import (
     VolumeRecord,
     VolumeSpec,
 )
-from csi.state.store import StateStore
+from csi.state.store import StateStore, gives_up
 
 
 @pytest.fixture
@@ -254,3 +254,32 @@ def test_record_from_a_newer_driver_is_refused_not_quarantined(layout: Layout) -
             call()
     assert path.read_text() == content  # never rewritten
     assert reloaded.get(good.volume_id) == good
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "teardown"),
+    [
+        ({"phase": "ready"}, {"phase": "deleting"}, True),
+        ({"phase": "creating"}, {"phase": "ready"}, False),
+        (
+            {"staging_path": "/s", "targets": {"/a": 1, "/b": 2}},
+            {"staging_path": "/s", "targets": {"/a": 1}},
+            True,
+        ),
+        (
+            {"staging_path": "/s", "staged_read_only": True},
+            {"staging_path": "", "staged_read_only": False},
+            True,
+        ),
+        ({"staging_path": ""}, {"staging_path": "/s"}, False),
+        ({"targets": {"/a": 1}}, {"targets": {"/a": 2}}, False),
+        ({"mount_ids": ["m1", "m2"]}, {"mount_ids": ["m2"]}, True),
+        ({"mount_ids": ["m1"]}, {"mount_ids": ["m1", "m2"]}, False),
+        ({"capacity_bytes": 1}, {"capacity_bytes": 2}, False),
+        ({}, {"name": "new"}, False),
+    ],
+)
+def test_a_change_that_only_gives_up_is_a_teardown_step(
+    before: dict[str, object], after: dict[str, object], teardown: bool
+) -> None:
+    assert gives_up(before, after) is teardown
