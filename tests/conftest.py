@@ -16,6 +16,10 @@ def driver(tmp_path: Path) -> Iterator[RunningDriver]:
         yield running
 
 
+# The lane of hack/timings this session's tiers go in, when it runs beside another.
+LANE = os.environ.get("LOCALVOL_TIMINGS_LANE", "")
+
+
 class TierTimes:
     """Where the time went: each tier's first start, last stop and outcomes (a test's setup,
     call and teardown), written at the end as one line per tier for hack/timings when
@@ -42,7 +46,10 @@ class TierTimes:
                 counts = ", ".join(
                     f"{int(seen[o])} {o}" for o in ("passed", "failed", "skipped") if seen.get(o)
                 )
-                out.write(f"{seen['start']:.3f}\t{seen['stop']:.3f}\ttests: {tier} ({counts})\n")
+                lane = f"\t{LANE}" if LANE else ""
+                out.write(
+                    f"{seen['start']:.3f}\t{seen['stop']:.3f}\ttests: {tier} ({counts}){lane}\n"
+                )
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -45,5 +45,25 @@ def test_phases_in_order_with_the_nested_ones_indented(tmp_path: Path) -> None:
     ]
 
 
+def test_a_lane_beside_the_rest_is_listed_under_its_name(tmp_path: Path) -> None:
+    t0 = 1_700_000_000.0
+    out = summary(
+        tmp_path,
+        [
+            f"{t0}\t{t0 + 900}\ttests: e2e (70 passed)",
+            f"{t0 + 5}\t{t0 + 60}\tkind: node image",
+            f"{t0 + 10}\t{t0 + 50}\ttests: integration (170 passed)\tthe other tiers",
+            f"{t0 + 50}\t{t0 + 500}\ttests: reliability (140 passed)\tthe other tiers",
+        ],
+    )
+    assert out[3:] == [
+        "   0:00   15:00  tests: e2e (70 passed)",
+        "   0:05    0:55    kind: node image",
+        "                 the other tiers:",
+        "   0:10    0:40    tests: integration (170 passed)",
+        "   0:50    7:30    tests: reliability (140 passed)",
+    ]
+
+
 def test_an_empty_record_says_so(tmp_path: Path) -> None:
     assert summary(tmp_path, []) == ["no phases recorded"]
