@@ -16,6 +16,7 @@ POINTS = frozenset(
     {
         "create:record",
         "create:image",
+        "create:set-up",
         "create:formatted",
         "create:renamed",
         "stage:record",

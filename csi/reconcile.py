@@ -66,6 +66,9 @@ def reconcile(
         if record.phase is Phase.READY and record.in_use:
             report.thawed += _thaw(record)
             report.stale_mounts += _stale_mounts(record, table)
+    # A creation's private mount and scratch loop device go before its volume is undone
+    # (which removes the scratch image they name).
+    _attempt(report, None, "_undo_setup_mounts", _undo_setup_mounts, layout)
     # Then finish or undo each interrupted operation on its own: one that fails is logged and
     # its record quarantined; it does not keep the node from serving every other volume.
     if groups is not None:
@@ -79,7 +82,7 @@ def reconcile(
     for record in store.all():
         if record.phase is not Phase.READY:
             _attempt(report, store, record.volume_id, _undo_volume, volumes, record)
-    for step in (_undo_setup_mounts, _remove_scratch, _keep_teardown_reserve):
+    for step in (_remove_scratch, _keep_teardown_reserve):
         _attempt(report, None, step.__name__, step, layout)
     _attempt(report, None, "tighten", _tighten, report, layout)
     try:

@@ -19,6 +19,7 @@ from csi.config import Config
 from csi.docker_plugin import DockerPlugin
 from csi.endpoints import bound_privately, grpc_address
 from csi.health import HealthRule, HealthServer
+from csi.host import orphans, run
 from csi.interceptors import RpcInterceptor
 from csi.kube.api import ApiError, Client, Endpoint
 from csi.kube.snapshot_contents import ContentLabeller
@@ -62,6 +63,11 @@ class Driver:
     metrics: RpcMetrics | None = None
     contents: ContentLabeller | None = None
 
+    @property
+    def tool_owner(self) -> str:
+        """The mark of this driver's forked tools (csi.host.orphans)."""
+        return orphans.owner_mark(self.config.node_id, self.config.data_dir)
+
     def start(self) -> None:
         """Serve /healthz, then the CSI socket, then the Docker plugin's socket, then (the CSI
         socket serving) registration."""
@@ -85,6 +91,9 @@ class Driver:
     def reconcile_then_ready(self) -> None:
         started = time.monotonic()
         try:
+            # What a killed predecessor left running must not write beside us (two writers
+            # on one filesystem): stopped before anything is touched.
+            orphans.stop_orphans(self.tool_owner)
             report = reconcile(self.volumes, self.snapshots, self.groups)
             if self.docker is not None:
                 self.docker.named.reconcile()
@@ -128,6 +137,7 @@ def build(config: Config) -> Driver:
     api = _kubernetes_api(config)  # before anything is made: a refusal changes nothing
     layout = Layout(config.data_dir)
     layout.ensure()
+    run.mark_tools(orphans.owner_mark(config.node_id, config.data_dir))
     store = StateStore(layout)
     volumes = Volumes(layout, store)
     readiness = Readiness()

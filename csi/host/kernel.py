@@ -195,9 +195,9 @@ def _open_device(number: int, mode: int) -> int:
         return os.open(path, mode | os.O_CLOEXEC)
 
 
-def _info(backing: str, read_only: bool) -> bytes:
+def _info(backing: str, read_only: bool, autoclear: bool = False) -> bytes:
     name = os.fsencode(backing)[:63]
-    flags = LO_FLAGS_READ_ONLY if read_only else 0
+    flags = (LO_FLAGS_READ_ONLY if read_only else 0) | (LO_FLAGS_AUTOCLEAR if autoclear else 0)
     return LOOP_INFO64.pack(0, 0, 0, 0, 0, 0, 0, 0, flags, name, b"", b"", 0, 0)
 
 
@@ -222,6 +222,25 @@ def _configure(device_fd: int, backing_fd: int, info: bytes) -> None:
 def loop_attach(backing: str, *, read_only: bool) -> str:
     """Bind ``backing`` to a free loop device (no autoclear, like ``losetup --find``);
     returns /dev/loopN. A read-only device is opened, bound and flagged read-only."""
+    device, fd = _attach(backing, read_only=read_only, autoclear=False)
+    os.close(fd)
+    return device
+
+
+def loop_attach_held(backing: str) -> tuple[str, int]:
+    """Bind ``backing`` to a free loop device with autoclear, and keep it open: returns
+    /dev/loopN and the open descriptor. The kernel unbinds the device at its last close:
+    when the caller closes the descriptor with nothing mounted on it, or when a mount on
+    it goes after that; the descriptor also closes if the process dies."""
+    return _attach(backing, read_only=False, autoclear=True)
+
+
+def loop_close(fd: int) -> None:
+    """Close a descriptor of loop_attach_held (an autoclear device unbinds at its last)."""
+    os.close(fd)
+
+
+def _attach(backing: str, *, read_only: bool, autoclear: bool) -> tuple[str, int]:
     mode = os.O_RDONLY if read_only else os.O_RDWR
     try:
         backing_fd = os.open(backing, mode | os.O_CLOEXEC)
@@ -230,7 +249,7 @@ def loop_attach(backing: str, *, read_only: bool) -> str:
     try:
         control = _loop_call("loop:find", LOOP_CONTROL, lambda: os.open(LOOP_CONTROL, os.O_RDWR))
         try:
-            return _attach_free(control, backing_fd, _info(backing, read_only), mode)
+            return _attach_free(control, backing_fd, _info(backing, read_only, autoclear), mode)
         finally:
             os.close(control)
     finally:
@@ -241,20 +260,23 @@ def _get_free(control: int) -> int:
     return int(fcntl.ioctl(control, LOOP_CTL_GET_FREE))
 
 
-def _attach_free(control: int, backing_fd: int, info: bytes, mode: int) -> str:
+def _attach_free(control: int, backing_fd: int, info: bytes, mode: int) -> tuple[str, int]:
+    """The bound device and its open descriptor (the caller closes it)."""
     for _ in range(ATTACH_ATTEMPTS):
         number = _loop_call("loop:find", LOOP_CONTROL, partial(_get_free, control))
         device = f"/dev/loop{number}"
         fd = _loop_call("loop:configure", device, partial(_open_device, number, mode))
         try:
             _loop_call("loop:configure", device, partial(_configure, fd, backing_fd, info))
-            return device
+            return device, fd
         except LoopFailed as failed:
+            os.close(fd)
             if failed.errno != errno.EBUSY:
                 raise
             # Another attacher bound it between our find and our configure: find again.
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
     raise LoopFailed(
         f"loop:configure failed: every free device was taken first ({ATTACH_ATTEMPTS} tries)",
         step="loop:configure",

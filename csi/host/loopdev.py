@@ -224,6 +224,29 @@ def attach(backing_file: Path, *, read_only: bool = False) -> str:
     return kernel.loop_attach(str(backing_file), read_only=read_only)
 
 
+class ScratchDevice:
+    """A loop device for the driver's own brief work on an image (setting up a new
+    filesystem), gone by itself once nothing holds it: bound with autoclear and held open
+    until ``release``. Released, it goes with its last close; if the driver dies first, the
+    process's descriptors close and it goes then, or, were it mounted, when start-up
+    reconciliation undoes the mount. No later pass has to find it, which after the image's
+    removal would mean matching a deleted file."""
+
+    def __init__(self, backing_file: Path) -> None:
+        self.backing_file = backing_file
+        self.device, self._fd = kernel.loop_attach_held(str(backing_file))
+
+    def release(self) -> None:
+        kernel.loop_close(self._fd)
+        loop = SYS_BLOCK / os.path.basename(self.device) / "loop"
+        deadline = time.monotonic() + DETACH_WAIT
+        # A probe that opened it meanwhile keeps it a moment: it goes at that close.
+        while (_read(loop / "backing_file") or "").startswith(str(self.backing_file)):
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.005)
+
+
 def detach(device: str) -> None:
     """LOOP_CLR_FD; a device still open elsewhere is freed by the kernel at its last close.
 

@@ -29,9 +29,20 @@ from csi.host.errors import (
     ToolMissing,
 )
 from csi.host.observe import observed
+from csi.host.orphans import OWNER_ENV
 from csi.host.tools import HOST_TOOLS, RUNS_PAST_DEADLINE
 
 log = logging.getLogger(__name__)
+
+# Set once at start (csi.server): the mark every forked command carries, so a restarted
+# driver can stop what a killed one left running (csi.host.orphans).
+_owner: dict[str, str] = {}
+
+
+def mark_tools(owner: str) -> None:
+    """Every command from now on carries ``owner`` in its environment (csi.host.orphans)."""
+    _owner[OWNER_ENV] = owner
+
 
 DEFAULT_TIMEOUT = 120.0
 # How long a command started after the call's deadline may run (see the module docstring).
@@ -85,6 +96,7 @@ def run(
             stderr=subprocess.PIPE,
             text=True,
             pass_fds=tuple(pass_fds),
+            env={**os.environ, **_owner} if _owner else None,
             start_new_session=True,  # its own process group, so a kill reaches its helpers
         )
     except FileNotFoundError:

@@ -49,14 +49,14 @@ class LoopFilesystemBackend(ImageBackend):
         encrypted = record.spec.encrypted
         mount_point = self._layout.setup_path(record.volume_id)
         files.make_dir(mount_point, parents=True)
-        device, _ = self._images.attach(image)
-        try:
+        with self._images.scratch(image) as device:
             # A copy carries its source's UUID, which xfs refuses to mount twice.
             options = ["nouuid"] if copied and record.fs_type == "xfs" else []
             mount.mount(
                 device, mount_point, fs_type=record.fs_type, read_only=False, options=options
             )
             try:
+                crash_point("create:set-up")
                 if copied:
                     _close_copied_root(mount_point, encrypted=encrypted)
                 elif encrypted:
@@ -67,9 +67,7 @@ class LoopFilesystemBackend(ImageBackend):
                     files.set_mode(mount_point, modes.VOLUME_ROOT if mode is None else mode)
             finally:
                 mount.unmount(mount_point)
-        finally:
-            loopdev.detach(device)
-            files.remove_dir(mount_point)
+        files.remove_dir(mount_point)
 
     def node_expand(self, record: VolumeRecord) -> int:
         """Grow the mounted filesystem to fill its device; returns the filesystem size."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from csi.errors import FailedPrecondition
@@ -36,6 +37,17 @@ class LoopImages:
                 if existing:
                     return existing[0], False
             return loopdev.attach(image, read_only=read_only), True
+
+    @contextlib.contextmanager
+    def scratch(self, image: Path) -> Iterator[str]:
+        """A loop device of ``image`` for the driver's own brief work, gone by itself after
+        (csi.host.loopdev.ScratchDevice), even if the driver dies meanwhile."""
+        with self._attaching:
+            held = loopdev.ScratchDevice(image)
+        try:
+            yield held.device
+        finally:
+            held.release()
 
     def path(self, record: VolumeRecord) -> Path:
         return self.layout.image_path(record.volume_id)
@@ -90,7 +102,10 @@ class LoopImages:
             self._release_stacked(record, device)
             loopdev.detach(device)
         files.remove_file(final)
-        files.remove_file(self.layout.partial(final))
+        partial = self.layout.partial(final)
+        for device in loopdev.devices_for(partial, read_only=None):
+            loopdev.detach(device)  # a crashed creation's, never one to keep
+        files.remove_file(partial)
 
     def device(self, record: VolumeRecord) -> str | None:
         """The image's writable loop device, if one is attached."""

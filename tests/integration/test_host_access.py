@@ -12,10 +12,7 @@ socket: each attempt must be refused with EACCES or EPERM.
 from __future__ import annotations
 
 import errno
-import http.client
-import json
 import shutil
-import socket
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -35,6 +32,7 @@ from tests.integration.encryption_support import (
 )
 from tests.integration.test_ephemeral import POD_CONTEXT, inline_id
 from tests.support import host_user
+from tests.support.docker_plugin import plugin_call
 from tests.support.driver import RunningDriver, running_driver
 from tests.support.host_user import NOBODY, allowed, attempts, everything_under, traversable
 from tests.support.kubelet import BLOCK, DIRECTORY, EXT4, XFS, Flavour
@@ -74,26 +72,6 @@ def driver(tmp_path: Path, sockets_dir: Path) -> Iterator[RunningDriver]:
         ) as running,
     ):
         yield running
-
-
-def _plugin_call(path: Path, call: str, body: dict[str, object]) -> dict[str, object]:
-    """One Docker volume-plugin call, as root (as Docker makes it)."""
-
-    class Connection(http.client.HTTPConnection):
-        def connect(self) -> None:
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.settimeout(30)
-            self.sock.connect(str(path))
-
-    connection = Connection("localhost", timeout=30)
-    try:
-        connection.request("POST", call, json.dumps(body).encode())
-        response = connection.getresponse()
-        reply: dict[str, object] = json.loads(response.read())
-        assert response.status == 200, reply
-        return reply
-    finally:
-        connection.close()
 
 
 def _staged_and_published(session: KeyedSession, name: str, flavour: Flavour) -> Path:
@@ -161,13 +139,13 @@ def made(session: KeyedSession, driver: RunningDriver, sockets_dir: Path) -> dic
 
     def unmount_and_remove(name: str) -> None:
         assert plugin is not None
-        _plugin_call(plugin, "/VolumeDriver.Unmount", {"Name": name, "ID": "c1"})
-        _plugin_call(plugin, "/VolumeDriver.Remove", {"Name": name})
+        plugin_call(plugin, "/VolumeDriver.Unmount", {"Name": name, "ID": "c1"})
+        plugin_call(plugin, "/VolumeDriver.Remove", {"Name": name})
 
     for name, opts in (("web", {"volumeType": "directory"}), ("db", {"size": "32Mi"})):
-        _plugin_call(plugin, "/VolumeDriver.Create", {"Name": name, "Opts": opts})
+        plugin_call(plugin, "/VolumeDriver.Create", {"Name": name, "Opts": opts})
         session.later(lambda n=name: unmount_and_remove(n))
-        mounted = _plugin_call(plugin, "/VolumeDriver.Mount", {"Name": name, "ID": "c1"})
+        mounted = plugin_call(plugin, "/VolumeDriver.Mount", {"Name": name, "ID": "c1"})
         assert str(mounted["Mountpoint"]).startswith(str(kubelet.data_dir / "docker"))
     return targets
 

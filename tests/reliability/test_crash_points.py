@@ -29,6 +29,7 @@ from tests.support.prerequisites import need
 APPLIES: dict[str, tuple[Flavour, ...]] = {
     "create:record": ALL,
     "create:image": LOOPS,
+    "create:set-up": (EXT4,),
     "create:formatted": LOOPS,
     "create:renamed": ALL,
     "stage:record": ALL,
