@@ -4,14 +4,21 @@ Each call is a POST of a JSON object to ``/Plugin.Activate`` or ``/VolumeDriver.
 answered with a JSON object. Success is HTTP 200 and nothing else: Podman reads a 200 whose
 body carries ``Err`` as success, so every failure is a non-200 status with ``{"Err": ...}``,
 its status chosen by the one table below (``STATUS_OF``, the counterpart of csi.status for
-gRPC). A reply is sent whole, status line, headers (with Content-Length) and body in one
-write, and the connection closed after it: Podman stops reading once it has the status.
+gRPC). A reply is sent whole, with its Content-Length, and the connection closed after it:
+Podman stops reading once it has the status. The socket is served by waitress within
+``LIMITS`` (csi.http_listener): connections, time per request, header and body sizes however
+encoded; a request that is not one JSON object is 400, never a traceback.
 
 Every call answers within ``BUDGET`` seconds (Podman gives up at 5): the work runs in a
 thread of its own, and one still running when the budget is spent goes on in the background
 (it finishes or rolls back on its own, holding the volume's lock) while the caller is told
-to retry; a retried Create then finds the volume made. Calls wait for start-up
-reconciliation within the same budget. The server runs in threads of its own, as /healthz
+to retry; a retried Create then finds the volume made. A Mount is the exception that must
+not finish unseen: its caller, told it failed, would never unmount, so a Mount past the
+budget is undone before it lets go of the volume (``commit``: the work's last step and the
+caller's giving up are decided under one lock, so exactly one of them happens). Docker and
+Podman never retry a plugin call, so a call on a volume another call holds waits its turn,
+within the budget, rather than be refused. Calls wait for start-up reconciliation within
+the same budget. The server runs in threads of its own, as /healthz
 does (csi.health), so it never holds up a CSI call. What each call means for a volume is
 csi.volumes.named's.
 """
@@ -21,13 +28,12 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import socketserver
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -35,6 +41,7 @@ from typing import Any
 from csi import errors
 from csi.endpoints import bound_privately
 from csi.host import errors as host
+from csi.http_listener import HttpListener, Limits, respond
 from csi.readiness import Readiness
 from csi.volumes.named import NamedVolumes, describe
 
@@ -106,7 +113,8 @@ def failure_of(exc: BaseException) -> tuple[HTTPStatus, str, str | None]:
 
 
 # -- the calls ---------------------------------------------------------------------------
-Call = Callable[[NamedVolumes, dict[str, Any]], dict[str, Any]]
+Commit = Callable[[], bool]
+Call = Callable[[NamedVolumes, dict[str, Any], Commit], dict[str, Any]]
 
 
 def _name(body: dict[str, Any]) -> str:
@@ -116,34 +124,34 @@ def _name(body: dict[str, Any]) -> str:
     return name
 
 
-def _create(named: NamedVolumes, body: dict[str, Any]) -> dict[str, Any]:
+def _create(named: NamedVolumes, body: dict[str, Any], _: Commit) -> dict[str, Any]:
     named.create(_name(body), body.get("Opts"))
     return {"Err": ""}
 
 
-def _remove(named: NamedVolumes, body: dict[str, Any]) -> dict[str, Any]:
+def _remove(named: NamedVolumes, body: dict[str, Any], _: Commit) -> dict[str, Any]:
     named.remove(_name(body))
     return {"Err": ""}
 
 
-def _mount(named: NamedVolumes, body: dict[str, Any]) -> dict[str, Any]:
-    return {"Mountpoint": named.mount(_name(body), body.get("ID")), "Err": ""}
+def _mount(named: NamedVolumes, body: dict[str, Any], commit: Commit) -> dict[str, Any]:
+    return {"Mountpoint": named.mount(_name(body), body.get("ID"), commit), "Err": ""}
 
 
-def _unmount(named: NamedVolumes, body: dict[str, Any]) -> dict[str, Any]:
+def _unmount(named: NamedVolumes, body: dict[str, Any], _: Commit) -> dict[str, Any]:
     named.unmount(_name(body), body.get("ID"))
     return {"Err": ""}
 
 
-def _path(named: NamedVolumes, body: dict[str, Any]) -> dict[str, Any]:
+def _path(named: NamedVolumes, body: dict[str, Any], _: Commit) -> dict[str, Any]:
     return {"Mountpoint": named.path(_name(body)), "Err": ""}
 
 
-def _get(named: NamedVolumes, body: dict[str, Any]) -> dict[str, Any]:
+def _get(named: NamedVolumes, body: dict[str, Any], _: Commit) -> dict[str, Any]:
     return {"Volume": describe(named.get(_name(body))), "Err": ""}
 
 
-def _list(named: NamedVolumes, body: dict[str, Any]) -> dict[str, Any]:
+def _list(named: NamedVolumes, body: dict[str, Any], _: Commit) -> dict[str, Any]:
     return {"Volumes": [describe(v) for v in named.list_volumes()], "Err": ""}
 
 
@@ -172,17 +180,26 @@ class _Outcome:
         self.lock = threading.Lock()
         self.done = threading.Event()
         self.abandoned = False  # the caller was answered before the work finished
+        self.committed = False  # the work passed its point of no return: the caller waits
         self.reply: dict[str, Any] | None = None
         self.error: BaseException | None = None
 
+    def commit(self) -> bool:
+        """The work's last decision: True (the caller will be told the outcome) unless the
+        caller was already told to retry, then False and the work must undo itself."""
+        with self.lock:
+            self.committed = not self.abandoned
+            return self.committed
 
-def bounded(work: Callable[[], dict[str, Any]], budget: float, what: str) -> dict[str, Any]:
-    """``work()``'s reply if it finishes within ``budget``; UNAVAILABLE (it goes on) if not."""
+
+def bounded(work: Callable[[Commit], dict[str, Any]], budget: float, what: str) -> dict[str, Any]:
+    """``work(commit)``'s reply if it finishes within ``budget``, or once it has committed;
+    UNAVAILABLE if not (it goes on, or, past ``commit``, undoes itself)."""
     outcome = _Outcome()
 
     def run() -> None:
         try:
-            outcome.reply = work()
+            outcome.reply = work(outcome.commit)
         except BaseException as exc:
             outcome.error = exc
         with outcome.lock:
@@ -196,7 +213,9 @@ def bounded(work: Callable[[], dict[str, Any]], budget: float, what: str) -> dic
     threading.Thread(target=run, name="docker-call", daemon=True).start()
     if not outcome.done.wait(budget):
         with outcome.lock:
-            outcome.abandoned = not outcome.done.is_set()
+            outcome.abandoned = not outcome.done.is_set() and not outcome.committed
+        if outcome.committed:
+            outcome.done.wait()  # only the reply is left to make
         if outcome.abandoned:
             raise errors.Unavailable(
                 f"{what} did not finish within {budget:g} s; it goes on in the background, retry"
@@ -208,34 +227,53 @@ def bounded(work: Callable[[], dict[str, Any]], budget: float, what: str) -> dic
 
 
 # -- HTTP --------------------------------------------------------------------------------
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-    timeout = REQUEST_TIMEOUT
+# Docker and Podman on the node are the clients, as root; bounded all the same.
+LIMITS = Limits(
+    connections=64,
+    threads=8,
+    idle=REQUEST_TIMEOUT,
+    request_deadline=2 * REQUEST_TIMEOUT,
+    header_bytes=16 * 1024,
+    body_bytes=MAX_BODY,
+)
 
-    def do_POST(self) -> None:
+
+class _App:
+    """The WSGI application: a POST of a JSON object to a call, answered by one JSON object."""
+
+    def __init__(self, named: NamedVolumes, readiness: Readiness, budget: float) -> None:
+        self.named = named
+        self.readiness = readiness
+        self.budget = budget
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         started = time.monotonic()
-        call = self.path.split("?", 1)[0]
+        call = environ.get("PATH_INFO", "")
         status, reply = HTTPStatus.OK, {}
         name = ""
         try:
-            body = self._body()
+            if environ.get("REQUEST_METHOD") != "POST":
+                raise BadRequest(
+                    "the plugin protocol takes POST only", HTTPStatus.METHOD_NOT_ALLOWED
+                )
+            body = _body(environ)
             name = str(body.get("Name", ""))[:128]
             reply = self._dispatch(call, body)
         except Exception as exc:
             status, message, ref = failure_of(exc)
             reply = {"Err": message}
             if ref is not None:
-                log.error("event=docker_call_failed call=%s ref=%s", call, ref, exc_info=exc)
-        self._send(status, reply)
+                log.error("event=docker_call_failed call=%s ref=%s", call[:64], ref, exc_info=exc)
         log.info(
             "event=docker_call call=%s name=%r status=%d duration_ms=%d%s",
-            call,
+            call[:64],
             name,
             status,
             (time.monotonic() - started) * 1000,
             f" error={reply['Err']!r}" if status != HTTPStatus.OK else "",
         )
+        data = json.dumps(reply, separators=(",", ":")).encode()
+        return respond(start_response, status.value, status.phrase, data, CONTENT_TYPE)
 
     def _dispatch(self, call: str, body: dict[str, Any]) -> dict[str, Any]:
         static = STATIC.get(call)
@@ -244,86 +282,32 @@ class _Handler(BaseHTTPRequestHandler):
         handler = CALLS.get(call)
         if handler is None:
             raise BadRequest(f"no such call: {call[:64]}", HTTPStatus.NOT_FOUND)
-        server = self.server
-        budget = server.budget
+        budget = self.budget
 
-        def work() -> dict[str, Any]:
-            server.readiness.require(timeout=budget * 0.75)
-            return handler(server.named, body)
+        def work(commit: Commit) -> dict[str, Any]:
+            self.readiness.require(timeout=budget * 0.75)
+            return handler(self.named, body, commit)
 
         return bounded(work, budget, call.removeprefix("/VolumeDriver."))
 
-    def _body(self) -> dict[str, Any]:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            raw = self._read_chunked()
-        else:
-            try:
-                length = int(self.headers.get("Content-Length", "0"))
-            except ValueError:
-                raise BadRequest("Content-Length is not a number") from None
-            if length < 0 or length > MAX_BODY:
-                raise BadRequest("request body too large", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
-            raw = self.rfile.read(length)
-        if not raw.strip():
-            return {}
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest("request body is not JSON") from None
-        if not isinstance(body, dict):
-            raise BadRequest("request body must be a JSON object")
-        return body
 
-    def _read_chunked(self) -> bytes:
-        data = b""
-        while True:
-            line = self.rfile.readline(64)
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise BadRequest("malformed chunked body") from None
-            if size == 0:
-                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                    pass
-                return data
-            if len(data) + size > MAX_BODY:
-                raise BadRequest("request body too large", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
-            data += self.rfile.read(size)
-            self.rfile.readline(8)
-
-    def _refuse_method(self) -> None:
-        self._send(HTTPStatus.METHOD_NOT_ALLOWED, {"Err": "the plugin protocol takes POST only"})
-
-    do_GET = do_PUT = do_DELETE = do_PATCH = do_HEAD = _refuse_method
-
-    def _send(self, status: HTTPStatus, reply: Mapping[str, Any]) -> None:
-        body = json.dumps(reply, separators=(",", ":")).encode()
-        head = (
-            f"HTTP/1.1 {status.value} {status.phrase}\r\n"
-            f"Content-Type: {CONTENT_TYPE}\r\n"
-            f"Content-Length: {len(body)}\r\n"
-            "Connection: close\r\n\r\n"
-        ).encode("ascii")
-        self.close_connection = True
-        try:
-            self.wfile.write(head + body)  # one write: the reply arrives whole or not at all
-        except OSError as exc:
-            log.info("event=docker_reply_not_delivered error=%s", exc.strerror)
-
-    def log_message(self, format: str, *args: object) -> None:
-        log.debug("event=docker_request %s", format % args)
-
-
-class _Server(socketserver.ThreadingUnixStreamServer):
-    daemon_threads = True
-
-    def __init__(
-        self, path: Path, named: NamedVolumes, readiness: Readiness, budget: float
-    ) -> None:
-        self.named = named
-        self.readiness = readiness
-        self.budget = budget
-        super().__init__(str(path), _Handler)
+def _body(environ: dict[str, Any]) -> dict[str, Any]:
+    """The request's JSON object. waitress has read the body whole, within LIMITS, however
+    it was encoded; a body that is not one JSON object (too deep, not UTF-8...) is 400."""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise BadRequest("Content-Length is not a number") from None
+    raw = environ["wsgi.input"].read(length) if length > 0 else b""
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BadRequest("request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    return body
 
 
 class DockerPlugin:
@@ -341,27 +325,27 @@ class DockerPlugin:
         self.named = named
         self._readiness = readiness
         self._budget = budget
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._listener: HttpListener | None = None
 
     def start(self) -> None:
-        assert self._server is None, "docker plugin already started"
+        assert self._listener is None, "docker plugin already started"
         path = self.socket_path
-        with bound_privately(path):  # root's alone from the first instant: it makes volumes
-            server = _Server(path, self.named, self._readiness, self._budget)
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="docker", daemon=True
-        )
-        self._thread.start()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            with bound_privately(path):  # root's alone from the first instant: it makes volumes
+                sock.bind(str(path))
+            sock.listen(128)
+        except BaseException:
+            sock.close()
+            raise
+        app = _App(self.named, self._readiness, self._budget)
+        self._listener = HttpListener(app, sock, LIMITS, "docker")
+        self._listener.start()
         log.info("event=docker_plugin_serving socket=%s", path)
 
     def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
+        listener, self._listener = self._listener, None
+        if listener is None:
             return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        listener.stop()
         self.socket_path.unlink(missing_ok=True)

@@ -53,3 +53,18 @@ def bound_privately(path: Path) -> Iterator[None]:
     finally:
         os.umask(old_umask)
     os.chmod(path, modes.SOCKET)
+
+
+# What every gRPC listener of the driver allows a client (the CSI socket, the kubelet's
+# registration socket): connections held at once, the size of a message and of its
+# metadata, calls at once on one connection; an idle connection is closed (a client
+# reconnects on its own). Calls beyond ``MAX_CONCURRENT_RPCS`` are refused at once with
+# RESOURCE_EXHAUSTED rather than queued without end.
+GRPC_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.max_allowed_incoming_connections", 64),
+    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    ("grpc.max_metadata_size", 16 * 1024),
+    ("grpc.max_concurrent_streams", 32),
+    ("grpc.max_connection_idle_ms", 5 * 60 * 1000),
+)
+MAX_CONCURRENT_RPCS = 256

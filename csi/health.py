@@ -7,7 +7,9 @@ one-line reason. The server runs in threads of its own, so it never holds up a C
 and each check is bounded: a check still running when the timeout is up answers 503.
 ``/metrics`` answers with the registry the server was given (csi.metrics), in the text
 format or OpenMetrics as the scraper's Accept header asks, whether or not the driver is
-ready: a driver that never gets ready is exactly the one to look at.
+ready: a driver that never gets ready is exactly the one to look at. The port is reachable
+from every pod on the node, so it is served within fixed limits (``LIMITS``,
+csi.http_listener): connections, time per request, header and body sizes.
 """
 
 from __future__ import annotations
@@ -15,16 +17,17 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-import socketserver
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from csi.config import HostPort
+from csi.http_listener import HttpListener, Limits, respond
 from csi.readiness import Readiness, not_ready
 from csi.registration import RegistrationState
 
@@ -95,78 +98,48 @@ class BoundedCheck:
             run.done.set()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    timeout = REQUEST_TIMEOUT
-
-    def do_GET(self) -> None:
-        self._answer(body=True)
-
-    def do_HEAD(self) -> None:
-        self._answer(body=False)
-
-    def _answer(self, *, body: bool) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == METRICS_PATH and self.server.registry is not None:
-            self._metrics(self.server.registry, body)
-            return
-        if path != PATH:
-            self._send(404, "not found", body)
-            return
-        problem = self.server.probe()
-        if problem is None:
-            self._send(200, "ok", body)
-        else:
-            self._send(503, problem, body)
-
-    def _metrics(self, registry: CollectorRegistry, body: bool) -> None:
-        encode, content_type = choose_encoder(self.headers.get("Accept", ""))
-        data = encode(registry)
-        self.send_response(200)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if body:
-            self.wfile.write(data)
-
-    def _send(self, code: int, text: str, body: bool) -> None:
-        data = (" ".join(text.split()) + "\n").encode("utf-8", "replace")
-        self.send_response(code)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if body:
-            self.wfile.write(data)
-
-    def log_message(self, format: str, *args: object) -> None:
-        log.debug("event=health_request %s", format % args)
+# /healthz and /metrics are reachable from every pod on the node: bounded for any client.
+LIMITS = Limits(
+    connections=64,
+    threads=4,
+    idle=5.0,
+    request_deadline=REQUEST_TIMEOUT,
+    header_bytes=8 * 1024,
+    body_bytes=1024,
+)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _App:
+    """The WSGI application: GET or HEAD of /healthz or /metrics."""
 
-    def __init__(
-        self,
-        address: HostPort,
-        check: BoundedCheck,
-        family: socket.AddressFamily,
-        registry: CollectorRegistry | None,
-    ) -> None:
-        self.address_family = family
+    def __init__(self, check: BoundedCheck, registry: CollectorRegistry | None) -> None:
         self._check = check
         self.registry = registry
         self._lock = threading.Lock()
         self._last: str | None = ""  # "" until the first answer
-        host = "::" if family == socket.AF_INET6 and not address.host else address.host
-        super().__init__((host, address.port), _Handler)
 
-    def server_bind(self) -> None:
-        if self.address_family == socket.AF_INET6 and self.server_address[0] == "::":
-            # Every interface means IPv4 and IPv6 alike, as a Go sidecar's ":9808" would.
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        # Not HTTPServer.server_bind: its reverse lookup of the host can hang without DNS.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        method = environ.get("REQUEST_METHOD", "")
+        if method not in ("GET", "HEAD"):
+            return self._text(start_response, 405, "method not allowed", method)
+        path = environ.get("PATH_INFO", "")
+        if path == METRICS_PATH and self.registry is not None:
+            encode, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
+            body = encode(self.registry)
+            return _head_only(method, respond(start_response, 200, "OK", body, content_type))
+        if path != PATH:
+            return self._text(start_response, 404, "not found", method)
+        problem = self.probe()
+        if problem is None:
+            return self._text(start_response, 200, "ok", method)
+        return self._text(start_response, 503, problem, method)
+
+    @staticmethod
+    def _text(start_response: Callable[..., Any], code: int, text: str, method: str) -> list[bytes]:
+        body = (" ".join(text.split()) + "\n").encode("utf-8", "replace")
+        phrase = HTTPStatus(code).phrase
+        reply = respond(start_response, code, phrase, body, "text/plain; charset=utf-8")
+        return _head_only(method, reply)
 
     def probe(self) -> str | None:
         problem = self._check()
@@ -178,6 +151,27 @@ class _Server(ThreadingHTTPServer):
             else:
                 log.warning("event=unhealthy reason=%r", problem)
         return problem
+
+
+def _head_only(method: str, reply: list[bytes]) -> list[bytes]:
+    return [] if method == "HEAD" else reply
+
+
+def _listening(address: HostPort, family: socket.AddressFamily) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        host = address.host
+        if family == socket.AF_INET6 and not host:
+            # Every interface means IPv4 and IPv6 alike, as a Go sidecar's ":9808" would.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            host = "::"
+        sock.bind((host, address.port))
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class HealthServer:
@@ -194,46 +188,40 @@ class HealthServer:
     ) -> None:
         self._address = address
         self._registry = registry
-        self._check = BoundedCheck(check, timeout)
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._app = _App(BoundedCheck(check, timeout), registry)
+        self._listener: HttpListener | None = None
+        self._port = 0
 
     @property
     def port(self) -> int:
         """The bound port (the configured one, or the kernel's pick for port 0)."""
-        assert self._server is not None, "health server not started"
-        return int(self._server.server_address[1])
+        assert self._listener is not None, "health server not started"
+        return self._port
 
     def start(self) -> None:
-        assert self._server is None, "health server already started"
-        server = self._bind()
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="health", daemon=True
-        )
-        self._thread.start()
+        assert self._listener is None, "health server already started"
+        sock = self._bind()
+        self._port = int(sock.getsockname()[1])
+        self._listener = HttpListener(self._app, sock, LIMITS, "health")
+        self._listener.start()
         log.info(
             "event=health_serving address=%s path=%s", HostPort(self._address.host, self.port), PATH
         )
 
-    def _bind(self) -> _Server:
+    def _bind(self) -> socket.socket:
         host = self._address.host
         if ":" in host:
-            return _Server(self._address, self._check, socket.AF_INET6, self._registry)
+            return _listening(self._address, socket.AF_INET6)
         if host:
-            return _Server(self._address, self._check, socket.AF_INET, self._registry)
+            return _listening(self._address, socket.AF_INET)
         try:  # every interface: dual-stack where the node has IPv6, IPv4 otherwise
-            return _Server(self._address, self._check, socket.AF_INET6, self._registry)
+            return _listening(self._address, socket.AF_INET6)
         except OSError as exc:
             if exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
                 raise
-            return _Server(self._address, self._check, socket.AF_INET, self._registry)
+            return _listening(self._address, socket.AF_INET)
 
     def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import grpc
 
-from csi.endpoints import bound_privately
+from csi.endpoints import GRPC_OPTIONS, MAX_CONCURRENT_RPCS, bound_privately
 from csi.pb import pluginregistration_pb2 as pb
 from csi.pb import pluginregistration_pb2_grpc as pb_grpc
 
@@ -126,6 +126,8 @@ class Registration:
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="registration"),
             interceptors=self._interceptors,
+            options=GRPC_OPTIONS,
+            maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
         )
         pb_grpc.add_RegistrationServicer_to_server(self._service, server)
         try:

@@ -16,8 +16,8 @@ import grpc
 
 from csi import __version__
 from csi.config import Config
-from csi.docker_plugin import DockerPlugin
-from csi.endpoints import bound_privately, grpc_address
+from csi.docker_plugin import BUDGET, DockerPlugin
+from csi.endpoints import GRPC_OPTIONS, MAX_CONCURRENT_RPCS, bound_privately, grpc_address
 from csi.health import HealthRule, HealthServer
 from csi.host import orphans, run
 from csi.interceptors import RpcInterceptor
@@ -148,6 +148,8 @@ def build(config: Config) -> Driver:
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"),
         interceptors=[interceptor],
+        options=GRPC_OPTIONS,
+        maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
     )
     csi_pb2_grpc.add_IdentityServicer_to_server(IdentityService(config, readiness), server)
     snapshots = Snapshots(volumes, SnapshotStore(layout))
@@ -180,7 +182,7 @@ def build(config: Config) -> Driver:
         health = HealthServer(config.health_address, rule, registry=registry)
     docker = None
     if config.docker_plugin_socket is not None:
-        named = NamedVolumes(volumes, provisioner, locks, PluginStore(layout))
+        named = NamedVolumes(volumes, provisioner, locks, PluginStore(layout), lock_wait=BUDGET)
         docker = DockerPlugin(config.docker_plugin_socket, named, readiness)
     contents = None
     if api is not None:

@@ -27,12 +27,18 @@ import contextlib
 import hmac
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from csi.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from csi.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from csi.host import files
 from csi.layout import Layout, volume_id_for_name
 from csi.locks import KeyedLocks
@@ -154,8 +160,12 @@ class NamedVolumes:
         provisioner: Provisioner,
         locks: KeyedLocks,
         store: PluginStore,
+        lock_wait: float = 0.0,
     ) -> None:
         self._volumes = volumes
+        # Docker and Podman never retry a call: one on a volume another call holds waits
+        # this long for its turn (csi.docker_plugin gives its calls' budget).
+        self._lock_wait = lock_wait
         self._layout: Layout = volumes.layout
         self._provisioner = provisioner
         self._locks = locks
@@ -190,7 +200,7 @@ class NamedVolumes:
         request = parse_opts(name, opts)
         new = request.new
         volume_id = new.id
-        with self._locks.hold(volume_id):
+        with self._locks.hold(volume_id, wait=self._lock_wait):
             self._store.check_usable(volume_id)
             prior = self._store.get(volume_id)
             wanted = PluginRecord(volume_id, name, key_file=request.key_file, key=request.key)
@@ -212,7 +222,7 @@ class NamedVolumes:
         """Remove the volume; Docker and Podman only ask once no container uses it, so mounts
         the record still holds (a caller that died) are undone first."""
         volume_id, record = self._volume(name)
-        with self._locks.hold(volume_id):
+        with self._locks.hold(volume_id, wait=self._lock_wait):
             record = self._volumes.store.get(volume_id)
             if record is not None and record.name == csi_name(name):
                 record = self._release(record)
@@ -220,10 +230,13 @@ class NamedVolumes:
             self._store.remove(volume_id)
             self._remove_dirs(volume_id)
 
-    def mount(self, name: str, mount_id: object) -> str:
+    def mount(self, name: str, mount_id: object, commit: Callable[[], bool] = lambda: True) -> str:
+        """Mount for ``mount_id``; the mount point. ``commit`` is asked last, under the
+        volume's lock: False (the caller stopped waiting and will never unmount) undoes the
+        mount, so none is left that nothing would ever unmount."""
         mount_id = _mount_id(mount_id)
         volume_id, _ = self._volume(name)
-        with self._locks.hold(volume_id):
+        with self._locks.hold(volume_id, wait=self._lock_wait):
             record = self._ready(name)
             before = self._store.get(volume_id) or PluginRecord(volume_id, name)
             plugin = before
@@ -231,7 +244,12 @@ class NamedVolumes:
                 plugin = plugin.with_changes(mount_ids=(*plugin.mount_ids, mount_id))
                 self._store.put(plugin)
             try:
-                return str(self._attach(record, plugin))
+                target = str(self._attach(record, plugin))
+                if not commit():
+                    raise Unavailable(
+                        f"Mount of {name} finished after its caller stopped waiting: undone"
+                    )
+                return target
             except BaseException:
                 if not before.mount_ids:
                     with contextlib.suppress(Exception):
@@ -243,7 +261,7 @@ class NamedVolumes:
     def unmount(self, name: str, mount_id: object) -> None:
         mount_id = _mount_id(mount_id)
         volume_id, _ = self._volume(name)
-        with self._locks.hold(volume_id):
+        with self._locks.hold(volume_id, wait=self._lock_wait):
             plugin = self._store.get(volume_id)
             if plugin is None or mount_id not in plugin.mount_ids:
                 return  # not held under this ID (or already released): nothing to undo

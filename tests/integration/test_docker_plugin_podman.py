@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,6 +190,24 @@ def test_podman_volume_shared_size_enforced_and_removed(podman: Podman) -> None:
     pm.podman("volume", "rm", "web-data")
     assert _plugin_volumes(pm) == []
     assert "web-data" not in pm.podman("volume", "ls")
+
+
+def test_containers_started_together_on_one_volume_all_run(podman: Podman) -> None:
+    """Podman asks the plugin once per container and never retries: containers started at
+    the same moment on one volume all get it, and once the last has stopped nothing of it
+    is mounted."""
+    pm = podman
+    pm.podman("volume", "create", "--driver", "localvol", "-o", "size=64Mi", "together")
+    run = ("run", "--rm", "--pull=never", "-v", "together:/data", IMAGE, "sh", "-c")
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(
+            pool.map(lambda i: pm.podman(*run, f"echo {i} > /data/{i}; ls /data"), range(4))
+        )
+    assert all(f"{i}" in out for i, out in enumerate(outs)), outs
+    assert sorted(pm.podman(*run, "ls /data").split()) == ["0", "1", "2", "3", "lost+found"]
+    assert mount.mounts_under(pm.data) == [], "mounted after every container stopped"
+    pm.podman("volume", "rm", "together")
+    assert _plugin_volumes(pm) == []
 
 
 def test_compose_file_runs_twice_and_down_removes_the_volume(
