@@ -71,7 +71,8 @@ class HttpListener:
             max_request_header_size=limits.header_bytes,
             max_request_body_size=limits.body_bytes,
             asyncore_use_poll=True,  # select() fails past 1024 descriptors
-            asyncore_loop_timeout=0.2,
+            # Whole seconds: waitress reads it as an int, so 0.2 would be 0, a busy loop.
+            asyncore_loop_timeout=1,
             expose_tracebacks=False,
             ident=None,
         )
