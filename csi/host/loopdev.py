@@ -35,6 +35,7 @@ import errno
 import fcntl
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -239,12 +240,9 @@ class ScratchDevice:
     def release(self) -> None:
         kernel.loop_close(self._fd)
         loop = SYS_BLOCK / os.path.basename(self.device) / "loop"
-        deadline = time.monotonic() + DETACH_WAIT
         # A probe that opened it meanwhile keeps it a moment: it goes at that close.
-        while (_read(loop / "backing_file") or "").startswith(str(self.backing_file)):
-            if time.monotonic() >= deadline:
-                return
-            time.sleep(0.005)
+        backing = str(self.backing_file)
+        _wait_while(lambda: (_read(loop / "backing_file") or "").startswith(backing))
 
 
 def detach(device: str) -> None:
@@ -257,10 +255,14 @@ def detach(device: str) -> None:
     """
     kernel.loop_detach(device)
     loop = SYS_BLOCK / os.path.basename(device) / "loop"
+    _wait_while(lambda: _read(loop / "autoclear") == "1" and bool(_read(loop / "backing_file")))
+
+
+def _wait_while(pending: Callable[[], bool]) -> None:
+    """Poll ``pending`` until it is false or DETACH_WAIT has passed (a device another
+    opener holds goes at that opener's close; a lasting one is left pending)."""
     deadline = time.monotonic() + DETACH_WAIT
-    while _read(loop / "autoclear") == "1" and _read(loop / "backing_file"):
-        if time.monotonic() >= deadline:
-            return
+    while pending() and time.monotonic() < deadline:
         time.sleep(0.005)
 
 

@@ -49,7 +49,7 @@ def losetup_under(root: Path) -> list[str]:
 
 
 @dataclass
-class Path_:
+class Way:
     """One way a volume is made: what it needs first, and the call that makes it."""
 
     id: str
@@ -143,21 +143,21 @@ class _Unavailable(Exception):
 # records around the creation), the set-up and the ends elsewhere.
 SET_UP = ("create:set-up", "create:formatted")
 PATHS = [
-    Path_("xfs", SET_UP, _nothing, _new(XFS)),
-    Path_("encrypted", SET_UP, _nothing, _new(ENCRYPTED, secrets=secrets(KEY))),
-    Path_("restore-ext4", COPIED_FS[1:], _a_source(EXT4), _copy(EXT4, "snapshot")),
-    Path_("clone-ext4", COPIED_FS[1:], _a_source(EXT4), _copy(EXT4, "volume")),
-    Path_("restore-block", COPIED_BLOCK, _a_source(BLOCK), _copy(BLOCK, "snapshot")),
-    Path_("clone-block", COPIED_BLOCK, _a_source(BLOCK), _copy(BLOCK, "volume")),
-    Path_("inline", NEW_IMAGE, _nothing, _inline),
-    Path_("docker", NEW_IMAGE, _nothing, _docker, ("--docker-plugin-socket", "{data}/docker.sock")),
+    Way("xfs", SET_UP, _nothing, _new(XFS)),
+    Way("encrypted", SET_UP, _nothing, _new(ENCRYPTED, secrets=secrets(KEY))),
+    Way("restore-ext4", COPIED_FS[1:], _a_source(EXT4), _copy(EXT4, "snapshot")),
+    Way("clone-ext4", COPIED_FS[1:], _a_source(EXT4), _copy(EXT4, "volume")),
+    Way("restore-block", COPIED_BLOCK, _a_source(BLOCK), _copy(BLOCK, "snapshot")),
+    Way("clone-block", COPIED_BLOCK, _a_source(BLOCK), _copy(BLOCK, "volume")),
+    Way("inline", NEW_IMAGE, _nothing, _inline),
+    Way("docker", NEW_IMAGE, _nothing, _docker, ("--docker-plugin-socket", "{data}/docker.sock")),
 ]
 CASES = [(p, point) for p in PATHS for point in p.points]
 
 
 @pytest.mark.parametrize(("way", "point"), CASES, ids=[f"{p.id}-{point}" for p, point in CASES])
 def test_a_kill_while_a_volume_is_made_leaves_no_loop_device(
-    driver_process: DriverProcess, way: Path_, point: str
+    driver_process: DriverProcess, way: Way, point: str
 ) -> None:
     driver = driver_process
     args = [a.format(data=driver.data_dir) for a in way.args]

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -35,12 +36,14 @@ def run(*argv: str) -> str:
     return done.stdout.strip()
 
 
-@pytest.fixture
-def small_root(tmp_path: Path) -> Iterator[Path]:
-    """A 64 MiB ext4 (no reserved blocks) mounted at tmp_path/smallroot."""
-    image, mount_point = tmp_path / "smallroot.img", tmp_path / "smallroot"
+@contextmanager
+def ext4_root(tmp_path: Path, size: int, name: str) -> Iterator[Path]:
+    """An ext4 of ``size`` bytes (no blocks reserved for root) mounted at tmp_path/name;
+    afterwards, volume mounts and loop devices left on it are reported as leaks, after
+    everything (the root included) is cleaned up."""
+    image, mount_point = tmp_path / f"{name}.img", tmp_path / name
     with image.open("wb") as fh:
-        fh.truncate(ROOT_SIZE)
+        fh.truncate(size)
     run("mkfs.ext4", "-q", "-F", "-m", "0", str(image))
     device = run("losetup", "--find", "--show", str(image))
     mount_point.mkdir()
@@ -48,22 +51,35 @@ def small_root(tmp_path: Path) -> Iterator[Path]:
     try:
         yield mount_point
     finally:
-        # Volume mounts and devices on the small root would keep it busy: any left is a
-        # leak, reported after everything (the small root included) is cleaned up.
+        # Volume mounts and devices on the root would keep it busy: any left is a leak.
         leaked = mounts_under(tmp_path / "kubelet") + loops_under(mount_point)
         clean_up_host(tmp_path)
         assert leaked == [], f"test left behind: {leaked}"
-        assert loops_under(tmp_path) == [], "small root still attached"
+        assert loops_under(tmp_path) == [], "the root still attached"
 
 
-@pytest.fixture
-def driver(small_root: Path, tmp_path: Path) -> Iterator[DriverProcess]:
-    process = DriverProcess(small_root / "data", tmp_path / "logs", tmp_path / "kubelet")
+@contextmanager
+def driver_on(root: Path, tmp_path: Path) -> Iterator[DriverProcess]:
+    """A started driver whose data root is on ``root``; killed afterwards."""
+    process = DriverProcess(root / "data", tmp_path / "logs", tmp_path / "kubelet")
     process.start()
     try:
         yield process
     finally:
         process.kill()
+
+
+@pytest.fixture
+def small_root(tmp_path: Path) -> Iterator[Path]:
+    """A 64 MiB ext4 mounted at tmp_path/smallroot."""
+    with ext4_root(tmp_path, ROOT_SIZE, "smallroot") as root:
+        yield root
+
+
+@pytest.fixture
+def driver(small_root: Path, tmp_path: Path) -> Iterator[DriverProcess]:
+    with driver_on(small_root, tmp_path) as process:
+        yield process
 
 
 def free_bytes(path: Path) -> int:

@@ -14,10 +14,17 @@ import pytest
 
 from csi.pb import csi_pb2
 from csi.state.reserve import RESERVE_BYTES
-from tests.reliability.test_disk_full import assert_exhausted, create, fill, records, run
+from tests.reliability.test_disk_full import (
+    assert_exhausted,
+    create,
+    driver_on,
+    ext4_root,
+    fill,
+    records,
+)
 from tests.support.driver import DriverProcess, crash_during
 from tests.support.host import loops_under, mounts_under
-from tests.support.invariants import assert_consistent, clean_up_host
+from tests.support.invariants import assert_consistent
 from tests.support.kubelet import BLOCK, DIRECTORY, MIB, XFS, Flavour
 
 EXT4 = Flavour("ext4", {"volumeType": "loop", "fsType": "ext4"}, 16 * MIB, fs_type="ext4")
@@ -28,31 +35,15 @@ ROOT_SIZE = 384 * MIB
 
 @pytest.fixture
 def full_root(tmp_path: Path) -> Iterator[Path]:
-    """An ext4 of ROOT_SIZE (no blocks reserved for root) mounted at tmp_path/root."""
-    image, mount_point = tmp_path / "root.img", tmp_path / "root"
-    with image.open("wb") as fh:
-        fh.truncate(ROOT_SIZE)
-    run("mkfs.ext4", "-q", "-F", "-m", "0", str(image))
-    device = run("losetup", "--find", "--show", str(image))
-    mount_point.mkdir()
-    run("mount", "-t", "ext4", device, str(mount_point))
-    try:
-        yield mount_point
-    finally:
-        leaked = mounts_under(tmp_path / "kubelet") + loops_under(mount_point)
-        clean_up_host(tmp_path)
-        assert leaked == [], f"test left behind: {leaked}"
-        assert loops_under(tmp_path) == [], "the root still attached"
+    """An ext4 of ROOT_SIZE mounted at tmp_path/root."""
+    with ext4_root(tmp_path, ROOT_SIZE, "root") as root:
+        yield root
 
 
 @pytest.fixture
 def driver(full_root: Path, tmp_path: Path) -> Iterator[DriverProcess]:
-    process = DriverProcess(full_root / "data", tmp_path / "logs", tmp_path / "kubelet")
-    process.start()
-    try:
+    with driver_on(full_root, tmp_path) as process:
         yield process
-    finally:
-        process.kill()
 
 
 def free_blocks(root: Path) -> int:

@@ -9,7 +9,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,16 +23,22 @@ IDLE = 200  # connections that send nothing
 TRICKLING = 40  # connections that send a byte now and then, never finishing a request
 
 
+@dataclass(frozen=True)
+class Served:
+    """A driver with all its listeners: the CSI socket, health and metrics, the Docker plugin."""
+
+    driver: DriverProcess
+    health_port: int
+    plugin: Path
+
+
 @pytest.fixture
-def driver(driver_process: DriverProcess, tmp_path: Path) -> Iterator[DriverProcess]:
-    port = free_port()
-    plugin = tmp_path / "plugin.sock"
+def served(driver_process: DriverProcess, tmp_path: Path) -> Served:
+    port, plugin = free_port(), tmp_path / "plugin.sock"
     driver_process.start(
         args=["--health-address", f"127.0.0.1:{port}", "--docker-plugin-socket", str(plugin)]
     )
-    driver_process.health_port = port  # type: ignore[attr-defined]
-    driver_process.plugin = plugin  # type: ignore[attr-defined]
-    return driver_process
+    return Served(driver_process, port, plugin)
 
 
 def descriptors(driver: DriverProcess) -> int:
@@ -127,9 +133,8 @@ def csi_round_trip(driver: DriverProcess) -> None:
     )
 
 
-def test_many_idle_and_slow_clients_on_every_listener(driver: DriverProcess) -> None:
-    port: int = driver.health_port  # type: ignore[attr-defined]
-    plugin: Path = driver.plugin  # type: ignore[attr-defined]
+def test_many_idle_and_slow_clients_on_every_listener(served: Served) -> None:
+    driver, port, plugin = served.driver, served.health_port, served.plugin
     before = descriptors(driver)
     crowd = Crowd()
     try:
@@ -222,12 +227,15 @@ def post(call: str, body: bytes, headers: str = "") -> bytes:
     ],
 )
 def test_malformed_requests_get_4xx_and_change_nothing(
-    driver: DriverProcess, request_bytes: bytes, status: bytes
+    served: Served, request_bytes: bytes, status: bytes
 ) -> None:
-    plugin: Path = driver.plugin  # type: ignore[attr-defined]
+    driver, plugin = served.driver, served.plugin
     reply = raw_docker(plugin, request_bytes)
     code = reply.split(b" ", 2)[1]
-    assert code.startswith(status) or code == b"RESET", reply[:200]
+    # A request past a size limit may be cut while it is still being sent, and its reply
+    # lost with the connection: for those (413, 431) a reset is the refusal too.
+    refused_while_sending = status in (b"413", b"431") and code == b"RESET"
+    assert code.startswith(status) or refused_while_sending, reply[:200]
     # A body shorter than its Content-Length: the connection is dropped after the idle time.
     started = time.monotonic()
     short = raw_docker(plugin, post("/VolumeDriver.Create", b'{"Na', "Content-Length: 100\r\n"), 30)
