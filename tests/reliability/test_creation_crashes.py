@@ -54,7 +54,7 @@ class Way:
 
     id: str
     points: tuple[str, ...]
-    prepare: Callable[[DriverProcess], dict[str, str]]
+    prepare: Callable[[DriverProcess], dict[str, str]] | None  # a source made first
     make: Callable[[DriverProcess, dict[str, str]], None]
     args: tuple[str, ...] = ()
 
@@ -70,10 +70,6 @@ def _create(
         **extra,  # type: ignore[arg-type]
     )
     return driver.client.controller.CreateVolume(request)
-
-
-def _nothing(driver: DriverProcess) -> dict[str, str]:
-    return {}
 
 
 def _a_source(flavour: Flavour) -> Callable[[DriverProcess], dict[str, str]]:
@@ -143,14 +139,14 @@ class _Unavailable(Exception):
 # records around the creation), the set-up and the ends elsewhere.
 SET_UP = ("create:set-up", "create:formatted")
 PATHS = [
-    Way("xfs", SET_UP, _nothing, _new(XFS)),
-    Way("encrypted", SET_UP, _nothing, _new(ENCRYPTED, secrets=secrets(KEY))),
+    Way("xfs", SET_UP, None, _new(XFS)),
+    Way("encrypted", SET_UP, None, _new(ENCRYPTED, secrets=secrets(KEY))),
     Way("restore-ext4", COPIED_FS[1:], _a_source(EXT4), _copy(EXT4, "snapshot")),
     Way("clone-ext4", COPIED_FS[1:], _a_source(EXT4), _copy(EXT4, "volume")),
     Way("restore-block", COPIED_BLOCK, _a_source(BLOCK), _copy(BLOCK, "snapshot")),
     Way("clone-block", COPIED_BLOCK, _a_source(BLOCK), _copy(BLOCK, "volume")),
-    Way("inline", NEW_IMAGE, _nothing, _inline),
-    Way("docker", NEW_IMAGE, _nothing, _docker, ("--docker-plugin-socket", "{data}/docker.sock")),
+    Way("inline", NEW_IMAGE, None, _inline),
+    Way("docker", NEW_IMAGE, None, _docker, ("--docker-plugin-socket", "{data}/docker.sock")),
 ]
 CASES = [(p, point) for p in PATHS for point in p.points]
 
@@ -161,9 +157,11 @@ def test_a_kill_while_a_volume_is_made_leaves_no_loop_device(
 ) -> None:
     driver = driver_process
     args = [a.format(data=driver.data_dir) for a in way.args]
-    driver.start(args=args)
-    made = way.prepare(driver)
-    driver.stop()
+    made: dict[str, str] = {}
+    if way.prepare is not None:  # by a driver without the fault
+        driver.start(args=args)
+        made = way.prepare(driver)
+        driver.stop()
     driver.start(fault=point, args=args)
     if way.make is _docker:
         with pytest.raises(_Unavailable):

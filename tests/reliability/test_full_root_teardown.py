@@ -29,14 +29,22 @@ from tests.support.kubelet import BLOCK, DIRECTORY, MIB, XFS, Flavour
 
 EXT4 = Flavour("ext4", {"volumeType": "loop", "fsType": "ext4"}, 16 * MIB, fs_type="ext4")
 KINDS = [DIRECTORY, EXT4, XFS, BLOCK]
-# Room for the largest volume (xfs's smallest is 300 MiB, sparse) and the filler beside it.
-ROOT_SIZE = 384 * MIB
+# Beside the test's volume: the driver's state and the filler.
+BESIDE = 84 * MIB
+
+
+def root_size(flavour: Flavour) -> int:
+    """Room for the volume and BESIDE: no more, since every test writes the room full (xfs's
+    smallest volume, 300 MiB, asks for the largest root)."""
+    return flavour.size + BESIDE
 
 
 @pytest.fixture
-def full_root(tmp_path: Path) -> Iterator[Path]:
-    """An ext4 of ROOT_SIZE mounted at tmp_path/root."""
-    with ext4_root(tmp_path, ROOT_SIZE, "root") as root:
+def full_root(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """An ext4 mounted at tmp_path/root, sized for the test's ``flavour`` parameter."""
+    callspec = getattr(request.node, "callspec", None)  # absent on a test without parameters
+    flavour = callspec.params.get("flavour", DIRECTORY) if callspec else DIRECTORY
+    with ext4_root(tmp_path, root_size(flavour), "root") as root:
         yield root
 
 
@@ -83,7 +91,7 @@ def test_teardown_completes_on_a_full_root(
     assert loops_under(full_root) == []
     if flavour is DIRECTORY:
         # The data that filled the root went with its volume, and the reserve came back.
-        assert free_blocks(full_root) * os.statvfs(full_root).f_frsize > ROOT_SIZE // 2
+        assert free_blocks(full_root) * os.statvfs(full_root).f_frsize > root_size(flavour) // 2
         assert (driver.data_dir / "state" / "reserve").stat().st_blocks * 512 >= RESERVE_BYTES
     assert driver.stop() == 0
     driver.start()
