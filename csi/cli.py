@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from csi import __version__, logs, units
-from csi.config import DEFAULT_DRIVER_NAME, GIB, TIB, Config, HostPort
+from csi.config import DEFAULT_DRIVER_NAME, GIB, TIB, Config, HostPort, QuotaMode
 from csi.endpoints import grpc_address
 
 DEFAULT_DATA_DIR = "/var/lib/localvol-csi"
@@ -124,9 +124,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--overcommit",
         action=argparse.BooleanOptionalAction,
         default=env_flag("CSI_OVERCOMMIT", False),
-        help="let loop volumes together be promised more than the free space (thin "
-        "provisioning; a full disk then fails writes inside volumes) [CSI_OVERCOMMIT] "
+        help="let volumes together be promised more than the free space (thin "
+        "provisioning of loop images and of directories held by quotas; a full disk then "
+        "fails writes inside volumes) [CSI_OVERCOMMIT] "
         "(default: off)",
+    )
+    parser.add_argument(
+        "--directory-quota",
+        type=QuotaMode,
+        choices=list(QuotaMode),
+        default=os.environ.get("CSI_DIRECTORY_QUOTA", QuotaMode.ENFORCE.value),
+        help="hold directory volumes to their size with the data root's project quotas: "
+        "'enforce' where its filesystem has them on (else unenforced, said at start), "
+        "'require' (refuse directory volumes where it cannot), 'off' "
+        "[CSI_DIRECTORY_QUOTA] (default: enforce)",
     )
     parser.add_argument(
         "--volume-condition",
@@ -221,6 +232,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> Config:
         workers=args.workers,
         controller_expansion=args.controller_expansion,
         overcommit=args.overcommit,
+        directory_quota=args.directory_quota,
         shutdown_grace=args.shutdown_grace,
         plugin_registration_dir=registration_dir,
         kubelet_registration_path=kubelet_path,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,14 @@ GIB = 1024 * MIB
 TIB = 1024 * GIB
 
 DEFAULT_DRIVER_NAME = "localvol.csi.dev"
+
+
+class QuotaMode(enum.StrEnum):
+    """``--directory-quota``: may directory volumes be held to their size (csi.volumes.quotas)?"""
+
+    ENFORCE = "enforce"  # where the data root's filesystem can; unenforced elsewhere
+    REQUIRE = "require"  # refuse directory volumes that cannot be held to their size
+    OFF = "off"
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,7 @@ class Config:
     controller_expansion: bool = True
     # Thin provisioning: promise loop volumes more space than the disk has free.
     overcommit: bool = False
+    directory_quota: QuotaMode = QuotaMode.ENFORCE
     shutdown_grace: float = 30.0
     # Kubelet plugin registration (csi/registration.py), on when the directory is set: the
     # kubelet's plugin registry, and the CSI socket's path as the kubelet sees it.

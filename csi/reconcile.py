@@ -60,6 +60,9 @@ def reconcile(
                 damaged.path,
                 damaged.reason,
             )
+    # Whether directory volumes can be held to their size here, told once; the project IDs
+    # the records name are taken.
+    volumes.quotas.detect(r.project_id for r in store.all() if r.project_id is not None)
     table = mount.read_mounts()  # one reading; nothing below mounts anything
     # First thaw what a crashed snapshot froze: pods' I/O hangs until then.
     for record in store.all():
@@ -128,7 +131,7 @@ def _tighten(report: Report, layout: Layout) -> None:
 def _undo_volume(volumes: Volumes, record: VolumeRecord) -> None:
     """Roll back a create never answered, or finish a delete already decided."""
     volumes.backend(record).delete(record)
-    volumes.store.remove(record.volume_id)
+    volumes.forget(record)
 
 
 def _attempt(

@@ -139,7 +139,7 @@ def build(config: Config) -> Driver:
     layout.ensure()
     run.mark_tools(orphans.owner_mark(config.node_id, config.data_dir))
     store = StateStore(layout)
-    volumes = Volumes(layout, store)
+    volumes = Volumes(layout, store, config.directory_quota)
     readiness = Readiness()
     locks = KeyedLocks()
     registry = new_registry()

@@ -79,9 +79,12 @@ ensure_host_packages() {
 }
 
 # What the tests need besides: the Docker volume plugin's (Podman and its Docker-compatible
-# API, runc) and hack/bench compare's (strace counts system calls).
+# API, runc), hack/bench compare's (strace counts system calls) and the guest tier's (a
+# User-Mode Linux kernel with project quotas, tests/guest; setpriv drops a pod writer's
+# capabilities there).
 ensure_test_packages() {
-    ensure_host_packages strace:strace podman:podman runc:runc
+    ensure_host_packages strace:strace podman:podman runc:runc linux.uml:user-mode-linux \
+        setpriv:util-linux
 }
 
 # ensure_wheelhouse [EXTRA]: prints a directory outside the clone holding a wheel of every

@@ -63,8 +63,9 @@ def _sparse_copy(src_fd: int, dst_fd: int, size: int) -> None:
         offset = end
 
 
-def copy_tree(src: Path, dst: Path) -> None:
-    """Copy a directory tree a pod may be changing, without ever following its symlinks.
+def copy_tree(src: Path, dst: Path, *, existing: bool = False) -> None:
+    """Copy a directory tree a pod may be changing, without ever following its symlinks;
+    into ``dst`` made here, or (``existing``) into the empty directory the caller made.
 
     The walk holds a file descriptor for each directory and opens every entry relative to it
     with O_NOFOLLOW, checking with fstat that it is what the listing said: a file or
@@ -72,7 +73,8 @@ def copy_tree(src: Path, dst: Path) -> None:
     directories and symlinks (as links) are copied with their mode, owner and times; device
     nodes, FIFOs and sockets are not. Everything is fsynced.
     """
-    os.mkdir(dst, modes.PRIVATE_DIR)  # its mode is the source's once the copy is complete
+    if not existing:
+        os.mkdir(dst, modes.PRIVATE_DIR)  # its mode is the source's once the copy is complete
     directories: list[tuple[Path, os.stat_result]] = [(dst, os.stat(src))]
     for dirpath, dirnames, filenames, dirfd in os.fwalk(src, follow_symlinks=False):
         here = dst / os.path.relpath(dirpath, src)

@@ -22,12 +22,12 @@ import fcntl
 import os
 import stat
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import TypeVar
 
 from csi.host import modes
-from csi.host.errors import LoopFailed, MountFailed, UnmountFailed
+from csi.host.errors import LoopFailed, MountFailed, SyscallFailed, UnmountFailed
 
 FAULT_ENV = "CSI_FAIL_SYSCALL"
 # Every step the seam can be told to fail; a selector names a step or its family.
@@ -308,3 +308,88 @@ def loop_detach(device: str) -> None:
 def loop_set_capacity(device: str) -> None:
     """LOOP_SET_CAPACITY: the device takes its backing file's current size."""
     _with_device("loop:capacity", device, LOOP_SET_CAPACITY)
+
+
+# -- quotas and capabilities -----------------------------------------------------------------
+class _Syscalls:
+    """quotactl_fd(2), capget(2) and capset(2) by number: libc has no wrapper for the first,
+    and the others must act on this thread alone."""
+
+    QUOTACTL_FD = 443  # x86_64 and aarch64 alike (a syscall number added after 5.14)
+    CAPGET, CAPSET = {"x86_64": (125, 126), "aarch64": (90, 91)}.get(os.uname().machine, (125, 126))
+
+    def __init__(self) -> None:
+        self.call = ctypes.CDLL(None, use_errno=True).syscall
+        self.call.restype = ctypes.c_long
+
+
+_SYSCALLS = _Syscalls()
+# struct __user_cap_header_struct (version 3, pid 0: this thread), three data words
+# (effective, permitted, inheritable) for capabilities 0-31 and three for 32-63.
+_CAP_VERSION_3 = 0x20080522
+_CAP_HEADER = struct.Struct("=Ii")
+_CAP_DATA = struct.Struct("=6I")
+
+
+def _syscall_failed(step: str, where: str, exc: OSError) -> SyscallFailed:
+    code = exc.errno or errno.EIO
+    return SyscallFailed(f"{step} failed on {where}: {_reason(exc)}", step=step, errno=code)
+
+
+def ioctl(step: str, fd: int, request: int, arg: bytearray, *, where: str) -> None:
+    """An ioctl that fills or reads ``arg`` in place; ``step`` names it for errors and fault
+    injection, ``where`` is the path it acts on."""
+    try:
+        if selected(step):
+            raise _injected(step)
+        fcntl.ioctl(fd, request, arg, True)
+    except OSError as exc:
+        raise _syscall_failed(step, where, exc) from None
+
+
+def quotactl_fd(step: str, fd: int, command: int, qid: int, arg: bytearray, *, where: str) -> None:
+    """quotactl_fd(2) on the filesystem of the open ``fd``; ``arg`` is read or filled."""
+    try:
+        if selected(step):
+            raise _injected(step)
+        buffer = (ctypes.c_char * len(arg)).from_buffer(arg)
+        rc = _SYSCALLS.call(_SYSCALLS.QUOTACTL_FD, fd, ctypes.c_uint(command), qid, buffer)
+        if rc != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+    except OSError as exc:
+        raise _syscall_failed(step, where, exc) from None
+
+
+def _capabilities(command: int, data: bytearray) -> None:
+    header = bytearray(_CAP_HEADER.pack(_CAP_VERSION_3, 0))
+    head = (ctypes.c_char * len(header)).from_buffer(header)
+    body = (ctypes.c_char * len(data)).from_buffer(data)
+    if _SYSCALLS.call(command, head, body) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+@contextlib.contextmanager
+def capability_set_aside(capability: int) -> Iterator[None]:
+    """Within: ``capability`` is out of this thread's effective set (other threads keep
+    theirs); it stays permitted, and is put back at the end."""
+    step = "capability:set-aside"
+    data = bytearray(_CAP_DATA.size)
+    try:
+        if selected(step):
+            raise _injected(step)
+        _capabilities(_SYSCALLS.CAPGET, data)
+        words = list(_CAP_DATA.unpack(data))
+        word, bit = (0, capability) if capability < 32 else (3, capability - 32)
+        had = bool(words[word] & (1 << bit))
+        words[word] &= ~(1 << bit)
+        _capabilities(_SYSCALLS.CAPSET, bytearray(_CAP_DATA.pack(*words)))
+    except OSError as exc:
+        raise _syscall_failed(step, f"capability {capability}", exc) from None
+    try:
+        yield
+    finally:
+        if had:
+            words[word] |= 1 << bit
+            _capabilities(_SYSCALLS.CAPSET, bytearray(_CAP_DATA.pack(*words)))

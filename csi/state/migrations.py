@@ -15,6 +15,8 @@ History:
      beside ``kind``, ``access_type`` and ``fs_type``.
   2  volumes hold the parsed spec (``spec``: kind, access type, filesystem, encryption, root
      mode, allowed mount options); snapshots and group snapshots are unchanged.
+  3  volumes name the project quota ID holding a directory volume to its size
+     (``project_id``, null: not held); every volume of schema 2 was made unheld.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-CURRENT = 2
+CURRENT = 3
 
 Step = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -54,13 +56,19 @@ def _volume_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _volume_2_to_3(data: dict[str, Any]) -> dict[str, Any]:
+    """No volume of schema 2 was held to its size by a project quota."""
+    data["project_id"] = None
+    return data
+
+
 def _unchanged(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-VOLUME_STEPS: Mapping[int, Step] = {1: _volume_1_to_2}
-SNAPSHOT_STEPS: Mapping[int, Step] = {1: _unchanged}
-GROUP_STEPS: Mapping[int, Step] = {1: _unchanged}
+VOLUME_STEPS: Mapping[int, Step] = {1: _volume_1_to_2, 2: _volume_2_to_3}
+SNAPSHOT_STEPS: Mapping[int, Step] = {1: _unchanged, 2: _unchanged}
+GROUP_STEPS: Mapping[int, Step] = {1: _unchanged, 2: _unchanged}
 
 
 def upgrade(data: dict[str, Any], steps: Mapping[int, Step]) -> tuple[dict[str, Any], bool]:

@@ -90,6 +90,9 @@ class VolumeRecord:
     targets: dict[str, PublishedTarget] = field(default_factory=dict)
     content_source: str = ""  # "snapshot:<id>" or "volume:<id>" when created from one
     ephemeral: bool = False  # an inline volume: made at publish, removed at unpublish
+    # A directory volume held to its size by this project quota ID (csi.volumes.quotas);
+    # None: sized in the record only.
+    project_id: int | None = None
 
     def with_changes(self, **changes: Any) -> VolumeRecord:
         return replace(self, **changes)
@@ -139,6 +142,7 @@ class VolumeRecord:
             },
             content_source=str(data.get("content_source", "")),
             ephemeral=bool(data.get("ephemeral", False)),
+            project_id=None if data["project_id"] is None else int(data["project_id"]),
         )
 
 

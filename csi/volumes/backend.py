@@ -11,6 +11,7 @@ here, once, by `facts_for`.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,15 @@ from csi.host.mkfs import MIN_FS_SIZE
 from csi.state.records import AccessType, VolumeKind, VolumeRecord
 
 
+class Promise(enum.Enum):
+    """What of a volume's size the disk must keep room for (unless --overcommit): its size
+    less what it already takes."""
+
+    IMAGE = "image"  # a sparse image file: less its allocated blocks
+    PROJECT = "project"  # held by a project quota when its record names one: less the
+    # project's charge; a volume without one is sized in its record only and promises nothing
+
+
 @dataclass(frozen=True, eq=False)
 class KindFacts:
     """The rules of one kind of volume, known without touching the host."""
@@ -31,7 +41,7 @@ class KindFacts:
     content_suffix: str  # the suffix of a snapshot's copy of such a volume
     size_alignment: int  # sizes are whole multiples of this
     minimum_sizes: Mapping[str, int]  # the smallest size, by filesystem type ("" for none)
-    sparse: bool  # the size is promised, not taken: the disk must keep room to fill it
+    promise: Promise  # how much of its size a volume may still take from the disk
     loop_device: bool  # the data is reached through a loop device
     staged_by_device: bool  # staging mounts nothing: the attached device is the stage
     staging_mount: bool  # staging mounts the volume's filesystem at the staging path
@@ -47,7 +57,7 @@ DIRECTORY = KindFacts(
     content_suffix=".dir",
     size_alignment=1,
     minimum_sizes={"": 1},
-    sparse=False,
+    promise=Promise.PROJECT,
     loop_device=False,
     staged_by_device=False,
     staging_mount=False,  # publishing binds the directory itself; staging is a record
@@ -59,7 +69,7 @@ LOOP_FILESYSTEM = KindFacts(
     content_suffix=".img",
     size_alignment=MIB,  # loop images are whole mebibytes
     minimum_sizes=MIN_FS_SIZE,
-    sparse=True,
+    promise=Promise.IMAGE,
     loop_device=True,
     staged_by_device=False,
     staging_mount=True,
@@ -71,7 +81,7 @@ LOOP_BLOCK = KindFacts(
     content_suffix=".img",
     size_alignment=MIB,
     minimum_sizes={"": MIB},
-    sparse=True,
+    promise=Promise.IMAGE,
     loop_device=True,
     staged_by_device=True,
     staging_mount=False,
@@ -119,6 +129,10 @@ class Backend(Protocol):
 
     def copy_content(self, source: Path, destination: Path) -> None:
         """Copy content of this kind (a volume's or a snapshot's) to a new name."""
+        ...
+
+    def project_for_new_volume(self) -> int | None:
+        """The project quota ID a new volume's record names (None: not held by one)."""
         ...
 
     def create(self, record: VolumeRecord, source: Path | None, secret: bytes | None) -> None:

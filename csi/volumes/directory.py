@@ -3,6 +3,12 @@
 Staging mounts nothing: the record is the stage, and each publish binds the volume's own
 directory straight onto its target (with the stage's read-only flag). A staging bind left
 by an older driver is still a use of the volume, and unstage removes it.
+
+A volume whose record names a project ID is held to its size by the filesystem's project
+quota (csi.volumes.quotas): the directory joins its project while still empty, before any
+content is copied in, so a clone or restore is held to the new size too; growing raises the
+limit online; deleting lifts it once the directory is gone. A volume without one (made
+where quotas are off, or by an older driver) is sized in its record only.
 """
 
 from __future__ import annotations
@@ -11,26 +17,38 @@ import contextlib
 from pathlib import Path
 
 from csi.errors import FailedPrecondition
-from csi.host import files, fs, modes, mount
+from csi.host import files, fs, modes, mount, quota
 from csi.host.copy import copy_tree
 from csi.host.fs import durable_rename
 from csi.layout import Layout
 from csi.state.records import VolumeRecord
 from csi.volumes import targets
 from csi.volumes.backend import DIRECTORY, KindFacts
+from csi.volumes.quotas import DirectoryQuotas
 
 
 class DirectoryBackend:
     facts: KindFacts = DIRECTORY
 
-    def __init__(self, layout: Layout) -> None:
+    def __init__(self, layout: Layout, quotas: DirectoryQuotas) -> None:
         self._layout = layout
+        self._quotas = quotas
 
     def path(self, record: VolumeRecord) -> Path:
         return self._layout.directory_path(record.volume_id)
 
     def copy_content(self, source: Path, destination: Path) -> None:
         copy_tree(source, destination)
+
+    def _copy_held(self, source: Path, destination: Path) -> None:
+        """Copy into the held, empty ``destination``: the copy is charged to its project
+        and, like a pod's writes, refused past the limit (the driver's privilege to
+        exceed a quota set aside while it copies: ext4 lets CAP_SYS_RESOURCE past it)."""
+        with quota.held_to_limits():
+            copy_tree(source, destination, existing=True)
+
+    def project_for_new_volume(self) -> int | None:
+        return self._quotas.project_for_new_volume()
 
     def create(
         self, record: VolumeRecord, source: Path | None = None, secret: bytes | None = None
@@ -45,13 +63,21 @@ class DirectoryBackend:
             return
         partial = self._layout.partial(final)
         files.remove(partial)
+        project = record.project_id
         try:
-            if source is None:
+            if project is not None:
                 files.make_dir(partial)
+                self._quotas.hold(partial, project, record.capacity_bytes)
+            if source is None:
+                if project is None:
+                    files.make_dir(partial)
                 mode = record.spec.mode
                 files.set_mode(partial, modes.VOLUME_ROOT if mode is None else mode)
             else:
-                self.copy_content(source, partial)
+                if project is None:
+                    self.copy_content(source, partial)
+                else:
+                    self._copy_held(source, partial)
                 if record.spec.mode is None:
                     files.restrict(partial, modes.NO_OTHER)
             durable_rename(partial, final)
@@ -71,12 +97,17 @@ class DirectoryBackend:
             files.move(final, doomed)
         files.remove(doomed)
         files.remove(self._layout.partial(final))
+        if record.project_id is not None:
+            self._quotas.lift(record.project_id)
 
     def capacity_on_disk(self, record: VolumeRecord) -> int:
         return record.capacity_bytes
 
     def expand(self, record: VolumeRecord, size: int) -> None:
-        """Directory sizes are recorded, not enforced: nothing to do on disk."""
+        """Raise the project's limit (online: the pod sees the new size at once); a volume
+        without a project is sized in its record only."""
+        if record.project_id is not None:
+            self._quotas.grow(record.project_id, size)
 
     def node_expand(self, record: VolumeRecord) -> int:
         return record.capacity_bytes

@@ -201,6 +201,9 @@ class ImageBackend:
     def copy_content(self, source: Path, destination: Path) -> None:
         self._images.copy_content(source, destination)
 
+    def project_for_new_volume(self) -> int | None:
+        return None  # an image holds its size itself
+
     def delete(self, record: VolumeRecord) -> None:
         self._images.delete(record)
 

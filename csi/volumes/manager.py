@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from csi.config import QuotaMode
 from csi.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from csi.faults import crash_point
 from csi.host import files, fs, mount
@@ -27,6 +28,7 @@ from csi.volumes.loop import LoopFilesystemBackend
 from csi.volumes.loop_block import LoopBlockBackend
 from csi.volumes.loop_image import LoopImages
 from csi.volumes.params import check_mount_options_allowed
+from csi.volumes.quotas import DirectoryQuotas
 
 
 def _mount_group(value: str) -> int | None:
@@ -39,12 +41,15 @@ def _mount_group(value: str) -> int | None:
 
 
 class Volumes:
-    def __init__(self, layout: Layout, store: StateStore) -> None:
+    def __init__(
+        self, layout: Layout, store: StateStore, quota_mode: QuotaMode = QuotaMode.ENFORCE
+    ) -> None:
         self.layout = layout
         self.store = store
+        self.quotas = DirectoryQuotas(layout.root, quota_mode)
         images = LoopImages(layout)  # one per data root: it serialises loop attaches
         backends: list[Backend] = [
-            DirectoryBackend(layout),
+            DirectoryBackend(layout, self.quotas),
             LoopFilesystemBackend(images),
             LoopBlockBackend(images),
         ]
@@ -96,6 +101,7 @@ class Volumes:
                     "data that no record accounts for already exists for this name; "
                     "the driver neither adopts nor overwrites it (see the driver log)"
                 )
+            project = self.backend(spec).project_for_new_volume()
             record = VolumeRecord(
                 volume_id=volume_id,
                 name=name,
@@ -104,8 +110,13 @@ class Volumes:
                 created_at=time.time(),
                 content_source=content_source,
                 ephemeral=ephemeral,
+                project_id=project,
             )
-            self.store.put(record)
+            try:
+                self.store.put(record)
+            except BaseException:
+                self.quotas.forget(project)
+                raise
             crash_point("create:record")
         if record.phase is Phase.READY:
             return record
@@ -119,9 +130,15 @@ class Volumes:
         except BaseException:
             # Nothing was returned to the caller, so nothing of this volume is kept.
             backend.delete(record)
-            self.store.remove(volume_id)
+            self.forget(record)
             raise
         return ready
+
+    def forget(self, record: VolumeRecord) -> None:
+        """The record of a volume whose data is gone goes; then its project ID may serve
+        another volume."""
+        self.store.remove(record.volume_id)
+        self.quotas.forget(record.project_id)
 
     def delete(self, record: VolumeRecord) -> None:
         if record.in_use and self.backend(record).still_in_use(record):
@@ -139,7 +156,7 @@ class Volumes:
             crash_point("delete:marked")
         self.backend(record).delete(record)
         crash_point("delete:removed")
-        self.store.remove(record.volume_id)
+        self.forget(record)
 
     def capacity_on_disk(self, record: VolumeRecord) -> int:
         return self.backend(record).capacity_on_disk(record)

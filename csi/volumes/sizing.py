@@ -6,11 +6,11 @@ from collections.abc import Iterable
 
 from csi.config import Config
 from csi.errors import InvalidArgument, OutOfRange
-from csi.host import files, fs
+from csi.host import files, fs, quota
 from csi.layout import Layout
 from csi.state.records import Phase, VolumeRecord, VolumeSpec
 from csi.units import show_size
-from csi.volumes.backend import facts_for
+from csi.volumes.backend import Promise, facts_for
 
 
 def minimum_size(spec: VolumeSpec) -> int:
@@ -72,14 +72,26 @@ def fits(record: VolumeRecord, required: int, limit: int) -> bool:
 
 
 def promised_bytes(records: Iterable[VolumeRecord], layout: Layout) -> int:
-    """Space the sparse loop images may still claim: their size minus what they hold."""
+    """Space the volumes may still take: each one's size less what it takes now (a loop
+    image's allocated blocks, a held directory's project charge)."""
     total = 0
     for record in records:
-        if not facts_for(record).sparse or record.phase is Phase.DELETING:
+        if record.phase is Phase.DELETING:
             continue
-        allocated = files.allocated_bytes(layout.image_path(record.volume_id))
-        total += max(0, record.capacity_bytes - allocated)
+        taken = _taken(record, layout)
+        if taken is not None:
+            total += max(0, record.capacity_bytes - taken)
     return total
+
+
+def _taken(record: VolumeRecord, layout: Layout) -> int | None:
+    """What ``record`` takes on disk now; None if its size promises nothing."""
+    promise = facts_for(record).promise
+    if promise is Promise.IMAGE:
+        return files.allocated_bytes(layout.image_path(record.volume_id))
+    if record.project_id is None:
+        return None
+    return quota.charge(layout.root, record.project_id).bytes_used
 
 
 def available_capacity(config: Config, records: Iterable[VolumeRecord]) -> int:
@@ -89,7 +101,8 @@ def available_capacity(config: Config, records: Iterable[VolumeRecord]) -> int:
     free = fs.available_bytes(config.data_dir)
     if not config.overcommit:
         # A sparse image that cannot grow into its size fails writes inside the pod's
-        # filesystem (ext4 aborts its journal): promise only what the disk can keep.
+        # filesystem (ext4 aborts its journal), a held directory's writes fail before its
+        # limit: promise only what the disk can keep.
         free = max(0, free - promised_bytes(records, Layout(config.data_dir)))
     if config.capacity_limit:
         provisioned = sum(r.capacity_bytes for r in records if r.phase is not Phase.DELETING)

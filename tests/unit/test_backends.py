@@ -15,7 +15,14 @@ from csi.layout import Layout
 from csi.state.records import AccessType, Phase, VolumeKind, VolumeRecord, VolumeSpec
 from csi.state.store import StateStore
 from csi.volumes import health
-from csi.volumes.backend import DIRECTORY, LOOP_BLOCK, LOOP_FILESYSTEM, KindFacts, facts_for
+from csi.volumes.backend import (
+    DIRECTORY,
+    LOOP_BLOCK,
+    LOOP_FILESYSTEM,
+    KindFacts,
+    Promise,
+    facts_for,
+)
 from csi.volumes.directory import DirectoryBackend
 from csi.volumes.loop import LoopFilesystemBackend
 from csi.volumes.loop_block import LoopBlockBackend
@@ -75,8 +82,12 @@ def test_facts_of_each_kind() -> None:
         True,
         False,
     ]
-    # Only loop images are sparse (their size a promise on the disk's free space).
-    assert [f.sparse for f in (DIRECTORY, LOOP_FILESYSTEM, LOOP_BLOCK)] == [False, True, True]
+    # Loop images promise their size less their blocks; directories, when held by a quota.
+    assert [f.promise for f in (DIRECTORY, LOOP_FILESYSTEM, LOOP_BLOCK)] == [
+        Promise.PROJECT,
+        Promise.IMAGE,
+        Promise.IMAGE,
+    ]
     assert [f.staged_by_device for f in (DIRECTORY, LOOP_FILESYSTEM, LOOP_BLOCK)] == [
         False,
         False,

@@ -75,6 +75,19 @@ def test_volumes_keep_their_meaning(layout: Layout) -> None:
             old["access_type"],
             old["fs_type"],
         )
+        assert record.project_id is None  # never held to its size by a project quota
+
+
+def test_schema_2_volumes_were_never_held() -> None:
+    """Schema 3 added ``project_id``: a schema 2 volume (directory or not) names none."""
+    for path in V1_VOLUMES:
+        schema_2 = {**migrations.VOLUME_STEPS[1](read(path)), "schema": 2}
+        upgraded, older = migrations.upgrade(schema_2, migrations.VOLUME_STEPS)
+        assert older
+        assert upgraded["project_id"] is None
+        assert {k: v for k, v in upgraded.items() if k not in ("project_id", "schema")} == {
+            k: v for k, v in schema_2.items() if k != "schema"
+        }
 
 
 def test_upgraded_records_are_written_back_once(layout: Layout) -> None:

@@ -250,7 +250,8 @@ def test_record_from_a_newer_driver_is_refused_not_quarantined(layout: Layout) -
         lambda: reloaded.require_ready(newer_id),
         lambda: reloaded.put(make_record("damaged")),
     ):
-        with pytest.raises(FailedPrecondition, match=r"newer driver .*schema 3"):
+        newer = rf"newer driver .*schema {SCHEMA_VERSION + 1}"
+        with pytest.raises(FailedPrecondition, match=newer):
             call()
     assert path.read_text() == content  # never rewritten
     assert reloaded.get(good.volume_id) == good
