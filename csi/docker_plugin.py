@@ -101,6 +101,8 @@ def failure_of(exc: BaseException) -> tuple[HTTPStatus, str, str | None]:
         return exc.status, exc.message, None
     if isinstance(exc, OSError) and exc.errno is not None and exc.errno in ERRNO_STATUS:
         return ERRNO_STATUS[exc.errno], NO_SPACE, None
+    if isinstance(exc, host.SyscallFailed) and exc.errno in ERRNO_STATUS:
+        return ERRNO_STATUS[exc.errno], exc.message, None  # a clone, a key or mount limit
     for cls in type(exc).__mro__:
         status = STATUS_OF.get(cls)
         if status is None:

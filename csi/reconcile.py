@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from csi.host import freeze, loopdev, mount
+from csi.host.errors import IoctlFailed
 from csi.layout import DELETING_SUFFIX, PARTIAL_SUFFIX, Layout, is_valid_id
 from csi.state.records import Phase, VolumeRecord
 from csi.state.reserve import TeardownReserve
@@ -177,8 +178,11 @@ def _thaw(record: VolumeRecord) -> int:
         return 0
     try:
         thawed = freeze.thaw(staging)
-    except OSError as exc:
+    except OSError as exc:  # its open
         log.warning("event=thaw_failed path=%s error=%s", staging, exc.strerror)
+        return 0
+    except IoctlFailed as failed:
+        log.warning("event=thaw_failed path=%s error=%s", staging, failed.message)
         return 0
     if thawed:
         log.warning("event=thawed path=%s reason=frozen_by_an_interrupted_snapshot", staging)

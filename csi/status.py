@@ -48,6 +48,7 @@ STATUS_OF: Mapping[type[BaseException], grpc.StatusCode] = MappingProxyType(
         host.SyscallFailed: Code.INTERNAL,
         host.MountFailed: Code.INTERNAL,
         host.UnmountFailed: Code.INTERNAL,
+        host.IoctlFailed: Code.INTERNAL,
         host.LoopFailed: Code.INTERNAL,
         host.MountOptionsRefused: Code.INVALID_ARGUMENT,
         host.InvalidMountOption: Code.INVALID_ARGUMENT,
@@ -76,9 +77,9 @@ ERRNO_STATUS: Mapping[int, tuple[grpc.StatusCode, str]] = MappingProxyType(
 # A failed system call whose errno says more than "the driver failed".
 SYSCALL_ERRNO_STATUS: Mapping[int, grpc.StatusCode] = MappingProxyType(
     {
-        errno.ENOSPC: Code.RESOURCE_EXHAUSTED,  # a mount or loop-device limit of the host
+        errno.ENOSPC: Code.RESOURCE_EXHAUSTED,  # a full disk (a clone), a mount or loop limit
         errno.EDQUOT: Code.RESOURCE_EXHAUSTED,
-        errno.EBUSY: Code.FAILED_PRECONDITION,  # in use: unmount or detach it first
+        errno.EBUSY: Code.FAILED_PRECONDITION,  # in use (unmount or detach it), or frozen
     }
 )
 

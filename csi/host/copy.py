@@ -1,16 +1,23 @@
-"""Fast file copies: copy-on-write clones where the filesystem can, sparse copies otherwise."""
+"""Fast file copies: copy-on-write clones where the filesystem can, sparse copies otherwise.
+
+The clone is csi.host.kernel's step ``copy:clone`` (FICLONE): a filesystem that cannot clone
+answers with an errno that means so, and the copy is made the sparse way instead.
+"""
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import stat
 from pathlib import Path
 
-from csi.host import modes
+from csi.host import kernel, modes
+from csi.host.errors import IoctlFailed
 
 FICLONE = 0x40049409  # ioctl: share all extents of one file with another (btrfs, xfs)
+# FICLONE's answers for "not here": no reflinks on this filesystem, two filesystems, a file
+# it cannot clone. Any other errno (EIO, ENOSPC) fails the copy.
+CANNOT_CLONE = (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY)
 CHUNK = 64 * 1024 * 1024
 
 
@@ -19,7 +26,7 @@ def clone_or_copy(src: Path, dst: Path) -> str:
 
     A reflink shares extents and costs nothing up front. Otherwise only the data regions
     are copied (SEEK_DATA/SEEK_HOLE with copy_file_range), so holes stay holes and are never
-    read.
+    read. A clone that fails for any other reason fails the copy (IoctlFailed).
     """
     with open(src, "rb") as fin:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
@@ -27,9 +34,9 @@ def clone_or_copy(src: Path, dst: Path) -> str:
         try:
             method = "reflink"
             try:
-                fcntl.ioctl(fd, FICLONE, fin.fileno())
-            except OSError as exc:
-                if exc.errno not in (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY):
+                kernel.ioctl("copy:clone", fd, FICLONE, fin.fileno(), where=str(dst))
+            except IoctlFailed as failed:
+                if failed.errno not in CANNOT_CLONE:
                     raise
                 method = "sparse"
                 _sparse_copy(fin.fileno(), fd, os.fstat(fin.fileno()).st_size)
@@ -116,8 +123,8 @@ def _copy_file_at(dirfd: int, name: str, listed: os.stat_result, target: Path) -
         fout = os.open(target, creating, modes.PRIVATE_FILE)
         try:
             try:
-                fcntl.ioctl(fout, FICLONE, fin)
-            except OSError:
+                kernel.ioctl("copy:clone", fout, FICLONE, fin, where=str(target))
+            except IoctlFailed:  # whatever the reason: a pod's file is copied even so
                 _sparse_copy(fin, fout, st.st_size)
             os.fchown(fout, st.st_uid, st.st_gid)
             os.fchmod(fout, stat.S_IMODE(st.st_mode))

@@ -14,7 +14,9 @@ The tree::
     |   |   +-- MountOptionsRefused    ... EINVAL while the caller's filesystem options were
     |   |                              passed: the kernel (or the filesystem) refused them
     |   +-- UnmountFailed          umount2(2)
-    |   +-- LoopFailed             a loop-control or loop-device ioctl
+    |   +-- IoctlFailed            an ioctl: fscrypt keys and policies, freeze and thaw, FIEMAP,
+    |       |                      FICLONE
+    |       +-- LoopFailed         a loop-control or loop-device ioctl (or the open it needs)
     +-- InvalidMountOption         a mount option this mount cannot apply, refused before any call
     +-- MountPointUnusable         a publish target that cannot be made or is not what it should be
     +-- LoopDeviceUnreadable       an attached loop device whose backing file cannot be told
@@ -72,7 +74,8 @@ class DeadlineReached(CommandTimedOut):
 
 class SyscallFailed(HostError):
     """A system call of ``csi.host.kernel`` failed; ``errno`` is the kernel's reason and
-    ``step`` the seam's name for the call (``mount:bind``, ``loop:configure``...)."""
+    ``step`` the seam's name for the call (``mount:bind``, ``loop:configure``,
+    ``freeze:thaw``...)."""
 
     def __init__(self, message: str, *, step: str, errno: int) -> None:
         super().__init__(message)
@@ -93,7 +96,12 @@ class UnmountFailed(SyscallFailed):
     pass
 
 
-class LoopFailed(SyscallFailed):
+class IoctlFailed(SyscallFailed):
+    """An ioctl(2) refused; a caller that has a use for some errno (EINVAL from FITHAW: not
+    frozen) tests ``errno`` rather than catching an OSError."""
+
+
+class LoopFailed(IoctlFailed):
     pass
 
 

@@ -3,7 +3,8 @@
 `data_ranges` asks the filesystem for the file's data with SEEK_DATA/SEEK_HOLE (holes are
 never read). `mapping` asks for the file's extents with the FIEMAP ioctl: their physical
 addresses show which parts two reflinked copies still share, which therefore cannot
-differ. `differing` compares what is left byte for byte, one block at a time.
+differ (the ioctl is csi.host.kernel's step ``extents:map``). `differing` compares what is
+left byte for byte, one block at a time.
 
 Ranges are ``(offset, length)`` pairs in bytes, sorted, never overlapping.
 """
@@ -11,14 +12,14 @@ Ranges are ``(offset, length)`` pairs in bytes, sorted, never overlapping.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from csi.host.errors import ExtentsUnavailable
+from csi.host import kernel
+from csi.host.errors import ExtentsUnavailable, IoctlFailed
 
 Range = tuple[int, int]
 
@@ -73,7 +74,8 @@ def data_ranges(path: Path | str, start: int = 0, end: int | None = None) -> lis
 
 
 def mapping(path: Path | str) -> list[Extent]:
-    """Every extent of ``path`` (FIEMAP, flushed first so that delayed writes are placed)."""
+    """Every extent of ``path`` (FIEMAP, flushed first so that delayed writes are placed).
+    ExtentsUnavailable if the filesystem cannot tell; IoctlFailed if FIEMAP fails otherwise."""
     extents: list[Extent] = []
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -82,10 +84,10 @@ def mapping(path: Path | str) -> list[Extent]:
             buf = bytearray(_HEADER.size + _BATCH * _EXTENT.size)
             _HEADER.pack_into(buf, 0, start, 2**64 - 1 - start, FIEMAP_FLAG_SYNC, 0, _BATCH, 0)
             try:
-                fcntl.ioctl(fd, FS_IOC_FIEMAP, buf)
-            except OSError as exc:
-                if exc.errno in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL):
-                    raise ExtentsUnavailable(f"{path}: the filesystem has no FIEMAP") from exc
+                kernel.ioctl("extents:map", fd, FS_IOC_FIEMAP, buf, where=str(path))
+            except IoctlFailed as failed:
+                if failed.errno in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL):
+                    raise ExtentsUnavailable(f"{path}: the filesystem has no FIEMAP") from failed
                 raise
             mapped = _HEADER.unpack_from(buf, 0)[3]
             last = False

@@ -1,24 +1,28 @@
-"""Freeze a mounted filesystem for a consistent copy (FIFREEZE/FITHAW, no fork)."""
+"""Freeze a mounted filesystem for a consistent copy (FIFREEZE/FITHAW, no fork), each a
+step of csi.host.kernel (``freeze:freeze``, ``freeze:thaw``)."""
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+
+from csi.host import kernel
+from csi.host.errors import IoctlFailed
 
 FIFREEZE = 0xC0045877
 FITHAW = 0xC0045878
 
 
 def thaw(mount_point: str) -> bool:
-    """Thaw ``mount_point`` if it is frozen (a crash while frozen leaves it so); True if it was."""
+    """Thaw ``mount_point`` if it is frozen (a crash while frozen leaves it so); True if it was.
+    OSError if it cannot be opened, IoctlFailed if the thaw fails."""
     fd = os.open(mount_point, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fcntl.ioctl(fd, FITHAW, 0)
-    except OSError as exc:
-        if exc.errno == errno.EINVAL:  # not frozen
+        kernel.ioctl("freeze:thaw", fd, FITHAW, where=mount_point)
+    except IoctlFailed as failed:
+        if failed.errno == errno.EINVAL:  # not frozen
             return False
         raise
     finally:
@@ -33,6 +37,6 @@ def frozen(mount_points: Sequence[str]) -> Iterator[None]:
         for mount_point in dict.fromkeys(mount_points):
             fd = os.open(mount_point, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             stack.callback(os.close, fd)
-            fcntl.ioctl(fd, FIFREEZE, 0)
-            stack.callback(fcntl.ioctl, fd, FITHAW, 0)
+            kernel.ioctl("freeze:freeze", fd, FIFREEZE, where=mount_point)
+            stack.callback(kernel.ioctl, "freeze:thaw", fd, FITHAW, where=mount_point)
         yield

@@ -2,18 +2,19 @@
 
 No tool is forked, so keys never appear in an argument list (``ps``). Keys are added to and
 removed from a mounted filesystem; a directory given a policy encrypts everything created
-beneath it with the key whose identifier the policy names.
+beneath it with the key whose identifier the policy names. Each ioctl is a step of
+csi.host.kernel (``fscrypt:add-key``...): it fails as IoctlFailed, or on demand.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import struct
 from pathlib import Path
 
-from csi.host.errors import KeyMismatch
+from csi.host import kernel
+from csi.host.errors import IoctlFailed, KeyMismatch
 
 KEY_SIZE = 64  # AES-256-XTS takes a 512-bit master key
 _KEY_SPEC_TYPE_IDENTIFIER = 2
@@ -42,10 +43,11 @@ _GET_POLICY_EX = _iowr(22, 9)  # u64 policy_size, then the policy
 _POLICY = struct.Struct("<BBBBB3s16s")
 
 
-def _ioctl(path: Path, request: int, buffer: bytearray) -> None:
+def _ioctl(step: str, path: Path, request: int, buffer: bytearray) -> None:
+    """The ioctl on the directory ``path``; ``buffer`` is filled in place."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fcntl.ioctl(fd, request, buffer, True)
+        kernel.ioctl(step, fd, request, buffer, where=str(path))
     finally:
         os.close(fd)
 
@@ -59,7 +61,7 @@ def add_key(mount_point: Path, raw_key: bytes) -> bytes:
     struct.pack_into("<II", buffer, 40, KEY_SIZE, 0)
     buffer[80 : 80 + KEY_SIZE] = raw_key
     try:
-        _ioctl(mount_point, _ADD_KEY, buffer)
+        _ioctl("fscrypt:add-key", mount_point, _ADD_KEY, buffer)
         return bytes(buffer[8:24])
     finally:
         buffer[:] = bytes(len(buffer))  # leave no copy of the key behind
@@ -70,9 +72,9 @@ def remove_key(mount_point: Path, identifier: bytes) -> None:
     buffer = bytearray(64)
     _SPEC.pack_into(buffer, 0, _KEY_SPEC_TYPE_IDENTIFIER, 0, identifier)
     try:
-        _ioctl(mount_point, _REMOVE_KEY, buffer)
-    except OSError as exc:
-        if exc.errno != errno.ENOKEY:  # already gone
+        _ioctl("fscrypt:remove-key", mount_point, _REMOVE_KEY, buffer)
+    except IoctlFailed as failed:
+        if failed.errno != errno.ENOKEY:  # already gone
             raise
 
 
@@ -81,9 +83,9 @@ def policy_identifier(directory: Path) -> bytes | None:
     buffer = bytearray(8 + 24)
     struct.pack_into("<Q", buffer, 0, 24)
     try:
-        _ioctl(directory, _GET_POLICY_EX, buffer)
-    except OSError as exc:
-        if exc.errno == errno.ENODATA:
+        _ioctl("fscrypt:get-policy", directory, _GET_POLICY_EX, buffer)
+    except IoctlFailed as failed:
+        if failed.errno == errno.ENODATA:  # no policy: not encrypted
             return None
         raise
     version, *_rest, identifier = _POLICY.unpack_from(buffer, 8)
@@ -105,4 +107,4 @@ def set_policy(directory: Path, identifier: bytes) -> None:
             identifier,
         )
     )
-    _ioctl(directory, _SET_POLICY, buffer)
+    _ioctl("fscrypt:set-policy", directory, _SET_POLICY, buffer)

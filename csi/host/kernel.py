@@ -1,10 +1,13 @@
-"""The one seam between the host layer and the kernel's mount and loop interfaces.
+"""The one seam between the host layer and the kernel's mount, loop and ioctl interfaces.
 
-Every mount, unmount and loop-device change the driver makes is one of the calls here:
-``mount(2)`` and ``umount2(2)`` through libc, and the ioctls of ``/dev/loop-control`` and
-``/dev/loopN``. Nothing forks. A failure comes back as the typed host error of its kind
-(``MountFailed``, ``UnmountFailed``, ``LoopFailed``) carrying the errno, never as a bare
-OSError, so ``csi.status`` can give it its code.
+Every mount, unmount and ioctl the driver makes is one of the calls here: ``mount(2)`` and
+``umount2(2)`` through libc, the ioctls of ``/dev/loop-control`` and ``/dev/loopN``, and
+through ``ioctl`` every other one (fscrypt keys and policies, FIFREEZE/FITHAW, FIEMAP,
+FICLONE: the modules that need them name the step and keep their own structs). Nothing
+forks. A failure comes back as the typed host error of its kind (``MountFailed``,
+``UnmountFailed``, ``IoctlFailed``, ``LoopFailed`` for the loop family) carrying the errno,
+never as a bare OSError, so ``csi.status`` can give it its code and a caller that has a use
+for one errno (EINVAL from FITHAW: not frozen) tests ``errno``.
 
 Fault injection lives here too, so the reliability tier can fail each step on demand: with
 ``CSI_FAIL_SYSCALL`` set to a comma-separated list of steps (``mount:bind``, or a whole
@@ -24,10 +27,10 @@ import stat
 import struct
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import TypeVar
+from typing import TypeVar, overload
 
 from csi.host import modes
-from csi.host.errors import LoopFailed, MountFailed, SyscallFailed, UnmountFailed
+from csi.host.errors import IoctlFailed, LoopFailed, MountFailed, SyscallFailed, UnmountFailed
 
 FAULT_ENV = "CSI_FAIL_SYSCALL"
 # Every step the seam can be told to fail; a selector names a step or its family.
@@ -42,6 +45,23 @@ STEPS = frozenset(
         "loop:configure",  # LOOP_CONFIGURE (or LOOP_SET_FD + LOOP_SET_STATUS64)
         "loop:clear",  # LOOP_CLR_FD
         "loop:capacity",  # LOOP_SET_CAPACITY
+        "loop:status",  # LOOP_GET_STATUS64: which file a bound device reads (loopdev.py)
+        "fscrypt:add-key",  # FS_IOC_ADD_ENCRYPTION_KEY (fscrypt.py)
+        "fscrypt:remove-key",  # FS_IOC_REMOVE_ENCRYPTION_KEY
+        "fscrypt:get-policy",  # FS_IOC_GET_ENCRYPTION_POLICY_EX
+        "fscrypt:set-policy",  # FS_IOC_SET_ENCRYPTION_POLICY
+        "freeze:freeze",  # FIFREEZE before a snapshot's copy (freeze.py)
+        "freeze:thaw",  # FITHAW after it, or at start-up after a crash
+        "extents:map",  # FS_IOC_FIEMAP: a file's extents (extents.py)
+        "copy:clone",  # FICLONE: a copy that shares the source's extents (copy.py)
+        "fsxattr:get",  # FS_IOC_FSGETXATTR: a directory's project ID (quota.py)
+        "fsxattr:set",  # FS_IOC_FSSETXATTR: a new directory volume joins its project
+        "quota:state",  # quotactl_fd Q_XGETQSTATV: are project quotas on?
+        "quota:get",  # Q_GETQUOTA: a project's use and limits
+        "quota:limit",  # Q_SETQUOTA: a new directory volume's limit
+        "quota:grow",  # Q_SETQUOTA: its limit raised by an expansion
+        "quota:lift",  # Q_SETQUOTA: its limit lifted once it is deleted
+        "capability:set-aside",  # capget/capset: this thread without CAP_SYS_RESOURCE
     }
 )
 
@@ -52,11 +72,12 @@ LOOP_CONTROL = "/dev/loop-control"
 LOOP_SET_FD = 0x4C00
 LOOP_CLR_FD = 0x4C01
 LOOP_SET_STATUS64 = 0x4C04
+LOOP_GET_STATUS64 = 0x4C05
 LOOP_SET_CAPACITY = 0x4C07
 LOOP_CONFIGURE = 0x4C0A
 LOOP_CTL_GET_FREE = 0x4C82
-# struct loop_info64, as loopdev.py reads it, and struct loop_config around it: the backing
-# fd and the logical block size (__u32 each), the loop_info64, 64 reserved bytes.
+# struct loop_info64 (loopdev.py reads its fields), and struct loop_config around it: the
+# backing fd and the logical block size (__u32 each), the loop_info64, 64 reserved bytes.
 LOOP_INFO64 = struct.Struct("=5Q4I64s64s32s2Q")
 LOOP_CONFIG = struct.Struct("=2I" + LOOP_INFO64.format.lstrip("=") + "8Q")
 LO_FLAGS_READ_ONLY = 1
@@ -166,21 +187,49 @@ def umount(target: str, *, is_mounted: Callable[[], bool]) -> bool:
         ) from None
 
 
-# -- loop devices ----------------------------------------------------------------------------
-def _loop_call(step: str, device: str, call: Callable[[], T]) -> T:
+# -- ioctl(2) --------------------------------------------------------------------------------
+def _step(step: str, where: str, call: Callable[[], T]) -> T:
+    """``call()`` as the seam's ``step`` on ``where``: failed on demand before it runs, and
+    its OSError typed (the open of a loop device is part of its step, as is its ioctl)."""
     try:
         if selected(step):
             raise _injected(step)
         return call()
     except OSError as exc:
-        raise _loop_failed(step, device, exc) from None
+        raise _failed(step, where, exc) from None
 
 
-def _loop_failed(step: str, device: str, exc: OSError) -> LoopFailed:
+def _failed(step: str, where: str, exc: OSError) -> IoctlFailed:
+    """The typed error of ``step``: LoopFailed for the loop family (csi.status and the loop
+    callers know it by that name), IoctlFailed for any other."""
     code = exc.errno or errno.EIO
-    return LoopFailed(f"{step} failed on {device}: {_reason(exc)}", step=step, errno=code)
+    kind = LoopFailed if step.startswith("loop:") else IoctlFailed
+    return kind(f"{step} failed on {where}: {_reason(exc)}", step=step, errno=code)
 
 
+def _raw_ioctl(fd: int, request: int, arg: int | bytes | bytearray) -> int | bytes:
+    # The mutate flag: a bytearray is filled in place (fcntl copies anything else).
+    return fcntl.ioctl(fd, request, arg, True)
+
+
+@overload
+def ioctl(step: str, fd: int, request: int, arg: int = 0, *, where: str) -> int: ...
+@overload
+def ioctl(step: str, fd: int, request: int, arg: bytearray, *, where: str) -> int: ...
+@overload
+def ioctl(step: str, fd: int, request: int, arg: bytes, *, where: str) -> bytes: ...
+def ioctl(
+    step: str, fd: int, request: int, arg: int | bytes | bytearray = 0, *, where: str
+) -> int | bytes:
+    """ioctl(2) on ``fd``, the one way the driver makes one. ``step`` names it for fault
+    injection and errors, ``where`` is the file it is made on, for the message. An int
+    ``arg`` is passed as it is and the call's result returned; a bytearray is filled in
+    place (the result returned); bytes are copied and the kernel's copy returned. A failure
+    is an IoctlFailed (LoopFailed for a ``loop:`` step) with the errno, an injected one EIO."""
+    return _step(step, where, partial(_raw_ioctl, fd, request, arg))
+
+
+# -- loop devices ----------------------------------------------------------------------------
 def _open_device(number: int, mode: int) -> int:
     """Open /dev/loopN; if the node is missing (a /dev without devtmpfs), make it from the
     numbers sysfs gives the device."""
@@ -201,21 +250,22 @@ def _info(backing: str, read_only: bool, autoclear: bool = False) -> bytes:
     return LOOP_INFO64.pack(0, 0, 0, 0, 0, 0, 0, 0, flags, name, b"", b"", 0, 0)
 
 
-def _configure(device_fd: int, backing_fd: int, info: bytes) -> None:
+def _configure(device: str, device_fd: int, backing_fd: int, info: bytes) -> None:
     """Bind the backing file in one step; kernels before 5.8 lack LOOP_CONFIGURE and get
     the two-step LOOP_SET_FD + LOOP_SET_STATUS64, undone if its second step fails."""
     config = LOOP_CONFIG.pack(backing_fd, 0, *LOOP_INFO64.unpack(info), *([0] * 8))
+    step = "loop:configure"
     try:
-        fcntl.ioctl(device_fd, LOOP_CONFIGURE, config)
+        ioctl(step, device_fd, LOOP_CONFIGURE, config, where=device)
         return
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTTY):
+    except LoopFailed as failed:
+        if failed.errno not in (errno.EINVAL, errno.ENOTTY):
             raise
-    fcntl.ioctl(device_fd, LOOP_SET_FD, backing_fd)
+    ioctl(step, device_fd, LOOP_SET_FD, backing_fd, where=device)
     try:
-        fcntl.ioctl(device_fd, LOOP_SET_STATUS64, info)
-    except OSError:
-        fcntl.ioctl(device_fd, LOOP_CLR_FD, 0)
+        ioctl(step, device_fd, LOOP_SET_STATUS64, info, where=device)
+    except LoopFailed:
+        ioctl(step, device_fd, LOOP_CLR_FD, where=device)
         raise
 
 
@@ -245,9 +295,9 @@ def _attach(backing: str, *, read_only: bool, autoclear: bool) -> tuple[str, int
     try:
         backing_fd = os.open(backing, mode | os.O_CLOEXEC)
     except OSError as exc:
-        raise _loop_failed("loop:configure", backing, exc) from None
+        raise _failed("loop:configure", backing, exc) from None
     try:
-        control = _loop_call("loop:find", LOOP_CONTROL, lambda: os.open(LOOP_CONTROL, os.O_RDWR))
+        control = _step("loop:find", LOOP_CONTROL, lambda: os.open(LOOP_CONTROL, os.O_RDWR))
         try:
             return _attach_free(control, backing_fd, _info(backing, read_only, autoclear), mode)
         finally:
@@ -256,18 +306,14 @@ def _attach(backing: str, *, read_only: bool, autoclear: bool) -> tuple[str, int
         os.close(backing_fd)
 
 
-def _get_free(control: int) -> int:
-    return int(fcntl.ioctl(control, LOOP_CTL_GET_FREE))
-
-
 def _attach_free(control: int, backing_fd: int, info: bytes, mode: int) -> tuple[str, int]:
     """The bound device and its open descriptor (the caller closes it)."""
     for _ in range(ATTACH_ATTEMPTS):
-        number = _loop_call("loop:find", LOOP_CONTROL, partial(_get_free, control))
+        number = ioctl("loop:find", control, LOOP_CTL_GET_FREE, where=LOOP_CONTROL)
         device = f"/dev/loop{number}"
-        fd = _loop_call("loop:configure", device, partial(_open_device, number, mode))
+        fd = _step("loop:configure", device, partial(_open_device, number, mode))
         try:
-            _loop_call("loop:configure", device, partial(_configure, fd, backing_fd, info))
+            _configure(device, fd, backing_fd, info)
             return device, fd
         except LoopFailed as failed:
             os.close(fd)
@@ -284,15 +330,17 @@ def _attach_free(control: int, backing_fd: int, info: bytes, mode: int) -> tuple
     )
 
 
-def _with_device(step: str, device: str, request: int) -> None:
-    def call() -> None:
-        fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            fcntl.ioctl(fd, request, 0)
-        finally:
-            os.close(fd)
+def _open_bound(step: str, device: str) -> int:
+    """Open /dev/loopN for an ioctl of ``step`` (the open fails, or is failed, as the step)."""
+    return _step(step, device, lambda: os.open(device, os.O_RDONLY | os.O_CLOEXEC))
 
-    _loop_call(step, device, call)
+
+def _with_device(step: str, device: str, request: int) -> None:
+    fd = _open_bound(step, device)
+    try:
+        ioctl(step, fd, request, where=device)
+    finally:
+        os.close(fd)
 
 
 def loop_detach(device: str) -> None:
@@ -308,6 +356,16 @@ def loop_detach(device: str) -> None:
 def loop_set_capacity(device: str) -> None:
     """LOOP_SET_CAPACITY: the device takes its backing file's current size."""
     _with_device("loop:capacity", device, LOOP_SET_CAPACITY)
+
+
+def loop_status(device: str) -> bytes:
+    """LOOP_GET_STATUS64: the bound device's struct loop_info64 (LOOP_INFO64), as the kernel
+    fills it. An unbound device fails with ENXIO, a missing node with ENOENT (LoopFailed)."""
+    fd = _open_bound("loop:status", device)
+    try:
+        return ioctl("loop:status", fd, LOOP_GET_STATUS64, bytes(LOOP_INFO64.size), where=device)
+    finally:
+        os.close(fd)
 
 
 # -- quotas and capabilities -----------------------------------------------------------------
@@ -334,17 +392,6 @@ _CAP_DATA = struct.Struct("=6I")
 def _syscall_failed(step: str, where: str, exc: OSError) -> SyscallFailed:
     code = exc.errno or errno.EIO
     return SyscallFailed(f"{step} failed on {where}: {_reason(exc)}", step=step, errno=code)
-
-
-def ioctl(step: str, fd: int, request: int, arg: bytearray, *, where: str) -> None:
-    """An ioctl that fills or reads ``arg`` in place; ``step`` names it for errors and fault
-    injection, ``where`` is the path it acts on."""
-    try:
-        if selected(step):
-            raise _injected(step)
-        fcntl.ioctl(fd, request, arg, True)
-    except OSError as exc:
-        raise _syscall_failed(step, where, exc) from None
 
 
 def quotactl_fd(step: str, fd: int, command: int, qid: int, arg: bytearray, *, where: str) -> None:

@@ -7,9 +7,9 @@ attached through: a device attached by a driver that reached the data dir throug
 container's bind mount reads ``/images/vol-….img`` once that container is gone, and a
 lookup by path in the next driver missed it (an unstage that left it attached, a stage
 that attached a second device to the same image: two mounts of one filesystem). Instead
-the LOOP_GET_STATUS64 ioctl reports the backing file's device and inode number, the same
-through every bind mount of its filesystem (each container's hostPath), and a device is
-the image's when they equal the image's ``os.stat``.
+the LOOP_GET_STATUS64 ioctl (kernel.loop_status) reports the backing file's device and
+inode number, the same through every bind mount of its filesystem (each container's
+hostPath), and a device is the image's when they equal the image's ``os.stat``.
 
 Only devices whose shown name *ends* with the image's file name are opened to ask: a path
 relative to some mount still ends with the file's own name (the kernel builds it from the
@@ -32,7 +32,6 @@ without that proof.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import time
 from collections.abc import Callable
@@ -40,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from csi.host import kernel
-from csi.host.errors import LoopDeviceUnreadable
+from csi.host.errors import LoopDeviceUnreadable, LoopFailed
 
 SYS_BLOCK = Path("/sys/block")
 DEV = Path("/dev")
@@ -48,7 +47,7 @@ DELETED_SUFFIX = " (deleted)"
 # How long a detach waits for a brief opener to close the device (see detach).
 DETACH_WAIT = 0.5
 
-LOOP_GET_STATUS64 = 0x4C05
+LOOP_GET_STATUS64 = kernel.LOOP_GET_STATUS64
 # struct loop_info64 (linux/loop.h): lo_device, lo_inode, lo_rdevice, lo_offset and
 # lo_sizelimit (__u64); lo_number, lo_encrypt_type, lo_encrypt_key_size and lo_flags (__u32);
 # lo_file_name[64], lo_crypt_name[64], lo_encrypt_key[32] (__u8); lo_init[2] (__u64).
@@ -111,13 +110,9 @@ def _read(path: Path) -> str | None:
 
 
 def _status(device: str) -> tuple[FileId, int]:
-    """(backing file, lo_flags) of a bound device; OSError as the kernel reports it."""
-    fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        reply = fcntl.ioctl(fd, LOOP_GET_STATUS64, bytes(LOOP_INFO64.size))
-    finally:
-        os.close(fd)
-    fields = LOOP_INFO64.unpack(reply)
+    """(backing file, lo_flags) of a bound device; LoopFailed (step ``loop:status``) with
+    the errno the open or the ioctl got."""
+    fields = LOOP_INFO64.unpack(kernel.loop_status(device))
     return FileId(decode_dev(fields[0]), fields[1]), fields[8]
 
 
@@ -142,11 +137,11 @@ def _identify(name: str, *, dying_too: bool = False) -> LoopDevice | None:
     path = str(DEV / name)
     try:
         backing, flags = _status(path)
-    except OSError as exc:
-        if exc.errno in _GONE and not _read(loop / "backing_file"):
+    except LoopFailed as failed:
+        if failed.errno in _GONE and not _read(loop / "backing_file"):
             return None  # detached or removed between the two reads
         raise LoopDeviceUnreadable(
-            f"cannot identify the backing file of {path}: {exc.strerror or exc}"
+            f"cannot identify the backing file of {path}: {failed.message}"
         ) from None
     shown = _read(loop / "backing_file")  # read again: the one that goes with the identity
     if not shown:

@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from csi.host.kernel import FAULT_ENV
 from csi.pb import csi_pb2
 from csi.volumes.encryption import SALT_FILE, derive_key
 from tests.integration.encryption_support import (
@@ -104,6 +105,37 @@ def test_stage_without_a_usable_key_is_refused(session: KeyedSession, key: str) 
     assert error.code() is Code.INVALID_ARGUMENT, error.details()
     assert "encryptionKey" in (error.details() or "")
     session.nothing_on_host(volume)
+
+
+@pytest.mark.parametrize("step", ["fscrypt:add-key", "fscrypt:set-policy"])
+def test_a_failing_fscrypt_step_at_create_creates_nothing(
+    session: KeyedSession, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    monkeypatch.setenv(FAULT_ENV, step)
+    error = rpc_error(lambda: session.create_keyed("unlucky-create", ENCRYPTED, KEY))
+    details = error.details() or ""
+    assert error.code() is Code.INTERNAL, details
+    assert step in details, details
+    assert KEY not in details, details
+    session.nothing_created()
+
+
+@pytest.mark.parametrize("step", ["fscrypt:add-key", "fscrypt:get-policy"])
+def test_a_failing_fscrypt_step_at_stage_is_undone(
+    session: KeyedSession, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    volume = session.create_keyed("unlucky-stage", ENCRYPTED, KEY)
+    monkeypatch.setenv(FAULT_ENV, step)
+    error = rpc_error(lambda: session.stage_keyed(volume, KEY))
+    details = error.details() or ""
+    assert error.code() is Code.INTERNAL, details
+    assert step in details, details
+    assert KEY not in details, details
+    session.nothing_on_host(volume)
+    monkeypatch.delenv(FAULT_ENV)
+    target = session.open(volume, KEY, "after")
+    (target / "kept.bin").write_bytes(DATA)
+    assert (target / "kept.bin").read_bytes() == DATA
 
 
 def test_first_stage_may_be_read_only(session: KeyedSession) -> None:

@@ -1,12 +1,12 @@
 """Failing host steps: one tool or one system call fails; the call says so and rolls back.
 
 Forked tools (mkfs.ext4, resize2fs) fail through a shim first on the driver's PATH; mounts,
-unmounts and loop-device ioctls, which fork nothing, fail through the seam's
-CSI_FAIL_SYSCALL (csi.host.kernel) naming one step. For every RPC that takes such a step,
-the call must fail with INTERNAL or FAILED_PRECONDITION (never UNKNOWN) naming the tool or
-the step, and leave host and record as they were (no new loop device, mount, target or
-scratch file; the record byte-for-byte). After a restart without the fault, the
-orchestrator's retry succeeds and the volume lives on to a clean delete.
+unmounts and ioctls (loop devices, a snapshot's freeze, thaw and clone), which fork nothing,
+fail through the seam's CSI_FAIL_SYSCALL (csi.host.kernel) naming one step. For every RPC
+that takes such a step, the call must fail with INTERNAL or FAILED_PRECONDITION (never
+UNKNOWN) naming the tool or the step, and leave host and record as they were (no new loop
+device, mount, target or scratch file; the record byte-for-byte). After a restart without
+the fault, the orchestrator's retry succeeds and the volume lives on to a clean delete.
 """
 
 from __future__ import annotations
@@ -65,10 +65,27 @@ CASES = [
     Case("umount", EXT4, (*IN_USE, "unpublish"), "unstage"),
     Case("loop:clear", EXT4, (*IN_USE, "unpublish"), "unstage"),
     Case("loop:clear", BLOCK, (*IN_USE, "unpublish"), "unstage"),
+    # A snapshot of a staged filesystem freezes it around the copy of its image. A failed
+    # thaw leaves it frozen, as a crash there would: the restart's reconciliation thaws it.
+    Case("freeze:freeze", EXT4, IN_USE, "snapshot"),
+    Case("freeze:thaw", EXT4, IN_USE, "snapshot"),
+    Case("copy:clone", EXT4, IN_USE, "snapshot"),
 ]
 # Steps a lifecycle of Life's takes only with flags (remount: tests/integration/
-# test_failures.py) or never (propagation: no caller asks for it).
-ELSEWHERE = {"mount:remount", "mount:propagation"}
+# test_failures.py), never (propagation: no caller asks for it), only for an encrypted
+# volume (fscrypt: tests/integration/test_encryption.py), only with a device of the image
+# already bound (loop:status) or only for GetMetadataDelta (extents:map); the last two
+# fail in tests/unit/test_kernel.py and test_loopdev.py.
+ELSEWHERE = {
+    "mount:remount",
+    "mount:propagation",
+    "fscrypt:add-key",
+    "fscrypt:remove-key",
+    "fscrypt:get-policy",
+    "fscrypt:set-policy",
+    "loop:status",
+    "extents:map",
+}
 
 
 def make_shim(directory: Path, tool: str) -> Path:

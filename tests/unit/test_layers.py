@@ -24,6 +24,9 @@ WRITING_METHODS = {
     "symlink_to",
     "hardlink_to",
 }
+# Path.rename and Path.replace take the target alone; str.replace (old, new[, count]) and
+# dataclasses.replace (an object and keywords) have other shapes and write nothing.
+TARGET_ONLY = {"rename", "replace"}
 LAYERS = sorted([*CSI.glob("volumes/*.py"), *CSI.glob("services/*.py")])
 
 
@@ -36,11 +39,19 @@ def touches(path: Path) -> list[str]:
             found.append(f"from {node.module} import ...")
         elif isinstance(node, ast.Call):
             func = node.func
-            if isinstance(func, ast.Attribute) and func.attr in WRITING_METHODS:
+            if isinstance(func, ast.Attribute) and _writes(func.attr, node):
                 found.append(f"line {node.lineno}: .{func.attr}()")
             if isinstance(func, ast.Name) and func.id == "open":
                 found.append(f"line {node.lineno}: open()")
     return found
+
+
+def _writes(method: str, call: ast.Call) -> bool:
+    """A Path method that writes: by its name, and for rename and replace by the call's
+    shape too (the target alone)."""
+    if method in TARGET_ONLY:
+        return len(call.args) == 1 and not call.keywords
+    return method in WRITING_METHODS
 
 
 @pytest.mark.parametrize(
@@ -54,10 +65,16 @@ def test_layer_changes_the_host_only_through_host(path: Path) -> None:
 
 def test_the_check_sees_what_it_forbids(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
-    sample.write_text("import os\nfrom shutil import rmtree\np.mkdir()\nopen('x')\n")
+    sample.write_text(
+        "import os\nfrom shutil import rmtree\np.mkdir()\nopen('x')\n"
+        "p.replace(q)\nname.replace('-', '_')\nname.replace('-', '_', 1)\n"
+        "dataclasses.replace(record, phase=READY)\np.rename(q)\n"
+    )
     assert touches(sample) == [
         "import os",
         "from shutil import ...",
         "line 3: .mkdir()",
         "line 4: open()",
+        "line 5: .replace()",
+        "line 9: .rename()",
     ]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from csi.host import loopdev
+from csi.host import kernel, loopdev
 from csi.host.errors import LoopDeviceUnreadable
 from csi.host.loopdev import LO_FLAGS_AUTOCLEAR, LO_FLAGS_READ_ONLY, LOOP_GET_STATUS64, LOOP_INFO64
 
@@ -219,6 +219,16 @@ def test_bound_device_that_cannot_be_read_fails_the_lookup(host: FakeHost, image
     host.add("loop0", of(image, error=errno.EIO))
     with pytest.raises(LoopDeviceUnreadable, match="loop0"):
         loopdev.devices_for(image)
+
+
+def test_an_injected_status_failure_fails_the_lookup_unasked(
+    host: FakeHost, image: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host.add("loop0", of(image))
+    monkeypatch.setenv(kernel.FAULT_ENV, "loop:status")
+    with pytest.raises(LoopDeviceUnreadable, match=r"loop:status failed on \S*loop0: .*\[EIO\]"):
+        loopdev.devices_for(image)
+    assert host.opened == [], "an injected failure comes before the device is asked"
 
 
 def test_bound_device_without_a_node_fails_the_lookup(host: FakeHost, image: Path) -> None:
