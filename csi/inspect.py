@@ -23,15 +23,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from csi.host import fs, loopdev
-from csi.host.errors import LoopDeviceUnreadable
+from csi.host import fs, loopdev, quota
+from csi.host.errors import HostError, LoopDeviceUnreadable
 from csi.layout import DELETING_SUFFIX, PARTIAL_SUFFIX, Layout, is_valid_id
 from csi.state import migrations
 from csi.state.migrations import RecordTooNew
 from csi.state.records import GroupSnapshotRecord, Phase, SnapshotRecord, VolumeRecord
 from csi.state.store import StateStore, with_node_use
 from csi.volumes import health
-from csi.volumes.backend import facts_for
+from csi.volumes.backend import DIRECTORY, facts_for
 from csi.volumes.manager import Volumes
 
 SCRATCH_SUFFIXES = (PARTIAL_SUFFIX, DELETING_SUFFIX)
@@ -64,6 +64,7 @@ class VolumeView:
     ephemeral: bool
     content_source: str
     encrypted: bool
+    project_id: int | None  # the project quota holding a directory volume to its size
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ class NodeView:
     data_dir: str
     free_bytes: int | None = None
     size_bytes: int | None = None
+    # Whether the data root's filesystem holds projects to their limits, and if not why.
+    directory_quota: str = ""
     volumes: list[VolumeView] = field(default_factory=list)
     snapshots: list[SnapshotView] = field(default_factory=list)
     groups: list[GroupView] = field(default_factory=list)
@@ -185,6 +188,7 @@ def _volume_view(
         ephemeral=record.ephemeral,
         content_source=record.content_source,
         encrypted=record.spec.encrypted,
+        project_id=record.project_id,
     )
 
 
@@ -218,6 +222,11 @@ def inspect(data_dir: Path) -> NodeView:
         view.free_bytes, view.size_bytes = usage.available_bytes, usage.total_bytes
     except OSError:
         pass
+    try:
+        support = quota.support(data_dir)
+        view.directory_quota = "on" if support.enforced else f"off: {support.reason}"
+    except HostError as exc:
+        view.directory_quota = f"unknown: {exc.message}"
     volume_records = read_records(
         layout.state_dir,
         "volume",
@@ -292,11 +301,16 @@ def render_text(view: NodeView) -> Iterator[str]:
         f"{_plural(len(view.unaccounted), 'unaccounted path')}; "
         f"{human(view.free_bytes)} free of {human(view.size_bytes)}"
     )
+    yield f"project quotas (directory volumes held to their size): {view.directory_quota}"
     for v in view.volumes:
         kind = f"{v.kind} ({v.fs_type})" if v.fs_type else v.kind
         extras = [x for x in ("ephemeral" * v.ephemeral, "encrypted" * v.encrypted) if x]
         if v.content_source:
             extras.append(f"from {v.content_source}")
+        if v.project_id is not None:
+            extras.append(f"held to its size (project {v.project_id})")
+        elif v.kind == DIRECTORY.name:
+            extras.append("size not enforced")
         yield ""
         yield f"volume {v.volume_id}  name={v.name}"
         yield f"  {kind}, {human(v.size_bytes)}, {v.phase}" + "".join(f", {x}" for x in extras)

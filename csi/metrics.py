@@ -108,6 +108,11 @@ SCRAPE_ERRORS = GaugeSpec(
     "Parts of this scrape that could not be read (each is logged), by part.",
     ("part",),
 )
+DIRECTORY_QUOTA = GaugeSpec(
+    f"{PREFIX}_directory_quota_enforced",
+    "1 if new directory volumes are held to their size by the data root's project quotas, "
+    "else 0 (the driver's log at start says why not).",
+)
 GAUGES = (
     VOLUMES,
     SNAPSHOTS,
@@ -117,6 +122,7 @@ GAUGES = (
     USED,
     DATA_ROOT_FREE,
     DATA_ROOT_SIZE,
+    DIRECTORY_QUOTA,
     LOOP_DEVICES,
     SCRAPE_ERRORS,
 )

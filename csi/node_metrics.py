@@ -127,6 +127,9 @@ class NodeCollector(Collector):
         size.add_metric([], usage.total_bytes)
         yield free
         yield size
+        held = metrics.gauge(metrics.DIRECTORY_QUOTA)
+        held.add_metric([], int(self._volumes.quotas.enforced))
+        yield held
 
     def _used(self) -> Iterator[GaugeMetricFamily]:
         layout = self._volumes.layout

@@ -23,6 +23,7 @@ from csi.host import quota
 from csi.host.kernel import FAULT_ENV
 from csi.pb import csi_pb2
 from csi.volumes.quotas import FIRST_PROJECT, LAST_PROJECT
+from tests.support.docker_plugin import plugin_request
 from tests.support.driver import RunningDriver, running_driver
 from tests.support.kubelet import MIB, Kubelet
 
@@ -298,3 +299,23 @@ def test_a_failed_lift_keeps_the_record_until_the_retry(
     assert running.driver.volumes.store.get(volume) is None
     left = quota.charge(running.data_dir, record.project_id)
     assert (left.byte_limit, left.inode_limit) == (0, 0)
+
+
+def test_a_plugin_volume_is_held_too(data_dir: Path, tmp_path: Path) -> None:
+    """The Docker and Podman plugin's directory volume with ``size``: a container's writer
+    stops at it."""
+    plugin = tmp_path / "plugin.sock"
+    with running_driver(data_dir, whole=True, docker_plugin_socket=plugin):
+        opts = {"volumeType": "directory", "size": "32Mi"}
+        status, reply = plugin_request(
+            plugin, "/VolumeDriver.Create", {"Name": "web", "Opts": opts}
+        )
+        assert status == 200, reply
+        mount = {"Name": "web", "ID": "container-1"}
+        status, reply = plugin_request(plugin, "/VolumeDriver.Mount", mount)
+        assert status == 200, reply
+        written, code = write_as_pod(Path(str(reply["Mountpoint"])) / "data")
+        assert refused(code), os.strerror(code)
+        assert 31 * MIB <= written <= 32 * MIB
+        assert plugin_request(plugin, "/VolumeDriver.Unmount", mount)[0] == 200
+        assert plugin_request(plugin, "/VolumeDriver.Remove", {"Name": "web"})[0] == 200

@@ -37,6 +37,7 @@ EXPECTED = {
     "localvol_used_bytes": ("gauge", {"holder"}),
     "localvol_data_root_free_bytes": ("gauge", set()),
     "localvol_data_root_size_bytes": ("gauge", set()),
+    "localvol_directory_quota_enforced": ("gauge", set()),
     "localvol_loop_devices_attached": ("gauge", {"kind"}),
     "localvol_scrape_errors": ("gauge", {"part"}),
 }
