@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 KERNEL = "linux.uml"
 WORK_PARENT = "/var/tmp"
@@ -155,3 +157,12 @@ def read_junit(path: Path) -> dict[str, Outcome]:
 
 def _read(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
+
+
+def check(run: Run, case: str) -> None:
+    """Fail the calling test unless the guest ran ``case`` and it passed there."""
+    outcome = run.outcomes.get(case)
+    if outcome is None:
+        pytest.fail(f"the guest did not report {case}\n{run.explain()}")
+    if not outcome.passed:
+        pytest.fail(f"{case} failed in the guest:\n{outcome.text}\n{run.explain()}")

@@ -1,0 +1,27 @@
+"""Online growth of mounted ext4 and xfs loop volumes, in a guest whose root has
+CAP_SYS_RESOURCE (tests/guest/growth_cases.py), one boot for the module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.guest import growth_cases, machine
+from tests.support.prerequisites import need, need_root
+
+CASES = machine.cases(Path(growth_cases.__file__))
+
+
+@pytest.fixture(scope="module")
+def guest() -> machine.Run:
+    need_root()
+    need(machine.available(), f"needs {machine.KERNEL} (Debian's user-mode-linux package)")
+    tests = Path(growth_cases.__file__).relative_to(machine.REPO)
+    with machine.work_dir() as work:
+        return machine.boot(tests, list(growth_cases.FILESYSTEMS), work)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_in_guest(guest: machine.Run, case: str) -> None:
+    machine.check(guest, case)
