@@ -9,7 +9,9 @@ that capability past a hard limit; pods do not get it).
 from __future__ import annotations
 
 import errno
+import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -24,7 +26,7 @@ from csi.host.kernel import FAULT_ENV
 from csi.pb import csi_pb2
 from csi.volumes.quotas import FIRST_PROJECT, LAST_PROJECT
 from tests.support.docker_plugin import plugin_request
-from tests.support.driver import RunningDriver, running_driver
+from tests.support.driver import DriverProcess, RunningDriver, crash_during, running_driver
 from tests.support.kubelet import MIB, Kubelet
 
 ROOTS = dict(
@@ -47,12 +49,33 @@ print(written, code)
 """
 
 
+# Makes empty files until the filesystem refuses (or argv[2] of them); prints the count.
+FILE_MAKER = """
+import os, sys
+made, code = 0, 0
+try:
+    while made < int(sys.argv[2]):
+        os.close(os.open(os.path.join(sys.argv[1], f"f{made}"), os.O_CREAT | os.O_WRONLY))
+        made += 1
+except OSError as exc:
+    code = exc.errno
+print(made, code)
+"""
+
+
 @pytest.fixture(params=FILESYSTEMS)
-def data_dir(request: pytest.FixtureRequest) -> Path:
-    """A fresh data root on the guest's filesystem of that type."""
+def data_dir(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """A fresh data root on the guest's filesystem of that type; afterwards the test's
+    mounts go and the root with them, so the disk's room is there for the next test."""
     root = ROOTS.get(request.param)
     assert root, f"the guest mounted no {request.param} (LOCALVOL_GUEST_ROOTS={ROOTS})"
-    return Path(root) / f"data-{uuid.uuid4().hex[:8]}"
+    path = Path(root) / f"data-{uuid.uuid4().hex[:8]}"
+    yield path
+    for mounted in reversed(Path("/proc/self/mounts").read_text().splitlines()):
+        point = mounted.split()[1]
+        if point.startswith((f"{tmp_path}/", f"{path}/")):
+            subprocess.run(["umount", "-l", point], check=False)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -61,20 +84,18 @@ def node(data_dir: Path, tmp_path: Path) -> Iterator[tuple[RunningDriver, Kubele
         yield running, Kubelet(running.client, tmp_path / "kubelet", data_dir)
 
 
-def write_as_pod(path: Path, limit: int = 1 << 40) -> tuple[int, int]:
-    """(bytes written, errno that stopped it or 0), by a writer without CAP_SYS_RESOURCE."""
-    argv = [
-        "setpriv",
-        "--inh-caps=-sys_resource",
-        "--bounding-set=-sys_resource",
-        sys.executable,
-        "-c",
-        WRITER,
-        str(path),
-        str(limit),
-    ]
+def as_pod(script: str, *args: object) -> tuple[int, int]:
+    """Run ``script`` as a pod's process would (no CAP_SYS_RESOURCE); it prints how much it
+    did and the errno that stopped it (0: none)."""
+    argv = ["setpriv", "--inh-caps=-sys_resource", "--bounding-set=-sys_resource"]
+    argv += [sys.executable, "-c", script, *map(str, args)]
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.split()
     return int(out[0]), int(out[1])
+
+
+def write_as_pod(path: Path, limit: int = 1 << 40) -> tuple[int, int]:
+    """(bytes written, errno that stopped it or 0)."""
+    return as_pod(WRITER, path, limit)
 
 
 def in_use(kubelet: Kubelet, name: str, size: int) -> tuple[str, Path]:
@@ -319,3 +340,61 @@ def test_a_plugin_volume_is_held_too(data_dir: Path, tmp_path: Path) -> None:
         assert 31 * MIB <= written <= 32 * MIB
         assert plugin_request(plugin, "/VolumeDriver.Unmount", mount)[0] == 200
         assert plugin_request(plugin, "/VolumeDriver.Remove", {"Name": "web"})[0] == 200
+
+
+def test_node_expansion_raises_the_limit_online(node: tuple[RunningDriver, Kubelet]) -> None:
+    """Where the controller does not expand (a per-node deployment), NodeExpandVolume does."""
+    running, kubelet = node
+    volume, target = in_use(kubelet, "node-grown", 32 * MIB)
+    _, code = write_as_pod(target / "first")
+    assert refused(code)
+    reply = running.client.node.NodeExpandVolume(
+        csi_pb2.NodeExpandVolumeRequest(
+            volume_id=volume,
+            volume_path=str(target),
+            capacity_range=csi_pb2.CapacityRange(required_bytes=48 * MIB),
+        )
+    )
+    assert reply.capacity_bytes == 48 * MIB
+    more, code = write_as_pod(target / "second")
+    assert refused(code)
+    assert 15 * MIB <= more <= 16 * MIB
+
+
+def test_a_volume_cannot_use_up_the_inode_table(node: tuple[RunningDriver, Kubelet]) -> None:
+    """Its share of inodes: an ext4 of its own size would have as many, at the data root's
+    ratio; empty files past it are refused."""
+    running, kubelet = node
+    volume, target = in_use(kubelet, "many-files", 16 * MIB)
+    record = running.driver.volumes.store.get(volume)
+    assert record is not None
+    assert record.project_id is not None
+    limit = quota.charge(running.data_dir, record.project_id).inode_limit
+    usage = os.statvfs(running.data_dir)
+    assert limit == max(1024, -(-usage.f_files * 16 * MIB // (usage.f_blocks * usage.f_frsize)))
+    made, code = as_pod(FILE_MAKER, target, str(limit + 8))
+    assert refused(code), (made, limit)
+    assert limit - 2 <= made <= limit  # the volume's root directory is one of them
+
+
+def test_a_crash_while_a_held_volume_is_made_gives_its_id_back(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """Killed after the directory joined its project: the restart undoes the volume, lifts
+    the limit and frees the ID for the next volume."""
+    driver = DriverProcess(data_dir, tmp_path / "logs", tmp_path / "kubelet")
+    try:
+        driver.start(fault="create:renamed")
+        crash_during(driver, lambda: driver.kubelet.create("killed", DIRECTORY, 16 * MIB))
+        record = next(iter((data_dir / "state" / "volumes").glob("*.json")))
+        project = int(json.loads(record.read_text())["project_id"])
+        assert quota.charge(data_dir, project).byte_limit == 16 * MIB
+        driver.start()  # reconciled: the volume never answered is undone
+        assert list((data_dir / "volumes").iterdir()) == []
+        assert quota.charge(data_dir, project).idle
+        volume = driver.kubelet.create("next", DIRECTORY, 16 * MIB)
+        again = json.loads(driver.kubelet.record(volume).read_text())["project_id"]
+        assert again == project
+        assert driver.stop() == 0
+    finally:
+        driver.kill()
