@@ -18,6 +18,7 @@ import pytest
 from csi.host import modes
 from csi.layout import Layout
 from csi.pb import csi_pb2
+from csi.state.records import SCHEMA_VERSION
 from tests.legacy_condition import legacy_condition
 from tests.support.driver import running_driver
 from tests.support.host import loops_under, mounts_under
@@ -85,7 +86,7 @@ def test_new_driver_serves_and_deletes_volumes_of_schema_1(old_node: Path, tmp_p
         assert all(legacy_condition(e.status) == (False, "volume is healthy") for e in listed)
         # The files now hold the current schema.
         for path in (old_node / "state" / "volumes").glob("*.json"):
-            assert json.loads(path.read_text())["schema"] == 2
+            assert json.loads(path.read_text())["schema"] == SCHEMA_VERSION
 
         for volume_id, record in volumes.items():
             if record["parameters"].get("encryption"):
