@@ -65,6 +65,7 @@ FS_XFLAG_PROJINHERIT = 0x200
 # what some kernels answer for "not on"), the filesystem has no such thing, or it is off.
 _NOT_HERE = (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL, errno.ENOENT)
 _NOT_ON = (errno.ESRCH,)
+_NOT_ALLOWED = (errno.EPERM, errno.EACCES)  # a seccomp profile, or no CAP_SYS_ADMIN
 HOW_TO_TURN_ON = (
     "on xfs mount the data root's filesystem with prjquota; on ext4 run "
     "`tune2fs -O quota,project` on it while unmounted and mount it with prjquota; the "
@@ -117,6 +118,12 @@ def support(path: Path) -> Support:
     except SyscallFailed as failed:
         if failed.errno in _NOT_HERE + _NOT_ON:
             return Support(False, _not_enforced(path, failed.errno))
+        if failed.errno in _NOT_ALLOWED:
+            return Support(
+                False,
+                f"the driver may not manage quotas ({failed.message}): it needs CAP_SYS_ADMIN "
+                "and a seccomp profile that allows quotactl_fd (a privileged container has both)",
+            )
         raise
     flags = _STATV.unpack(statv)[2]
     if not flags & _FS_QUOTA_PDQ_ACCT:

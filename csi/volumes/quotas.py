@@ -29,6 +29,7 @@ from pathlib import Path
 from csi.config import QuotaMode
 from csi.errors import FailedPrecondition, ResourceExhausted
 from csi.host import fs, quota
+from csi.host.errors import HostError
 from csi.host.quota import Support
 
 LOG = logging.getLogger(__name__)
@@ -91,7 +92,12 @@ class DirectoryQuotas:
         if self.mode is QuotaMode.OFF:
             self.support = Support(False, "--directory-quota=off")
         else:
-            self.support = quota.support(self.root)
+            try:
+                self.support = quota.support(self.root)
+            except HostError as exc:  # never a reason not to serve: unheld, and said why
+                self.support = Support(
+                    False, f"the data root's quotas cannot be read: {exc.message}"
+                )
         self._ids = ProjectIds(self.root, held) if self.enforced else None
         if self.enforced:
             LOG.info("event=directory_quota enforced=true")
