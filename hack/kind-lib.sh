@@ -239,6 +239,27 @@ kind_up() {
     log "kind cluster $KIND_CLUSTER up: kubectl context $KIND_CONTEXT (hack/kind-install next)"
 }
 
+# kind_build [GO_PROGRAM...]: everything a Podman cluster of ours and the storage suite
+# start from, built where stale, nothing started and nothing of the host or of Podman
+# touched: kind, the cluster's Go programs (and the extra ones named) in one build with the
+# suite's ginkgo, its e2e.test, the Debian-based images meanwhile (mostly network), then the
+# node image and the Go programs' images. hack/test runs it before the tiers, so on a cold
+# machine the build has both cores; kind-up then finds it all built.
+kind_build() {
+    local images_log images_pid
+    images_log="$(mktemp "${TMPDIR:-/tmp}/localvol-images-build.XXXXXX")"
+    "$ROOT/hack/images" build >/dev/null 2>"$images_log" &
+    images_pid=$!
+    ensure_kind
+    go_programs "$@" "${CLUSTER_PROGRAMS[@]}" ginkgo
+    go_test_binary e2e.test ./storagesuite
+    wait "$images_pid" || { cat "$images_log" >&2; rm -f "$images_log"; die "building the images failed"; }
+    rm -f "$images_log"
+    "$ROOT/hack/images" build kind-node >/dev/null
+    sidecar_image_archives >/dev/null
+    agnhost_image_archive >/dev/null
+}
+
 # The node image, built and loaded into our Podman; its reference in KIND_NODE_REF. The Go
 # programs of the cluster's images (the sidecars') are built with the node's, in one build,
 # and the Debian-based images the cluster loads (mostly waiting on the network) meanwhile.

@@ -9,6 +9,7 @@ bug nor another process on the machine can decide the outcome.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +34,8 @@ from tests.support.host import (
 from tests.support.prerequisites import need_root
 
 SCRATCH_SUFFIXES = (".partial", ".deleting", ".tmp")
+# How long a detached device may take to go once its last lazy unmount is done.
+DETACH_WAIT = 15.0
 
 
 # -- nothing left behind ---------------------------------------------------------------
@@ -69,6 +72,12 @@ def clean_up_host(root: Path) -> None:
             sh("umount", "-l", "--", point)
     for device in {*devices, *loops_under(root)}:
         sh("losetup", "--detach", device)
+    # A device whose filesystem was unmounted lazily is let go once the kernel has finished
+    # with it (on a loaded machine, a moment later): wait for that, within a bound, so a
+    # check after this reads the outcome, not the moment.
+    deadline = time.monotonic() + DETACH_WAIT
+    while loops_under(root) and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 @contextmanager
