@@ -224,15 +224,33 @@ def _registration(config: Config, interceptor: RpcInterceptor) -> Registration |
     return Registration(socket_path, config.driver_name, kubelet_path, [interceptor])
 
 
+class StopRequest:
+    """SIGTERM or SIGINT asked the driver to stop. The handler only notes the signal: a
+    Python handler runs in the main thread between two bytecodes, so one that takes a lock
+    (an Event's, a logging handler's) while the main thread holds that lock waits for
+    itself for ever; the driver then ignored every later signal (found by the full-root
+    teardown tests under load). ``wait`` polls the note and logs it."""
+
+    POLL = 0.25
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum  # one store: no lock, no call that could take one
+
+    def wait(self) -> None:
+        # A signal the kernel hands to a gRPC thread only runs its Python handler once the
+        # main thread runs bytecode: wake up regularly rather than block for ever.
+        while self.signum is None:
+            time.sleep(self.POLL)
+        log.info("event=signal signal=%s", signal.Signals(self.signum).name)
+
+
 def serve(config: Config) -> int:
-    stopping = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("event=signal signal=%s", signal.Signals(signum).name)
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopping = StopRequest()
+    signal.signal(signal.SIGTERM, stopping.on_signal)
+    signal.signal(signal.SIGINT, stopping.on_signal)
     driver = build(config)
     driver.start()
     log.info(
@@ -244,10 +262,7 @@ def serve(config: Config) -> int:
         config.data_dir,
     )
     threading.Thread(target=driver.reconcile_then_ready, name="reconcile", daemon=True).start()
-    # A signal the kernel hands to a gRPC thread only runs its Python handler once the main
-    # thread runs bytecode: wake up regularly rather than block forever.
-    while not stopping.wait(0.5):
-        pass
+    stopping.wait()
     # Stopping: later signals change nothing. Ignored, not handled: at its own shutdown
     # Python puts back the default action (death) of every signal it handles.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
