@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import types
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.support.prerequisites import need, need_root
 
 REPO = Path(__file__).resolve().parents[2]
 KERNEL = "linux.uml"
@@ -166,3 +169,13 @@ def check(run: Run, case: str) -> None:
         pytest.fail(f"the guest did not report {case}\n{run.explain()}")
     if not outcome.passed:
         pytest.fail(f"{case} failed in the guest:\n{outcome.text}\n{run.explain()}")
+
+
+def run_module(cases: types.ModuleType) -> Run:
+    """One guest for a ``*_cases`` module (its ``FILESYSTEMS`` the disks it gets), after the
+    prerequisites: root and the kernel (a failure under CI=true, never a skip)."""
+    need_root()
+    need(available(), f"needs {KERNEL} (Debian's user-mode-linux package)")
+    tests = Path(str(cases.__file__)).relative_to(REPO)
+    with work_dir() as work:
+        return boot(tests, list(cases.FILESYSTEMS), work)

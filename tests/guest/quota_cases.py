@@ -27,7 +27,7 @@ from csi.pb import csi_pb2
 from csi.volumes.quotas import FIRST_PROJECT, LAST_PROJECT
 from tests.support.docker_plugin import plugin_request
 from tests.support.driver import DriverProcess, RunningDriver, crash_during, running_driver
-from tests.support.kubelet import MIB, Kubelet
+from tests.support.kubelet import MIB, Kubelet, mount_capability
 
 ROOTS = dict(
     item.split("=", 1) for item in os.environ.get("LOCALVOL_GUEST_ROOTS", "").split(",") if item
@@ -107,6 +107,21 @@ def in_use(kubelet: Kubelet, name: str, size: int) -> tuple[str, Path]:
     return volume, target
 
 
+def copy_of(
+    running: RunningDriver, name: str, size: int, source: csi_pb2.VolumeContentSource
+) -> csi_pb2.CreateVolumeResponse:
+    """CreateVolume of a directory volume of ``size`` from ``source``."""
+    return running.client.controller.CreateVolume(
+        csi_pb2.CreateVolumeRequest(
+            name=name,
+            parameters=DIRECTORY,
+            capacity_range=csi_pb2.CapacityRange(required_bytes=size),
+            volume_capabilities=[mount_capability()],
+            volume_content_source=source,
+        )
+    )
+
+
 def refused(code: int) -> bool:
     return code in (errno.ENOSPC, errno.EDQUOT)
 
@@ -162,24 +177,10 @@ def test_a_clone_is_charged_to_its_own_project(node: tuple[RunningDriver, Kubele
     running, kubelet = node
     source, target = in_use(kubelet, "source", 64 * MIB)
     write_as_pod(target / "data", 48 * MIB)
-    clone = running.client.controller.CreateVolume(
-        csi_pb2.CreateVolumeRequest(
-            name="clone",
-            parameters=DIRECTORY,
-            capacity_range=csi_pb2.CapacityRange(required_bytes=64 * MIB),
-            volume_capabilities=[
-                csi_pb2.VolumeCapability(
-                    mount=csi_pb2.VolumeCapability.MountVolume(),
-                    access_mode=csi_pb2.VolumeCapability.AccessMode(
-                        mode=csi_pb2.VolumeCapability.AccessMode.SINGLE_NODE_WRITER
-                    ),
-                )
-            ],
-            volume_content_source=csi_pb2.VolumeContentSource(
-                volume=csi_pb2.VolumeContentSource.VolumeSource(volume_id=source)
-            ),
-        )
-    ).volume.volume_id
+    source_of = csi_pb2.VolumeContentSource(
+        volume=csi_pb2.VolumeContentSource.VolumeSource(volume_id=source)
+    )
+    clone = copy_of(running, "clone", 64 * MIB, source_of).volume.volume_id
     staging, clone_target = kubelet.staging("clone"), kubelet.target("clone")
     kubelet.stage(clone, staging)
     kubelet.publish(clone, staging, clone_target)
@@ -205,23 +206,13 @@ def test_the_driver_copy_is_held_to_the_new_size(data_dir: Path, tmp_path: Path)
         kubelet = Kubelet(running.client, tmp_path / "kubelet", data_dir)
         before = sorted(p.name for p in (data_dir / "volumes").iterdir())
         with pytest.raises(grpc.RpcError) as raised:
-            running.client.controller.CreateVolume(
-                csi_pb2.CreateVolumeRequest(
-                    name="restored",
-                    parameters=DIRECTORY,
-                    capacity_range=csi_pb2.CapacityRange(required_bytes=32 * MIB),
-                    volume_capabilities=[
-                        csi_pb2.VolumeCapability(
-                            mount=csi_pb2.VolumeCapability.MountVolume(),
-                            access_mode=csi_pb2.VolumeCapability.AccessMode(
-                                mode=csi_pb2.VolumeCapability.AccessMode.SINGLE_NODE_WRITER
-                            ),
-                        )
-                    ],
-                    volume_content_source=csi_pb2.VolumeContentSource(
-                        snapshot=csi_pb2.VolumeContentSource.SnapshotSource(snapshot_id=snapshot)
-                    ),
-                )
+            copy_of(
+                running,
+                "restored",
+                32 * MIB,
+                csi_pb2.VolumeContentSource(
+                    snapshot=csi_pb2.VolumeContentSource.SnapshotSource(snapshot_id=snapshot)
+                ),
             )
         assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, raised.value.details()
         assert sorted(p.name for p in (data_dir / "volumes").iterdir()) == before

@@ -8,18 +8,13 @@ from pathlib import Path
 import pytest
 
 from tests.guest import growth_cases, machine
-from tests.support.prerequisites import need, need_root
 
 CASES = machine.cases(Path(growth_cases.__file__))
 
 
 @pytest.fixture(scope="module")
 def guest() -> machine.Run:
-    need_root()
-    need(machine.available(), f"needs {machine.KERNEL} (Debian's user-mode-linux package)")
-    tests = Path(growth_cases.__file__).relative_to(machine.REPO)
-    with machine.work_dir() as work:
-        return machine.boot(tests, list(growth_cases.FILESYSTEMS), work)
+    return machine.run_module(growth_cases)
 
 
 @pytest.mark.parametrize("case", CASES)

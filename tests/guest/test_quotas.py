@@ -10,18 +10,13 @@ from pathlib import Path
 import pytest
 
 from tests.guest import machine, quota_cases
-from tests.support.prerequisites import need, need_root
 
 CASES = machine.cases(Path(quota_cases.__file__))
 
 
 @pytest.fixture(scope="module")
 def guest() -> machine.Run:
-    need_root()
-    need(machine.available(), f"needs {machine.KERNEL} (Debian's user-mode-linux package)")
-    tests = Path(quota_cases.__file__).relative_to(machine.REPO)
-    with machine.work_dir() as work:
-        return machine.boot(tests, list(quota_cases.FILESYSTEMS), work)
+    return machine.run_module(quota_cases)
 
 
 @pytest.mark.parametrize("case", CASES)
