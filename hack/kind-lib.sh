@@ -133,15 +133,37 @@ EOF
         CONTAINERS_REGISTRIES_CONF="$conf/registries.conf" KIND_EXPERIMENTAL_PROVIDER=podman
 }
 
+# Host paths our Podman and its network stack may make, whatever our configuration says:
+# rootful netavark keeps its IPAM database and aardvark's files in /run/containers/networks,
+# a fixed path. A path inside another is listed on its own: where another Podman made
+# /run/containers before the cluster, that stays, and the networks directory the cluster
+# added goes.
+PODMAN_HOST_PATHS=(/lib/modules /run/netns /run/containers /run/containers/networks)
+
 # What the host looks like before our Podman touches it: taken once per cluster.
 record_kind_baseline() {
     [ -f "$KIND_BASELINE/.done" ] && return 0
-    host_reading "$KIND_BASELINE" /lib/modules /run/netns /run/containers \
-        /sys/fs/cgroup/*/libpod_parent
+    host_reading "$KIND_BASELINE" "${PODMAN_HOST_PATHS[@]}" /sys/fs/cgroup/*/libpod_parent
     touch "$KIND_BASELINE/.done"
 }
 
 existed_before() { grep -qxF "$1" "$KIND_BASELINE/existing-paths" 2>/dev/null; }
+
+# remove_added_paths PATH...: each path that is there now and was not in the baseline goes,
+# the deepest first; /run/netns after the namespaces mounted under it, /lib/modules only
+# while empty (the host may fill it meanwhile).
+remove_added_paths() {
+    local path
+    for path in $(printf '%s\n' "$@" | LC_ALL=C sort -r); do
+        { [ -e "$path" ] && ! existed_before "$path"; } || continue
+        case "$path" in
+            /run/netns) "$VENV/bin/python" "$ROOT/hack/cluster-host" umount-under /run/netns
+                rm -rf --one-file-system /run/netns ;;
+            /lib/modules) rmdir /lib/modules 2>/dev/null || true ;;
+            *) rm -rf --one-file-system "$path" ;;
+        esac
+    done
+}
 
 # The host paths deploy/kind/cluster.yaml mounts as data roots, made before the nodes start
 # (Podman does not make a missing source).
@@ -322,9 +344,7 @@ podman_host_down() {
         for bridge in "${bridges[@]}"; do
             [ -n "$bridge" ] && ip link show "$bridge" >/dev/null 2>&1 && ip link delete "$bridge"
         done
-        existed_before /run/netns || { "${host[@]}" umount-under /run/netns; rm -rf /run/netns; }
-        existed_before /run/containers || rm -rf --one-file-system /run/containers
-        existed_before /lib/modules || rmdir /lib/modules 2>/dev/null || true
+        remove_added_paths "${PODMAN_HOST_PATHS[@]}"
         existed_before /sys/fs/cgroup/memory/libpod_parent || "${host[@]}" rmdir-cgroups libpod_parent
         if ! "${host[@]}" sysctl-diff "$KIND_BASELINE/sysctl" >&2; then
             log "warning: the sysctls above differ from before the cluster"

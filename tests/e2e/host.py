@@ -22,6 +22,7 @@ WATCHED_PATHS = (
     Path("/lib/modules"),
     Path("/run/netns"),
     Path("/run/containers"),
+    Path("/run/containers/networks"),  # rootful netavark's, whatever the configuration says
     Path("/dev/shm/libpod_lock"),
     Path("/dev/log"),
     Path("/dev/mqueue"),

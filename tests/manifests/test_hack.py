@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from tests.e2e.host import WATCHED_PATHS
 from tests.manifests.support import ROOT
 
 # What the scripts need before their first check; nothing else is on the PATH they get.
@@ -183,3 +184,49 @@ def test_host_reading_lists_the_paths_that_exist_and_succeeds_when_the_last_does
     assert (reading / "existing-paths").read_text() == f"{present}\n"
     assert (reading / "sysctl").read_text() == "a = 1\nb = 2\n"
     assert (reading / "iptables").read_text() == "*filter\n"
+
+
+def test_teardown_removes_what_the_cluster_added_inside_a_path_that_was_there(
+    tmp_path: Path,
+) -> None:
+    """A /run/containers another Podman made before the cluster stays (with what it held);
+    the networks directory netavark added inside it during the cluster goes; a path that
+    was not there at all goes whole; a path there before stays."""
+    run, containers = tmp_path / "run", tmp_path / "containers"
+    networks, theirs, added, kept = (
+        containers / "networks",
+        containers / "storage",
+        tmp_path / "netns-like",
+        tmp_path / "was-there",
+    )
+    for path in (networks, theirs, added, kept):
+        path.mkdir(parents=True)
+    (networks / "ipam.db").write_bytes(b"db")
+    (run / "baseline").mkdir(parents=True)
+    (run / "baseline" / "existing-paths").write_text(f"{containers}\n{kept}\n")
+    script = (
+        f"set -euo pipefail; source {ROOT / 'hack' / 'lib.sh'}; "
+        f"source {ROOT / 'hack' / 'kind-lib.sh'}; "
+        f"remove_added_paths {containers} {networks} {added} {kept} {tmp_path / 'absent'}"
+    )
+    proc = subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "KIND_RUN": str(run), "GOBIN": "/nonexistent"},
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert not networks.exists()
+    assert not added.exists()
+    assert theirs.is_dir()
+    assert kept.is_dir()
+
+
+def test_the_baseline_and_the_teardown_watch_the_same_podman_paths() -> None:
+    """Every path the teardown may remove was read before the cluster, netavark's fixed
+    run directory among them; the e2e host check watches them too."""
+    paths = go_lib_array("PODMAN_HOST_PATHS")
+    assert "/run/containers/networks" in paths
+    assert set(paths) <= {str(p) for p in WATCHED_PATHS}
