@@ -261,37 +261,33 @@ kind_up() {
     log "kind cluster $KIND_CLUSTER up: kubectl context $KIND_CONTEXT (hack/kind-install next)"
 }
 
-# kind_build [GO_PROGRAM...]: everything a Podman cluster of ours and the storage suite
-# start from, built where stale, nothing started and nothing of the host or of Podman
-# touched: kind, the cluster's Go programs (and the extra ones named) in one build with the
-# suite's ginkgo, its e2e.test, the Debian-based images meanwhile (mostly network), then the
-# node image and the Go programs' images. hack/test runs it before the tiers, so on a cold
-# machine the build has both cores; kind-up then finds it all built.
+# kind_build [GO_PROGRAM...]: everything a Podman cluster of ours starts from (with
+# KIND_STORAGE_SUITE=1 also the storage suite's), built where stale, nothing started and
+# nothing of the host or of Podman touched: kind, the cluster's Go programs (and the extra
+# ones named) in one build, the images the nodes load (Debian-based ones meanwhile: mostly
+# network), the node image and the Go programs' images. kind-up runs it before it loads the
+# node image; hack/test runs it before the tiers, so on a cold machine the build has both
+# cores.
 kind_build() {
-    local images_log images_pid
+    local images_log images_pid suite=()
+    [ "${KIND_STORAGE_SUITE:-}" = 1 ] && suite=(ginkgo)
     images_log="$(mktemp "${TMPDIR:-/tmp}/localvol-images-build.XXXXXX")"
-    "$ROOT/hack/images" build >/dev/null 2>"$images_log" &
+    "$ROOT/hack/images" build $(node_image_names) >/dev/null 2>"$images_log" &
     images_pid=$!
     ensure_kind
-    go_programs "$@" "${CLUSTER_PROGRAMS[@]}" ginkgo
-    go_test_binary e2e.test ./storagesuite
+    go_programs "$@" "${CLUSTER_PROGRAMS[@]}" "${suite[@]}"
+    if [ ${#suite[@]} -gt 0 ]; then go_test_binary e2e.test ./storagesuite; fi
     wait "$images_pid" || { cat "$images_log" >&2; rm -f "$images_log"; die "building the images failed"; }
     rm -f "$images_log"
     "$ROOT/hack/images" build kind-node >/dev/null
     sidecar_image_archives >/dev/null
-    agnhost_image_archive >/dev/null
+    if [ ${#suite[@]} -gt 0 ]; then agnhost_image_archive >/dev/null; fi
 }
 
-# The node image, built and loaded into our Podman; its reference in KIND_NODE_REF. The Go
-# programs of the cluster's images (the sidecars') are built with the node's, in one build,
-# and the Debian-based images the cluster loads (mostly waiting on the network) meanwhile.
+# The node image, built and loaded into our Podman; its reference in KIND_NODE_REF.
 KIND_NODE_REF=""
 build_node_image() {
-    local images_log="$KIND_PODMAN/images-build.log" images_pid
-    "$ROOT/hack/images" build $(node_image_names) >/dev/null 2>"$images_log" &
-    images_pid=$!
-    go_programs "${CLUSTER_PROGRAMS[@]}"
-    wait "$images_pid" || { cat "$images_log" >&2; die "building the images failed"; }
+    kind_build
     KIND_NODE_REF="$(load_node_image)"
 }
 

@@ -65,7 +65,7 @@ class DirectoryBackend:
         files.remove(partial)
         project = record.project_id
         try:
-            if project is not None:
+            if project is not None:  # held while empty: a copy into it is charged too
                 files.make_dir(partial)
                 self._quotas.hold(partial, project, record.capacity_bytes)
             if source is None:
@@ -74,10 +74,8 @@ class DirectoryBackend:
                 mode = record.spec.mode
                 files.set_mode(partial, modes.VOLUME_ROOT if mode is None else mode)
             else:
-                if project is None:
-                    self.copy_content(source, partial)
-                else:
-                    self._copy_held(source, partial)
+                copy = self.copy_content if project is None else self._copy_held
+                copy(source, partial)
                 if record.spec.mode is None:
                     files.restrict(partial, modes.NO_OTHER)
             durable_rename(partial, final)

@@ -262,23 +262,31 @@ QUOTA_CALLS: dict[str, Callable[[Path], object]] = {
 }
 
 
+def injected(
+    fail: pytest.MonkeyPatch, step: str, call: Callable[[], object], kind: type[SyscallFailed]
+) -> SyscallFailed:
+    """The error ``call`` fails with when CSI_FAIL_SYSCALL selects ``step``: of ``kind``,
+    naming the step, EIO."""
+    fail.setenv(kernel.FAULT_ENV, step)
+    with pytest.raises(kind) as caught:
+        call()
+    assert (caught.value.step, caught.value.errno) == (step, errno.EIO)
+    return caught.value
+
+
 @pytest.mark.parametrize("step", sorted(QUOTA_CALLS))
 def test_injected_quota_failures_are_typed(
     fail: pytest.MonkeyPatch, tmp_path: Path, step: str
 ) -> None:
-    fail.setenv(kernel.FAULT_ENV, step)
-    with pytest.raises(SyscallFailed) as caught:
-        QUOTA_CALLS[step](tmp_path)
-    error = caught.value
-    assert (error.step, error.errno) == (step, errno.EIO)
+    error = injected(fail, step, lambda: QUOTA_CALLS[step](tmp_path), SyscallFailed)
     where = "capability 24" if step.startswith("capability") else tmp_path
     assert error.message.startswith(f"{step} failed on {where}")
     assert failure_of(error, "CreateVolume").code is Code.INTERNAL
 
 
 def test_every_ioctl_step_is_failed_here() -> None:
-    covered = {*IOCTL_CALLS, *QUOTA_CALLS, "loop:find", "loop:clear", "loop:capacity"}
-    covered.add("loop:status")
+    loops = {"loop:find", "loop:clear", "loop:capacity", "loop:status"}
+    covered = {*IOCTL_CALLS, *QUOTA_CALLS, *loops}
     mounts = {"mount:fs", "mount:bind", "mount:remount", "mount:propagation", "umount"}
     # loop:configure would first take a real free device: tests/reliability fail it.
     assert covered == kernel.STEPS - mounts - {"loop:configure"}
@@ -288,11 +296,7 @@ def test_every_ioctl_step_is_failed_here() -> None:
 def test_injected_ioctl_failures_are_typed(
     fail: pytest.MonkeyPatch, tmp_path: Path, step: str
 ) -> None:
-    fail.setenv(kernel.FAULT_ENV, step)
-    with pytest.raises(IoctlFailed) as caught:
-        IOCTL_CALLS[step](tmp_path)
-    error = caught.value
-    assert (error.step, error.errno) == (step, errno.EIO)
+    error = injected(fail, step, lambda: IOCTL_CALLS[step](tmp_path), IoctlFailed)
     where = UNFREEZABLE if step == "freeze:freeze" else tmp_path
     assert error.message.startswith(f"{step} failed on {where}")
     assert error.message.endswith(f"(injected by {kernel.FAULT_ENV}={step}) [EIO]")
