@@ -152,6 +152,23 @@ def test_every_go_program_the_scripts_and_tests_run_is_built() -> None:
     assert sidecars <= cluster
 
 
+def kind_lib(call: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``call`` (a function of hack/kind-lib.sh and its arguments) under ``set -euo
+    pipefail``, with only ``env`` (PATH among it) and no Go programs."""
+    script = (
+        f"set -euo pipefail; source {ROOT / 'hack' / 'lib.sh'}; "
+        f"source {ROOT / 'hack' / 'kind-lib.sh'}; {call}"
+    )
+    return subprocess.run(
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        env={"GOBIN": "/nonexistent", **env},
+        timeout=60,
+        check=False,
+    )
+
+
 def test_host_reading_lists_the_paths_that_exist_and_succeeds_when_the_last_does_not(
     tmp_path: Path,
 ) -> None:
@@ -167,18 +184,9 @@ def test_host_reading_lists_the_paths_that_exist_and_succeeds_when_the_last_does
     present = tmp_path / "present"
     present.mkdir()
     reading = tmp_path / "reading"
-    script = (
-        f"set -euo pipefail; source {ROOT / 'hack' / 'lib.sh'}; "
-        f"source {ROOT / 'hack' / 'kind-lib.sh'}; "
-        f"host_reading {reading} {present} {tmp_path / 'absent'}"
-    )
-    proc = subprocess.run(
-        ["bash", "-c", script],
-        capture_output=True,
-        text=True,
-        env={"PATH": bare_path(tmp_path, **fakes), "GOBIN": "/nonexistent"},
-        timeout=60,
-        check=False,
+    proc = kind_lib(
+        f"host_reading {reading} {present} {tmp_path / 'absent'}",
+        PATH=bare_path(tmp_path, **fakes),
     )
     assert proc.returncode == 0, proc.stderr
     assert (reading / "existing-paths").read_text() == f"{present}\n"
@@ -204,18 +212,10 @@ def test_teardown_removes_what_the_cluster_added_inside_a_path_that_was_there(
     (networks / "ipam.db").write_bytes(b"db")
     (run / "baseline").mkdir(parents=True)
     (run / "baseline" / "existing-paths").write_text(f"{containers}\n{kept}\n")
-    script = (
-        f"set -euo pipefail; source {ROOT / 'hack' / 'lib.sh'}; "
-        f"source {ROOT / 'hack' / 'kind-lib.sh'}; "
-        f"remove_added_paths {containers} {networks} {added} {kept} {tmp_path / 'absent'}"
-    )
-    proc = subprocess.run(
-        ["bash", "-c", script],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", "KIND_RUN": str(run), "GOBIN": "/nonexistent"},
-        timeout=60,
-        check=False,
+    proc = kind_lib(
+        f"remove_added_paths {containers} {networks} {added} {kept} {tmp_path / 'absent'}",
+        PATH="/usr/bin:/bin",
+        KIND_RUN=str(run),
     )
     assert proc.returncode == 0, proc.stderr
     assert not networks.exists()
