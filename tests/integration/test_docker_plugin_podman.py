@@ -33,6 +33,10 @@ from tests.support.prerequisites import need, need_root, need_tool
 IMAGE_ARCHIVE = Path("/var/cache/localvol-csi/images/busybox.tar")
 IMAGE = "docker.io/library/busybox:1.36"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+# What a rootful Podman makes on the host whatever its configuration says: netavark's run
+# directory is fixed. Each is removed after if the test made it, the deepest first: a
+# /run/containers that was there before stays, the networks directory made inside it goes.
+PODMAN_RUN_PATHS = (Path("/run/containers/networks"), Path("/run/containers"))
 pytestmark = pytest.mark.root
 
 COMPOSE = """\
@@ -132,8 +136,7 @@ def podman(tmp_path: Path) -> Iterator[Podman]:
     if not IMAGE_ARCHIVE.exists():
         subprocess.run([str(REPO / "hack" / "images"), "build", "busybox"], check=False)
     need(IMAGE_ARCHIVE.exists(), f"needs {IMAGE_ARCHIVE} (hack/images build busybox)")
-    run_containers = Path("/run/containers")
-    had_run_dir = run_containers.exists()
+    made_here = [path for path in PODMAN_RUN_PATHS if not path.exists()]
     cgroups_before = _cgroups()
     root = tmp_path / "podman"
     root.mkdir()
@@ -157,12 +160,13 @@ def podman(tmp_path: Path) -> Iterator[Podman]:
             for entry in reversed(mount.mounts_under(place)):
                 mount.unmount(entry.mount_point)
         _remove_cgroups(_cgroups() - cgroups_before)
-        if not had_run_dir and run_containers.exists():
-            shutil.rmtree(run_containers)
+        for path in made_here:
+            shutil.rmtree(path, ignore_errors=True)
         shutil.rmtree(runroot, ignore_errors=True)
     assert not mount.mounts_under(tmp_path), "mounts of the test are left"
     assert not _cgroups() - cgroups_before, "cgroups of the test are left"
     assert not _loops_under(tmp_path), "loop devices of the test are left"
+    assert not [p for p in made_here if p.exists()], "Podman's run directories are left"
 
 
 def _loops_under(path: Path) -> list[str]:
