@@ -1,9 +1,10 @@
 """Crash points: SIGKILL at every step of every multi-step operation, then restart and retry.
 
 For each point in csi.faults.POINTS and each kind of volume the point applies to: a driver
-without the fault drives the volume up to the operation holding the point, a driver with
-the fault dies there (UNAVAILABLE for the caller, SIGKILL for the process), a driver without
-the fault is started again, and the same call is retried as the orchestrator would. The
+started with the fault drives the volume up to the operation holding the point (no earlier
+step passes it: test_no_set_up_step_passes_the_point) and dies there (UNAVAILABLE for the
+caller, SIGKILL for the process), a driver without the fault is started again, and the same
+call is retried as the orchestrator would. The
 retry must succeed and leave records and host in agreement (host_checks.assert_consistent),
 with data written before the crash intact and the volume usable to the end of its life.
 """
@@ -65,19 +66,24 @@ def test_every_crash_point_is_covered() -> None:
     assert set(APPLIES) == set(POINTS)
 
 
+def test_no_set_up_step_passes_the_point() -> None:
+    """A point is named for the operation that passes it, and no operation leading up to it
+    is that one: so a driver may carry the fault from its start."""
+    for point in POINTS:
+        op = point.split(":")[0]
+        assert op in SETUP, point
+        assert op not in SETUP[op], point
+
+
 @pytest.mark.parametrize(("point", "flavour"), CASES, ids=[f"{p}-{f.id}" for p, f in CASES])
 def test_crash_then_retry_converges(
     driver_process: DriverProcess, point: str, flavour: Flavour
 ) -> None:
     op = point.split(":")[0]
     life = Life(driver_process, flavour)
-    if SETUP[op]:
-        driver_process.start()
-        for step in SETUP[op]:
-            life.do(step)
-        assert driver_process.stop() == 0
-
     driver_process.start(fault=point)
+    for step in SETUP[op]:
+        life.do(step)
     crash_during(driver_process, lambda: life.do(op))
 
     driver_process.start()

@@ -28,6 +28,8 @@ from tests.support.status import rpc_error
 
 EXT4 = Flavour("ext4", {"volumeType": "loop", "fsType": "ext4"}, 16 * MIB, fs_type="ext4")
 ROOT_SIZE = 64 * MIB
+# What fill() writes rather than allocates: the tail, where the last blocks run out.
+FILL_BY_WRITING = 4 * MIB
 
 
 def run(*argv: str) -> str:
@@ -59,10 +61,10 @@ def ext4_root(tmp_path: Path, size: int, name: str) -> Iterator[Path]:
 
 
 @contextmanager
-def driver_on(root: Path, tmp_path: Path) -> Iterator[DriverProcess]:
+def driver_on(root: Path, tmp_path: Path, fault: str = "") -> Iterator[DriverProcess]:
     """A started driver whose data root is on ``root``; killed afterwards."""
     process = DriverProcess(root / "data", tmp_path / "logs", tmp_path / "kubelet")
-    process.start()
+    process.start(fault=fault)
     try:
         yield process
     finally:
@@ -89,10 +91,16 @@ def free_bytes(path: Path) -> int:
 
 
 def fill(root: Path, leave: int = 0) -> Path:
-    """Write a filler file until ENOSPC, then give back ``leave`` bytes."""
+    """Take every free block with a filler file, then give back ``leave`` bytes. Most of
+    the room is allocated without writing it (taken blocks all the same, in a fraction of
+    the time), the last megabytes are written until ENOSPC."""
     filler = root / "filler"
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
+        room = os.statvfs(root)
+        bulk = room.f_bavail * room.f_frsize - FILL_BY_WRITING
+        if bulk > 0:
+            os.posix_fallocate(fd, 0, bulk)
         for size in (MIB, 64 * 1024, 4096, 1024):
             chunk = b"\xa5" * size
             while True:

@@ -49,8 +49,14 @@ def full_root(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
 
 
 @pytest.fixture
-def driver(full_root: Path, tmp_path: Path) -> Iterator[DriverProcess]:
-    with driver_on(full_root, tmp_path) as process:
+def driver(
+    full_root: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[DriverProcess]:
+    """A driver on the full root; armed from its start with the test's crash ``point``, if
+    it has one (the steps before the point's operation never pass it)."""
+    callspec = getattr(request.node, "callspec", None)
+    fault = callspec.params.get("point", "") if callspec else ""
+    with driver_on(full_root, tmp_path, fault=fault) as process:
         yield process
 
 
@@ -150,8 +156,6 @@ def test_a_kill_during_teardown_on_a_full_root(
     operation = point.split(":")[0]
     for name, step in steps:
         if name == operation:
-            driver.stop()
-            driver.start(fault=point)
             kubelet = driver.kubelet
             crash_during(driver, lambda s=step, k=kubelet: s(k))  # type: ignore[misc]
             driver.start()  # reconciled on the full root
