@@ -10,6 +10,12 @@
 
 GO_MODULE="${GO_MODULE:-/var/cache/localvol-csi/go-module}"
 
+# While we build, the compiler collects its garbage a quarter as often as by default: a
+# build from an empty cache is a fifth quicker (client-go's clientset on this 2-core
+# machine: 157 s at the default, 123 s), for a few hundred MB more per compile at a time.
+# What is built is the same byte for byte, so no build key names it.
+GO_BUILD_GOGC="${GO_BUILD_GOGC:-400}"
+
 # NAME|PACKAGE: each program, built into $GOBIN/NAME. The storage suite's e2e.test is a test
 # binary (go_test_binary) of hack/go/storagesuite, a package of ours.
 GO_PROGRAMS=(
@@ -155,7 +161,7 @@ go_programs() {
     mkdir -p "$GOBIN"
     # go build writes each program beside its final name and renames it into place: a
     # running one keeps the file it started from.
-    (cd "$GO_MODULE" && CGO_ENABLED=0 go build -trimpath -ldflags "$(go_ldflags)" -o "$GOBIN/" "${packages[@]}") ||
+    (cd "$GO_MODULE" && CGO_ENABLED=0 GOGC="$GO_BUILD_GOGC" go build -trimpath -ldflags "$(go_ldflags)" -o "$GOBIN/" "${packages[@]}") ||
         die "building ${names[*]} failed"
     for name in "${names[@]}"; do echo "$key" > "$GOBIN/.$name-version"; done
 }
@@ -168,7 +174,7 @@ go_test_binary() {
     go_built "$name" "$key" && return 0
     log "building $name"
     mkdir -p "$GOBIN"
-    (cd "$GO_MODULE" && CGO_ENABLED=0 go test -c -trimpath -ldflags "$(go_ldflags)" \
+    (cd "$GO_MODULE" && CGO_ENABLED=0 GOGC="$GO_BUILD_GOGC" go test -c -trimpath -ldflags "$(go_ldflags)" \
         -o "$GOBIN/$name.new" "$package") || die "building $name failed"
     mv "$GOBIN/$name.new" "$GOBIN/$name"
     echo "$key" > "$GOBIN/.$name-version"

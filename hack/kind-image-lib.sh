@@ -22,8 +22,8 @@ KIND_IMAGES=(
 # Every Go program the node image holds, built when missing or stale (progress on stderr).
 kind_programs() {
     go_programs "${KIND_NODE_PROGRAMS[@]}" "${KIND_CONTROL_PLANE_PROGRAMS[@]}" >&2
-    go_wrapped_program etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" >&2
-    go_wrapped_program coredns github.com/coredns/coredns "$COREDNS_VERSION" >&2
+    GOGC="$GO_BUILD_GOGC" go_wrapped_program etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" >&2
+    GOGC="$GO_BUILD_GOGC" go_wrapped_program coredns github.com/coredns/coredns "$COREDNS_VERSION" >&2
 }
 
 # The node network agent's image, as deploy/kind/node-image/network.yaml names it.

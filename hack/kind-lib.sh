@@ -274,14 +274,16 @@ kind_build() {
     images_log="$(mktemp "${TMPDIR:-/tmp}/localvol-images-build.XXXXXX")"
     "$ROOT/hack/images" build $(node_image_names) >/dev/null 2>"$images_log" &
     images_pid=$!
-    ensure_kind
-    go_programs "$@" "${CLUSTER_PROGRAMS[@]}" "${suite[@]}"
-    if [ ${#suite[@]} -gt 0 ]; then go_test_binary e2e.test ./storagesuite; fi
+    timed "build: kind" ensure_kind
+    timed "build: Go programs" go_programs "$@" "${CLUSTER_PROGRAMS[@]}" "${suite[@]}"
+    if [ ${#suite[@]} -gt 0 ]; then
+        timed "build: storage suite (e2e.test)" go_test_binary e2e.test ./storagesuite
+    fi
     wait "$images_pid" || { cat "$images_log" >&2; rm -f "$images_log"; die "building the images failed"; }
     rm -f "$images_log"
-    "$ROOT/hack/images" build kind-node >/dev/null
-    sidecar_image_archives >/dev/null
-    if [ ${#suite[@]} -gt 0 ]; then agnhost_image_archive >/dev/null; fi
+    timed "build: node image (etcd, CoreDNS, control plane)" "$ROOT/hack/images" build kind-node >/dev/null
+    timed "build: sidecar images" sidecar_image_archives >/dev/null
+    if [ ${#suite[@]} -gt 0 ]; then timed "build: agnhost image" agnhost_image_archive >/dev/null; fi
 }
 
 # The node image, built and loaded into our Podman; its reference in KIND_NODE_REF.
