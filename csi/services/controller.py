@@ -296,7 +296,7 @@ class ControllerService(SnapshotRpcs, ControllerHealthRpcs, csi_pb2_grpc.Control
             # message (the claim's ProvisioningFailed event).
             self._note_problem(exc.message)
             spec = None
-        available = sizing.available_capacity(self._config, self._store.all())
+        available = sizing.available_capacity(self._config, self._volumes.ledger)
         # maximum_volume_size is the room the node has, not --max-volume-size: the
         # scheduler refuses a claim above it as "not enough free storage", which would hide
         # the real reason again. A claim above --max-volume-size passes scheduling and

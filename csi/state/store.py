@@ -29,7 +29,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -60,6 +60,18 @@ class Record(Protocol):
 
 
 R = TypeVar("R", bound=Record)
+R_contra = TypeVar("R_contra", bound=Record, contravariant=True)
+
+
+class Watcher(Protocol[R_contra]):
+    """Told of every record the store holds as it changes (csi.volumes.ledger keeps sums)."""
+
+    def reset(self, records: Iterable[R_contra]) -> None:
+        """The store now holds ``records``: at ``watch`` and after each load."""
+
+    def changed(self, before: R_contra | None, after: R_contra | None) -> None:
+        """A record was written (``before`` None: a new one) or removed (``after`` None);
+        told while the writer still holds the record's lock, so in the order of writes."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,12 @@ class RecordStore(Generic[R]):
         self._with_use: set[str] = set()  # IDs whose node-use file exists
         self._quarantined: set[str] = set()
         self._too_new: dict[str, str] = {}  # ID -> why this driver leaves it alone
+        self._watchers: list[Watcher[R]] = []
+
+    def watch(self, watcher: Watcher[R]) -> None:
+        """Tell ``watcher`` what the store holds now and of every change from now on."""
+        self._watchers.append(watcher)
+        watcher.reset(self.all())
 
     def path(self, record_id: str) -> Path:
         return self._directory / f"{check_id(record_id)}.json"
@@ -149,6 +167,8 @@ class RecordStore(Generic[R]):
                 for d in damaged
                 if d.path.suffix == ".json" and is_valid_id(d.path.stem)
             }
+        for watcher in self._watchers:
+            watcher.reset(by_id.values())
         return damaged
 
     def _load_use(self, by_id: dict[str, R], left_alone: set[str]) -> set[str]:
@@ -278,6 +298,8 @@ class RecordStore(Generic[R]):
             self._by_id[record_id] = record
             if use_changed and (has_use_file or not durable):
                 self._with_use.add(record_id)
+        for watcher in self._watchers:
+            watcher.changed(old, record)
 
     def _room_for(self, teardown: bool, write: Callable[[], None]) -> None:
         """Run ``write``; a teardown step that finds the filesystem full frees the reserve
@@ -308,8 +330,11 @@ class RecordStore(Generic[R]):
         path.unlink(missing_ok=True)
         fsync_dir(path.parent)
         with self._lock:
-            self._by_id.pop(record_id, None)
+            old = self._by_id.pop(record_id, None)
             self._with_use.discard(record_id)
+        if old is not None:
+            for watcher in self._watchers:
+                watcher.changed(old, None)
         # What the record stood for is gone: room again, perhaps, for the reserve.
         try:
             self._reserve.ensure()

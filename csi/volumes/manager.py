@@ -24,6 +24,7 @@ from csi.validation import Capability
 from csi.volumes import encryption, targets
 from csi.volumes.backend import Backend, Kinded, KindFacts, facts_for
 from csi.volumes.directory import DirectoryBackend
+from csi.volumes.ledger import SpaceLedger
 from csi.volumes.loop import LoopFilesystemBackend
 from csi.volumes.loop_block import LoopBlockBackend
 from csi.volumes.loop_image import LoopImages
@@ -46,6 +47,8 @@ class Volumes:
     ) -> None:
         self.layout = layout
         self.store = store
+        self.ledger = SpaceLedger(layout)  # what the volumes provision and promise
+        store.watch(self.ledger)
         self.quotas = DirectoryQuotas(layout.root, quota_mode)
         images = LoopImages(layout)  # one per data root: it serialises loop attaches
         backends: list[Backend] = [

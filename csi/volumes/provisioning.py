@@ -285,20 +285,20 @@ class Provisioner:
         with self._reserving:
             if volume_id in self._reserved:
                 raise FailedPrecondition(f"{volume_id} is already being made or grown")
-            records = {r.volume_id: r for r in self._store.all()}
             pending_bytes = 0
             pending_volumes = 0
             for other, target in self._reserved.items():
-                current = records.get(other)
-                pending_bytes += max(0, target - (current.capacity_bytes if current else 0))
-                pending_volumes += current is None
+                made = self._store.get(other)
+                pending_bytes += max(0, target - (made.capacity_bytes if made else 0))
+                pending_volumes += made is None
+            current = self._store.get(volume_id)
             limit = self._config.max_volumes_per_node
-            counted = len(records) + pending_volumes
-            if new_volume and volume_id not in records and limit and counted >= limit:
+            counted = self._store.count() + pending_volumes
+            if new_volume and current is None and limit and counted >= limit:
                 raise ResourceExhausted(f"this node already holds its maximum of {limit} volumes")
-            current = records.get(volume_id)
             wanted = size - (current.capacity_bytes if current else 0)
-            free = sizing.available_capacity(self._config, records.values()) - pending_bytes
+            ledger = self._volumes.ledger
+            free = sizing.available_capacity(self._config, ledger) - pending_bytes
             if wanted > free:
                 free = max(0, free)
                 if current is None:

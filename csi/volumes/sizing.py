@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from csi.config import Config
 from csi.errors import InvalidArgument, OutOfRange
@@ -11,6 +11,9 @@ from csi.layout import Layout
 from csi.state.records import Phase, VolumeRecord, VolumeSpec
 from csi.units import show_size
 from csi.volumes.backend import Promise, facts_for
+
+if TYPE_CHECKING:
+    from csi.volumes.ledger import SpaceLedger
 
 
 def minimum_size(spec: VolumeSpec) -> int:
@@ -71,40 +74,40 @@ def fits(record: VolumeRecord, required: int, limit: int) -> bool:
     return not (limit and record.capacity_bytes > limit)
 
 
-def promised_bytes(records: Iterable[VolumeRecord], layout: Layout) -> int:
-    """Space the volumes may still take: each one's size less what it takes now (a loop
-    image's allocated blocks, a held directory's project charge)."""
-    total = 0
-    for record in records:
-        if record.phase is Phase.DELETING:
-            continue
-        taken = _taken(record, layout)
-        if taken is not None:
-            total += max(0, record.capacity_bytes - taken)
-    return total
+def counted(record: VolumeRecord) -> bool:
+    """Does ``record`` count against the node's space? (A volume being deleted does not.)"""
+    return record.phase is not Phase.DELETING
 
 
-def _taken(record: VolumeRecord, layout: Layout) -> int | None:
-    """What ``record`` takes on disk now; None if its size promises nothing."""
-    promise = facts_for(record).promise
-    if promise is Promise.IMAGE:
-        return files.allocated_bytes(layout.image_path(record.volume_id))
-    if record.project_id is None:
-        return None
-    return quota.charge(layout.root, record.project_id).bytes_used
+def promises(record: VolumeRecord) -> bool:
+    """Does ``record``'s size promise the disk anything (read without touching the host)?
+    A sparse image does; a directory only when a project quota holds it to its size."""
+    return facts_for(record).promise is Promise.IMAGE or record.project_id is not None
 
 
-def available_capacity(config: Config, records: Iterable[VolumeRecord]) -> int:
-    """Free bytes for new volumes: the data root's free space less what existing loop images
+def promised_by(record: VolumeRecord, layout: Layout) -> int:
+    """What ``record`` may still take from the disk: its size less what it takes now (a
+    loop image's allocated blocks, a held directory's project charge); 0 if it promises
+    nothing."""
+    if not promises(record):
+        return 0
+    if facts_for(record).promise is Promise.IMAGE:
+        taken = files.allocated_bytes(layout.image_path(record.volume_id))
+    else:
+        assert record.project_id is not None
+        taken = quota.charge(layout.root, record.project_id).bytes_used
+    return max(0, record.capacity_bytes - taken)
+
+
+def available_capacity(config: Config, ledger: SpaceLedger) -> int:
+    """Free bytes for new volumes: the data root's free space less what existing volumes
     may still fill (unless --overcommit), capped by --capacity-limit."""
-    records = list(records)
     free = fs.available_bytes(config.data_dir)
     if not config.overcommit:
         # A sparse image that cannot grow into its size fails writes inside the pod's
         # filesystem (ext4 aborts its journal), a held directory's writes fail before its
         # limit: promise only what the disk can keep.
-        free = max(0, free - promised_bytes(records, Layout(config.data_dir)))
+        free = max(0, free - ledger.promised())
     if config.capacity_limit:
-        provisioned = sum(r.capacity_bytes for r in records if r.phase is not Phase.DELETING)
-        free = min(free, max(0, config.capacity_limit - provisioned))
+        free = min(free, max(0, config.capacity_limit - ledger.provisioned()))
     return free

@@ -8,7 +8,9 @@ import pytest
 
 from csi.config import GIB, MIB, TIB, Config
 from csi.errors import InvalidArgument, OutOfRange
+from csi.layout import Layout
 from csi.state.records import AccessType, Phase, VolumeKind, VolumeRecord, VolumeSpec
+from csi.volumes.ledger import SpaceLedger
 from csi.volumes.sizing import available_capacity, choose_size, fits, minimum_size
 
 EXT4 = VolumeSpec(VolumeKind.LOOP, AccessType.MOUNT, "ext4")
@@ -122,9 +124,15 @@ def test_fits() -> None:
     assert not fits(volume, 0, GIB - 1)
 
 
+def ledger_of(tmp_path: Path, records: list[VolumeRecord]) -> SpaceLedger:
+    ledger = SpaceLedger(Layout(tmp_path))
+    ledger.reset(records)
+    return ledger
+
+
 def test_available_capacity_with_limit(tmp_path: Path) -> None:
     config = Config("d", "n", tmp_path, "unix:///x", capacity_limit=10 * GIB)
     volumes = [record(3 * GIB), record(4 * GIB, Phase.DELETING), record(GIB, Phase.CREATING)]
-    assert available_capacity(config, volumes) == min(6 * GIB, available_capacity(config, []))
-    full = [record(11 * GIB)]
-    assert available_capacity(config, full) == 0
+    unlimited = available_capacity(config, ledger_of(tmp_path, []))
+    assert available_capacity(config, ledger_of(tmp_path, volumes)) == min(6 * GIB, unlimited)
+    assert available_capacity(config, ledger_of(tmp_path, [record(11 * GIB)])) == 0
