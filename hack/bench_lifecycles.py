@@ -7,10 +7,12 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench_drivers import Driver
-from bench_stats import Lifecycle
+from bench_stats import Lifecycle, Timings, schedule
 
 from csi.pb import csi_pb2
 
@@ -158,3 +160,34 @@ def floor_lifecycle(kind: str, index: int, base: Path, t: Lifecycle) -> None:
         sh("rm", "-rf", str(data))
     staging.rmdir()
     target.parent.rmdir()
+
+
+# -- batches -------------------------------------------------------------------------------
+Work = Callable[[int, Lifecycle], None]
+
+
+def run_batch(work: Work, volumes: int, concurrency: int, first: int = 0) -> Timings:
+    """``volumes`` lifecycles (numbered from ``first``) on ``concurrency`` threads."""
+    lifecycles = [Lifecycle() for _ in range(volumes)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        futures = [pool.submit(work, first + i, lifecycles[i]) for i in range(volumes)]
+        for f in futures:
+            f.result()
+    return Timings(lifecycles=lifecycles, wall=time.perf_counter() - started)
+
+
+def interleaved(
+    sides: dict[str, Work], rounds: int, volumes: int, concurrency: int, numbering: Iterator[int]
+) -> dict[str, Timings]:
+    """Run every side ``rounds`` times in the order of ``schedule`` (same sequence of RPCs,
+    same client, sides alternating), after one untimed lifecycle each to warm up."""
+    for work in sides.values():
+        work(next(numbering), Lifecycle())
+    result = {name: Timings() for name in sides}
+    for _, name in schedule(rounds, list(sides)):
+        first = next(numbering)
+        for _ in range(volumes - 1):
+            next(numbering)
+        result[name].add(run_batch(sides[name], volumes, concurrency, first))
+    return result

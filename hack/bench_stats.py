@@ -125,3 +125,41 @@ COMPARISON_HEADER = [
     "ours/side median | ours/side throughput | " + " | ".join(f"{s} med/p99" for s in STEPS) + " |",
     "|" + "---|" * (8 + len(STEPS)),
 ]
+
+
+# -- scale: each call's median at each count of volumes held ----------------------------
+SCALE_CALLS = ("create", "stage", "publish", "unpublish", "unstage", "delete", "capacity")
+
+
+def scale_header(names: Sequence[str]) -> list[str]:
+    """The scale table's header: ours first, then each peer and ours over it, then every
+    driver over itself at the first size."""
+    ours, peers = names[0], names[1:]
+    cells = [f"{ours} ms"]
+    for peer in peers:
+        cells += [f"{peer} ms", f"{ours}/{peer}"]
+    cells += [f"{name} vs first size" for name in names]
+    return [
+        "| volumes held | conc. | call | " + " | ".join(cells) + " |",
+        "|" + "---|" * (3 + len(cells)),
+    ]
+
+
+def scale_rows(
+    size: int,
+    concurrency: int,
+    medians: dict[str, dict[str, float]],
+    first: dict[str, dict[str, float]],
+) -> list[str]:
+    """One row per call: each driver's median (ms) at ``size`` volumes held, ours over each
+    peer, and each driver's median over its own in ``first`` (the first size measured)."""
+    names = list(medians)
+    ours = medians[names[0]]
+    rows = []
+    for call in SCALE_CALLS:
+        cells = [f"{ours[call]:.2f}"]
+        for peer in names[1:]:
+            cells += [f"{medians[peer][call]:.2f}", ratio(ours[call], medians[peer][call])]
+        cells += [ratio(medians[name][call], first[name][call]) for name in names]
+        rows.append(f"| {size} | {concurrency} | {call} | " + " | ".join(cells) + " |")
+    return rows

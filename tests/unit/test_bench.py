@@ -134,6 +134,31 @@ def test_comparison_rows_give_ours_over_each_side() -> None:
     assert len(cells[0]) == len(bench_stats.COMPARISON_HEADER[0].strip("|").split("|"))
 
 
+def test_scale_rows_give_each_call_beside_the_peer_and_against_the_first_size() -> None:
+    first = {
+        "ours": dict.fromkeys(bench_stats.SCALE_CALLS, 2.0),
+        "peer": dict.fromkeys(bench_stats.SCALE_CALLS, 1.0),
+    }
+    now = {
+        "ours": dict.fromkeys(bench_stats.SCALE_CALLS, 2.2),
+        "peer": {**dict.fromkeys(bench_stats.SCALE_CALLS, 1.0), "create": 11.0},
+    }
+    rows = bench_stats.scale_rows(5000, 4, now, first)
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+    assert [c[2] for c in cells] == list(bench_stats.SCALE_CALLS)
+    create = cells[0]
+    assert create == ["5000", "4", "create", "2.20", "11.00", "0.20", "1.10", "11.00"]
+    header = bench_stats.scale_header(["ours", "peer"])
+    assert len(create) == len(header[0].strip("|").split("|")) == header[1].count("---")
+
+
+def test_scale_sizes_stop_at_the_volumes_asked_for() -> None:
+    import bench_scale
+
+    assert bench_scale.sizes([0, 1000, 2500, 5000, 10000], 3000) == [0, 1000, 2500, 3000]
+    assert bench_scale.sizes([0, 1000], 1000) == [0, 1000]
+
+
 def test_ratio_of_nothing_is_not_a_number() -> None:
     assert bench_stats.ratio(1.0, 0.0) == "n/a"
     assert bench_stats.ratio(float("nan"), 1.0) == "n/a"
