@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -75,18 +77,46 @@ def log_lines(driver: DriverProcess, event: str) -> list[str]:
     return [line for line in driver.log().splitlines() if f"event={event}" in line]
 
 
-def make_volumes(driver: DriverProcess) -> tuple[str, str]:
-    driver.start()
-    kubelet = driver.kubelet
-    damaged, healthy = kubelet.create(DAMAGED_NAME, EXT4), kubelet.create(HEALTHY_NAME, EXT4)
-    assert driver.stop() == 0
-    return damaged, healthy
+@dataclass(frozen=True)
+class TwoVolumes:
+    """A data root a driver left after making two ext4 volumes, and their IDs."""
+
+    data_dir: Path
+    damaged: str
+    healthy: str
+
+    def copy_to(self, data_dir: Path) -> tuple[str, str]:
+        """The same data root at ``data_dir`` (sparse images kept sparse)."""
+        data_dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["cp", "-a", "--sparse=always", f"{self.data_dir}/.", str(data_dir)], check=True
+        )
+        return self.damaged, self.healthy
+
+
+@pytest.fixture(scope="module")
+def two_volumes(tmp_path_factory: pytest.TempPathFactory) -> TwoVolumes:
+    """Made once per module by a driver of its own; each test damages a copy of it."""
+    base = tmp_path_factory.mktemp("two-volumes")
+    driver = DriverProcess(base / "data", base / "logs", base / "kubelet")
+    try:
+        driver.start()
+        kubelet = driver.kubelet
+        damaged, healthy = kubelet.create(DAMAGED_NAME, EXT4), kubelet.create(HEALTHY_NAME, EXT4)
+        assert driver.stop() == 0
+    finally:
+        driver.kill()
+    return TwoVolumes(base / "data", damaged, healthy)
 
 
 def check_damage(
-    driver: DriverProcess, damage: Damage, event: str = "damaged_record", word: str = "damaged"
+    driver: DriverProcess,
+    two_volumes: TwoVolumes,
+    damage: Damage,
+    event: str = "damaged_record",
+    word: str = "damaged",
 ) -> None:
-    damaged, healthy = make_volumes(driver)
+    damaged, healthy = two_volumes.copy_to(driver.data_dir)
     record, image = record_path(driver.data_dir, damaged), image_path(driver.data_dir, damaged)
     original = record.read_bytes()
     record.write_bytes(damage(original, json.loads(original)))
@@ -114,18 +144,20 @@ def check_damage(
     assert driver.stop() == 0
 
 
-def test_record_of_a_newer_driver_is_left_alone(driver_process: DriverProcess) -> None:
+def test_record_of_a_newer_driver_is_left_alone(
+    driver_process: DriverProcess, two_volumes: TwoVolumes
+) -> None:
     """Not damage: refused with the reason, never rewritten, the volume's data untouched;
     once that driver (here: the record as it was) is back, the volume serves again."""
     newer = lambda raw, data: _json({**data, "schema": 99})  # noqa: E731
-    check_damage(driver_process, newer, event="record_too_new", word="newer driver")
+    check_damage(driver_process, two_volumes, newer, event="record_too_new", word="newer driver")
 
 
 @pytest.mark.parametrize("damage", DAMAGES.values(), ids=list(DAMAGES))
 def test_damaged_volume_record_is_quarantined(
-    driver_process: DriverProcess, damage: Damage
+    driver_process: DriverProcess, two_volumes: TwoVolumes, damage: Damage
 ) -> None:
-    check_damage(driver_process, damage)
+    check_damage(driver_process, two_volumes, damage)
 
 
 @pytest.mark.parametrize(
@@ -134,9 +166,9 @@ def test_damaged_volume_record_is_quarantined(
     ids=list(DECODER_BREAKERS),
 )
 def test_damaged_record_that_breaks_the_decoder(
-    driver_process: DriverProcess, damage: Damage
+    driver_process: DriverProcess, two_volumes: TwoVolumes, damage: Damage
 ) -> None:
-    check_damage(driver_process, damage)
+    check_damage(driver_process, two_volumes, damage)
 
 
 SNAP_DAMAGED, SNAP_HEALTHY = "snapshot-damaged", "snapshot-healthy"
