@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.manifests import replay_layers
 from tests.manifests.support import ROOT
 from tests.support.prerequisites import need
 
@@ -219,27 +220,36 @@ def dockerfile_steps() -> list[tuple[str, str]]:
     return steps
 
 
-def replay_dockerfile(rootfs: Path, sources: str) -> Replayed:
-    """The Dockerfile's steps on ``rootfs``, a Debian root filesystem standing in for its FROM
-    image, whose apt sources are ``sources`` (deb822). COPY, ENV, WORKDIR and RUN (shell form)
-    as Docker runs them; .dockerignore's __pycache__ and egg-info are left out."""
-    (rootfs / "etc/apt/sources.list").unlink(missing_ok=True)
-    (rootfs / "etc/apt/sources.list.d/debian.sources").write_text(sources)
-    resolv = rootfs / "etc/resolv.conf"
-    resolv.unlink(missing_ok=True)
-    resolv.write_text(Path("/etc/resolv.conf").read_text())
-    # The host's CA bundle for pip, during the replay only: a TLS-inspecting egress proxy's CA
-    # may be in it (a docker build behind one needs the same).
-    host_ca = Path("/etc/ssl/certs/ca-certificates.crt")
-    build_env = {}
-    if host_ca.is_file():
-        shutil.copy2(host_ca, rootfs / "tmp/host-ca.crt")
-        build_env["PIP_CERT"] = "/tmp/host-ca.crt"
+HOST_CA_INSIDE = "tmp/host-ca.crt"  # the host's CA bundle for pip, during the replay only
+
+
+def replay_dockerfile(rootfs: Path, base: Path, sources: str) -> Replayed:
+    """The Dockerfile's steps in the empty directory ``rootfs``, from the Debian root
+    filesystem of the tarball ``base`` standing in for its FROM image, with apt sources
+    ``sources`` (deb822). COPY, ENV, WORKDIR and RUN (shell form) as Docker runs them;
+    .dockerignore's __pycache__ and egg-info are left out. Like `docker build`, it starts
+    after the latest RUN whose result is in the layer cache (tests.manifests.replay_layers)
+    and saves each RUN's result there."""
+    steps = dockerfile_steps()
+    made = base.stat()
+    start = f"{base}:{made.st_size}:{made.st_mtime_ns}\n{sources}"
+    keys = replay_layers.step_keys(start, steps)
+    saved = [i for i, (w, _) in enumerate(steps) if w == "RUN" and replay_layers.fresh(keys[i])]
+    resumed = saved[-1] if saved else -1
+    if resumed >= 0:
+        replay_layers.restore(keys[resumed], rootfs)
+    else:
+        subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-xf", str(base)], check=True)
+        _prepare_for_build(rootfs, sources)
+    host_ca = rootfs / HOST_CA_INSIDE
+    build_env = {"PIP_CERT": f"/{HOST_CA_INSIDE}"} if host_ca.is_file() else {}
     env = {"PATH": DEFAULT_PATH}
     workdir = "/"
     replayed = Replayed([], [], env)
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
-    for word, args in dockerfile_steps():
+    for index, (word, args) in enumerate(steps):
+        if index <= resumed and word in ("COPY", "RUN"):
+            continue  # in the saved layer
         if word == "COPY":
             *sources_, dest = args.split()
             target = rootfs / os.path.join(workdir, dest).lstrip("/")
@@ -261,12 +271,27 @@ def replay_dockerfile(rootfs: Path, sources: str) -> Replayed:
             script = ["/bin/sh", "-ec", f"cd {workdir}; {args}"]
             proc = run_in(rootfs, script, path=env["PATH"], env=build_env, timeout=900)
             assert proc.returncode == 0, f"RUN {args}\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+            replay_layers.save(keys[index], rootfs)
         elif word == "ENTRYPOINT":
             replayed.entrypoint = json.loads(args)
         elif word == "CMD":
             replayed.cmd = json.loads(args)
         else:
             assert word == "FROM", f"the replay does not know {word}"
-    resolv.unlink()
-    (rootfs / "tmp/host-ca.crt").unlink(missing_ok=True)
+    (rootfs / "etc/resolv.conf").unlink()
+    host_ca.unlink(missing_ok=True)
     return replayed
+
+
+def _prepare_for_build(rootfs: Path, sources: str) -> None:
+    """What the build needs on top of the base: the apt sources, the host's resolver, and
+    the host's CA bundle for pip (a TLS-inspecting egress proxy's CA may be in it; a docker
+    build behind one needs the same)."""
+    (rootfs / "etc/apt/sources.list").unlink(missing_ok=True)
+    (rootfs / "etc/apt/sources.list.d/debian.sources").write_text(sources)
+    resolv = rootfs / "etc/resolv.conf"
+    resolv.unlink(missing_ok=True)
+    resolv.write_text(Path("/etc/resolv.conf").read_text())
+    host_ca = Path("/etc/ssl/certs/ca-certificates.crt")
+    if host_ca.is_file():
+        shutil.copy2(host_ca, rootfs / HOST_CA_INSIDE)
