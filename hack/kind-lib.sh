@@ -269,13 +269,20 @@ kind_up() {
 # node image; hack/test runs it before the tiers, so on a cold machine the build has both
 # cores.
 kind_build() {
-    local images_log images_pid suite=()
+    local images_log images_pid kind_log kind_pid suite=()
     [ "${KIND_STORAGE_SUITE:-}" = 1 ] && suite=(ginkgo)
     images_log="$(mktemp "${TMPDIR:-/tmp}/localvol-images-build.XXXXXX")"
     "$ROOT/hack/images" build $(node_image_names) >/dev/null 2>"$images_log" &
     images_pid=$!
-    timed "build: kind" ensure_kind
+    # kind, beside the Go programs: mostly its modules' download, while the programs' own
+    # module is resolved.
+    kind_log="$(mktemp "${TMPDIR:-/tmp}/localvol-kind-build.XXXXXX")"
+    ensure_kind >"$kind_log" 2>&1 &
+    kind_pid=$!
     timed "build: Go programs" go_programs "$@" "${CLUSTER_PROGRAMS[@]}" "${suite[@]}"
+    wait "$kind_pid" || { cat "$kind_log" >&2; rm -f "$kind_log"; die "building kind failed"; }
+    rm -f "$kind_log"
+    ensure_kind  # built by now: only puts it on PATH
     if [ ${#suite[@]} -gt 0 ]; then
         timed "build: storage suite (e2e.test)" go_test_binary e2e.test ./storagesuite
     fi
