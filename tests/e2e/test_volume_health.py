@@ -1,7 +1,8 @@
 """CSI 1.13 volume health in pod status: with the kubelet's and the API server's
-CSIVolumeHealth feature gate on (hack/cluster-lib.sh), a loop volume broken under a running
-pod shows its condition in ``pod.status.volumeHealth``, and the condition goes away once the
-cause is removed. The kubelet asks NodeGetVolumeHealth about once a minute."""
+CSIVolumeHealth feature gate on (deploy/kind/cluster.yaml), a loop volume broken under a
+running pod shows its condition in ``pod.status.volumeHealth``, and the condition goes away
+once the cause is removed. The kubelet asks NodeGetVolumeHealth once per volumeStatsAggPeriod:
+a minute by default, 10 s in deploy/kind/cluster.yaml."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from tests.e2e.cluster import Cluster, claim, pod, wait_until
 
 pytestmark = pytest.mark.e2e
 
-# Two probe rounds of the kubelet, and the status update after them.
+# Two probe rounds of a kubelet at the default period, and the status update after them.
 PROBE_TIMEOUT = 240.0
+POLL = 2.0
 
 
 def volume_health(cluster: Cluster, ns: str, pod_name: str) -> list[dict[str, Any]]:
@@ -56,7 +58,7 @@ def test_broken_loop_volume_shows_in_pod_status(cluster: Cluster, ns: str) -> No
             "the condition in pod.status.volumeHealth",
             lambda: ("DataLoss", "VolumeDataMissing") in conditions_of(cluster, ns, "app", volume),
             PROBE_TIMEOUT,
-            poll=5.0,
+            poll=POLL,
         )
         (entry,) = [e for e in volume_health(cluster, ns, "app") if e["name"] == volume]
         (condition,) = entry["healthConditions"]
@@ -68,6 +70,6 @@ def test_broken_loop_volume_shows_in_pod_status(cluster: Cluster, ns: str) -> No
         "the condition gone from pod.status.volumeHealth",
         lambda: conditions_of(cluster, ns, "app", volume) == set(),
         PROBE_TIMEOUT,
-        poll=5.0,
+        poll=POLL,
     )
     assert cluster.exec(ns, "app", "cat /data/file") == "before\n"
