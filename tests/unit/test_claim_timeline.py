@@ -32,9 +32,16 @@ def test_runtime_timestamps_keep_their_microseconds() -> None:
 def test_each_moment_is_kept_at_its_first_sighting() -> None:
     timeline = load()
     moments = timeline.Moments()
-    pending = {"metadata": {"name": "c", "annotations": {}}, "status": {"phase": "Pending"}}
+    pending = {
+        "metadata": {"name": "c", "uid": "u1", "annotations": {}},
+        "status": {"phase": "Pending"},
+    }
     selected = {
-        "metadata": {"name": "c", "annotations": {"volume.kubernetes.io/selected-node": "w1"}},
+        "metadata": {
+            "name": "c",
+            "uid": "u1",
+            "annotations": {"volume.kubernetes.io/selected-node": "w1"},
+        },
         "status": {"phase": "Pending"},
     }
     bound = {**selected, "status": {"phase": "Bound"}}
@@ -42,7 +49,9 @@ def test_each_moment_is_kept_at_its_first_sighting() -> None:
     moments.claim(selected, 2.0)
     moments.claim(bound, 3.0)
     moments.claim(bound, 4.0)
-    moments.volume({"spec": {"claimRef": {"namespace": timeline.NAMESPACE, "name": "c"}}}, 2.5)
+    ns = timeline.NAMESPACE
+    moments.volume({"spec": {"claimRef": {"namespace": ns, "name": "c", "uid": "old"}}}, 0.2)
+    moments.volume({"spec": {"claimRef": {"namespace": ns, "name": "c", "uid": "u1"}}}, 2.5)
     moments.volume({"spec": {"claimRef": {"namespace": "elsewhere", "name": "c"}}}, 0.5)
     moments.pod({"metadata": {"name": "c"}, "spec": {"nodeName": "w1"}, "status": {}}, 3.5)
     assert moments.at["c"] == {
