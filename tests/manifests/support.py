@@ -132,9 +132,10 @@ def monitoring_schemas() -> dict[tuple[str, str], Any]:
     return crd_schemas(module / "example" / "prometheus-operator-crd")
 
 
-class _CrdLoader(yaml.SafeLoader):
+class _CrdLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """YAML 1.1 reads a bare ``=`` (an enum value of relabelling actions in the Prometheus
-    Operator's CRDs) as the obsolete "value" tag; it is the string "="."""
+    Operator's CRDs) as the obsolete "value" tag; it is the string "=". libyaml's parser
+    where PyYAML has it: the Prometheus Operator's CRDs are megabytes."""
 
 
 _CrdLoader.add_constructor("tag:yaml.org,2002:value", yaml.SafeLoader.construct_yaml_str)
@@ -163,18 +164,29 @@ def crd_schemas(crd_dir: Path) -> dict[tuple[str, str], Any]:
 
 def validate(obj: Obj) -> None:
     """Raise if ``obj`` does not match its API schema (unknown fields included)."""
-    import jsonschema
     import kubernetes_validate
 
     api_version = obj.get("apiVersion", "")
     group = api_version.split("/")[0]
     if group in (*SNAPSHOT_GROUPS, MONITORING_GROUP):
-        crds = monitoring_schemas() if group == MONITORING_GROUP else snapshot_schemas()
-        schema = crds.get((api_version, obj.get("kind", "")))
-        assert schema is not None, f"no served CRD schema for {api_version} {obj.get('kind')}"
-        jsonschema.validate(obj, schema)
+        crd_validator(api_version, obj.get("kind", "")).validate(obj)
         return
     kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+@functools.cache
+def crd_validator(api_version: str, kind: str) -> Any:
+    """A validator of a served CRD's schema, the schema itself checked once (checking the
+    monitoring CRDs' schemas took most of each object's validation)."""
+    import jsonschema
+
+    group = api_version.split("/")[0]
+    crds = monitoring_schemas() if group == MONITORING_GROUP else snapshot_schemas()
+    schema = crds.get((api_version, kind))
+    assert schema is not None, f"no served CRD schema for {api_version} {kind}"
+    validator = jsonschema.validators.validator_for(schema)
+    validator.check_schema(schema)
+    return validator(schema)
 
 
 def describe(obj: Obj) -> str:
