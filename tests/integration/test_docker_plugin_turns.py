@@ -83,11 +83,15 @@ def test_a_mount_that_finishes_after_its_caller_gave_up_is_undone(
     status, reply = call(driver, "Mount", {"Name": "late", "ID": "gave-up"})
     assert status == 503, reply
     assert finished.wait(30)
+    (record,) = (driver.data_dir / "state" / "docker").iterdir()
+
+    def undone() -> bool:  # the mount goes first, then the record says so
+        return not mounted(driver) and not json.loads(record.read_text()).get("mount_ids")
+
     deadline = time.monotonic() + 30  # generous: the undo follows at once, on a busy machine too
-    while mounted(driver) and time.monotonic() < deadline:
+    while not undone() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert mounted(driver) == [], "a mount nobody will ever unmount"
-    (record,) = (driver.data_dir / "state" / "docker").iterdir()
     assert json.loads(record.read_text()).get("mount_ids", []) == []
     assert call(driver, "Get", {"Name": "late"})[1]["Volume"]["Mountpoint"] == ""  # type: ignore[index]
     monkeypatch.setattr(named, "_attach", real_attach)
