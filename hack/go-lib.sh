@@ -132,12 +132,20 @@ k8s_version_ldflags() {
     echo "${ldflags# }"
 }
 
+# go_entry TABLE NAME: the row of NAME in the array TABLE (NAME|...).
+go_entry() {
+    local -n rows="$1"
+    local entry
+    for entry in "${rows[@]}"; do
+        [ "${entry%%|*}" = "$2" ] && { echo "$entry"; return 0; }
+    done
+    die "no Go program $2 in $1 (hack/go-lib.sh)"
+}
+
 go_program_package() {
     local entry
-    for entry in "${GO_PROGRAMS[@]}"; do
-        [ "${entry%%|*}" = "$1" ] && { echo "${entry#*|}"; return 0; }
-    done
-    die "no Go program $1 in GO_PROGRAMS (hack/go-lib.sh)"
+    entry="$(go_entry GO_PROGRAMS "$1")" || return 1
+    echo "${entry#*|}"
 }
 
 # go_built NAME KEY: $GOBIN/NAME exists and was built from the module of KEY.
@@ -180,26 +188,63 @@ go_test_binary() {
     echo "$key" > "$GOBIN/.$name-version"
 }
 
-# go_wrapped_program NAME MODULE VERSION: $GOBIN/NAME from hack/go/NAME/main.go, a main
-# package of ours around MODULE at VERSION, in a Go module of its own beside $GO_MODULE
-# (etcd and CoreDNS: their dependency graphs would move the versions the Kubernetes programs
-# are built with). Rebuilt only when the version, the source or Go changes.
-go_wrapped_program() {
-    local name="$1" module="$2" version="$3" dir key
+# Programs built from a Go module of their own beside $GO_MODULE, NAME|MODULE|VERSION: the
+# kind node image's etcd and CoreDNS (their dependency graphs would move the versions the
+# Kubernetes programs are built with). Each is hack/go/NAME/main.go, a main package of ours
+# around MODULE at VERSION.
+GO_WRAPPED_PROGRAMS=(
+    "etcd|go.etcd.io/etcd/server/v3|$ETCD_VERSION"
+    "coredns|github.com/coredns/coredns|$COREDNS_VERSION"
+)
+
+# go_wrapped_key NAME: what the program is built from (its module's version, its source, Go).
+go_wrapped_key() {
+    local entry
+    entry="$(go_entry GO_WRAPPED_PROGRAMS "$1")" || return 1
+    { echo "${entry#*|}"; cat "$ROOT/hack/go/$1/main.go";
+        declare -f go_wrapped_module go_wrapped_program; GOTOOLCHAIN=local go version; } |
+        sha256sum | cut -c1-16
+}
+
+# go_wrapped_module NAME: the program's module resolved (its dependencies downloaded) in
+# $(dirname $GO_MODULE)/go-NAME, made again only when its key changes; prints the directory.
+# Mostly network: hack/test resolves them beside the main build (go_wrapped_modules).
+go_wrapped_module() {
+    local name="$1" entry module version dir key
     command -v go >/dev/null || die "go is needed to build $name"
+    entry="$(go_entry GO_WRAPPED_PROGRAMS "$name")" || return 1
+    IFS='|' read -r _ module version <<< "$entry"
     dir="$(dirname "$GO_MODULE")/go-$name"
-    key="$( { echo "$module $version"; cat "$ROOT/hack/go/$name/main.go";
-        declare -f go_wrapped_program; GOTOOLCHAIN=local go version; } | sha256sum | cut -c1-16)"
+    key="$(go_wrapped_key "$name")"
+    if [ "$(cat "$dir/.key" 2>/dev/null)" != "$key" ]; then
+        log "resolving $name's module ($module $version)" >&2
+        rm -rf "$dir" && mkdir -p "$dir"
+        printf 'module localvol.dev/%s\n\ngo 1.26\n\nrequire %s %s\n' "$name" "$module" "$version" \
+            > "$dir/go.mod"
+        cp "$ROOT/hack/go/$name/main.go" "$dir/"
+        (cd "$dir" && go mod tidy > tidy.log 2>&1) ||
+            die "go mod tidy of $dir failed (see $dir/tidy.log)"
+        echo "$key" > "$dir/.key"
+    fi
+    echo "$dir"
+}
+
+# Every wrapped program's module resolved, nothing compiled.
+go_wrapped_modules() {
+    local entry
+    for entry in "${GO_WRAPPED_PROGRAMS[@]}"; do go_wrapped_module "${entry%%|*}" > /dev/null; done
+}
+
+# go_wrapped_program NAME: $GOBIN/NAME built from its module (go_wrapped_module); rebuilt only
+# when the version, the source or Go changes.
+go_wrapped_program() {
+    local name="$1" dir key
+    key="$(go_wrapped_key "$name")"
     go_built "$name" "$key" && return 0
-    log "building $name ($module $version)"
-    rm -rf "$dir" && mkdir -p "$dir"
-    printf 'module localvol.dev/%s\n\ngo 1.26\n\nrequire %s %s\n' "$name" "$module" "$version" \
-        > "$dir/go.mod"
-    cp "$ROOT/hack/go/$name/main.go" "$dir/"
-    (cd "$dir" && go mod tidy > tidy.log 2>&1) ||
-        die "go mod tidy of $dir failed (see $dir/tidy.log)"
+    dir="$(go_wrapped_module "$name")"
+    log "building $name"
     mkdir -p "$GOBIN"
-    (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$GOBIN/$name" .) ||
-        die "building $name failed"
+    (cd "$dir" && CGO_ENABLED=0 GOGC="$GO_BUILD_GOGC" go build -trimpath -ldflags "-s -w" \
+        -o "$GOBIN/$name" .) || die "building $name failed"
     echo "$key" > "$GOBIN/.$name-version"
 }

@@ -22,8 +22,8 @@ KIND_IMAGES=(
 # Every Go program the node image holds, built when missing or stale (progress on stderr).
 kind_programs() {
     go_programs "${KIND_NODE_PROGRAMS[@]}" "${KIND_CONTROL_PLANE_PROGRAMS[@]}" >&2
-    GOGC="$GO_BUILD_GOGC" go_wrapped_program etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" >&2
-    GOGC="$GO_BUILD_GOGC" go_wrapped_program coredns github.com/coredns/coredns "$COREDNS_VERSION" >&2
+    local entry
+    for entry in "${GO_WRAPPED_PROGRAMS[@]}"; do go_wrapped_program "${entry%%|*}" >&2; done
 }
 
 # The node network agent's image, as deploy/kind/node-image/network.yaml names it.
@@ -120,7 +120,8 @@ recipe_kind_node_config() {
 }
 
 recipe_kind_node_inputs() {
-    declare -f recipe_kind_node_layers kind_node_system kind_node_images debootstrap_tarball \
+    declare -f recipe_kind_node_layers kind_node_debian_layer kind_node_system kind_node_images \
+        debootstrap_tarball \
         debian_layer in_rootfs slim_rootfs kind_component_archives component_image
     echo "$DEBIAN_SUITE $DEBIAN_ARCH $(debian_mirror) $(debian_security_mirror) $K8S_VERSION"
     kind_node_packages
@@ -132,12 +133,25 @@ recipe_kind_node_inputs() {
     for archive in $archives; do head -n1 "$archive.inputs"; done
 }
 
-recipe_kind_node_layers() {
-    local work="$1" r="$1/rootfs" packages
-    need_root "the kind node image (debootstrap, chroot)"
+# The node's own Debian layer; prints its tarball.
+kind_node_debian_layer() {
+    local packages
     mapfile -t packages < <(kind_node_packages)
+    debian_layer kind-node "${packages[@]}"
+}
+
+# What the node image is made on that is mostly network (hack/images layers kind-node): its
+# Debian layer and kube-proxy's.
+recipe_kind_node_debian() {
+    kind_node_debian_layer > /dev/null
+    debian_layer kube-proxy "${KUBE_PROXY_PACKAGES[@]}" > /dev/null
+}
+
+recipe_kind_node_layers() {
+    local work="$1" r="$1/rootfs"
+    need_root "the kind node image (debootstrap, chroot)"
     mkdir -p "$r"
-    tar -C "$r" --numeric-owner -xf "$(debian_layer kind-node "${packages[@]}")"
+    tar -C "$r" --numeric-owner -xf "$(kind_node_debian_layer)"
     kind_node_system "$r"
     kind_node_images "$r"
     log "packing the node's root filesystem"

@@ -264,33 +264,47 @@ kind_up() {
 # kind_build [GO_PROGRAM...]: everything a Podman cluster of ours starts from (with
 # KIND_STORAGE_SUITE=1 also the storage suite's), built where stale, nothing started and
 # nothing of the host or of Podman touched: kind, the cluster's Go programs (and the extra
-# ones named) in one build, the images the nodes load (Debian-based ones meanwhile: mostly
-# network), the node image and the Go programs' images. kind-up runs it before it loads the
-# node image; hack/test runs it before the tiers, so on a cold machine the build has both
-# cores.
+# ones named) in one build, the images the nodes load, the node image and the Go programs'
+# images. What is mostly network is done beside the Go build: the Debian-based images and
+# the node image's Debian layers, kind, etcd's and CoreDNS's modules. kind-up runs it before
+# it loads the node image; hack/test runs it before the tiers, so on a cold machine the build
+# has both cores.
 kind_build() {
     local images_log images_pid kind_log kind_pid suite=()
     [ "${KIND_STORAGE_SUITE:-}" = 1 ] && suite=(ginkgo)
     images_log="$(mktemp "${TMPDIR:-/tmp}/localvol-images-build.XXXXXX")"
-    "$ROOT/hack/images" build $(node_image_names) >/dev/null 2>"$images_log" &
+    { "$ROOT/hack/images" build $(node_image_names) >/dev/null &&
+        "$ROOT/hack/images" layers kind-node; } 2>"$images_log" &
     images_pid=$!
-    # kind, beside the Go programs: mostly its modules' download, while the programs' own
-    # module is resolved.
+    # kind and the wrapped programs' modules, beside the Go programs: mostly downloads, while
+    # the programs' own module is resolved.
     kind_log="$(mktemp "${TMPDIR:-/tmp}/localvol-kind-build.XXXXXX")"
-    ensure_kind >"$kind_log" 2>&1 &
+    { ensure_kind && go_wrapped_modules; } >"$kind_log" 2>&1 &
     kind_pid=$!
     timed "build: Go programs" go_programs "$@" "${CLUSTER_PROGRAMS[@]}" "${suite[@]}"
-    wait "$kind_pid" || { cat "$kind_log" >&2; rm -f "$kind_log"; die "building kind failed"; }
+    wait "$kind_pid" || {
+        cat "$kind_log" >&2; rm -f "$kind_log"; die "building kind or resolving etcd's and CoreDNS's modules failed"
+    }
     rm -f "$kind_log"
     ensure_kind  # built by now: only puts it on PATH
+    # The storage suite's binary beside the images: packing and importing the node image is
+    # mostly one core's, and the test binary's link another's.
+    local suite_log suite_pid=""
     if [ ${#suite[@]} -gt 0 ]; then
-        timed "build: storage suite (e2e.test)" go_test_binary e2e.test ./storagesuite
+        suite_log="$(mktemp "${TMPDIR:-/tmp}/localvol-suite-build.XXXXXX")"
+        timed "build: storage suite (e2e.test)" go_test_binary e2e.test ./storagesuite \
+            >"$suite_log" 2>&1 &
+        suite_pid=$!
     fi
     wait "$images_pid" || { cat "$images_log" >&2; rm -f "$images_log"; die "building the images failed"; }
     rm -f "$images_log"
     timed "build: node image (etcd, CoreDNS, control plane)" "$ROOT/hack/images" build kind-node >/dev/null
     timed "build: sidecar images" sidecar_image_archives >/dev/null
-    if [ ${#suite[@]} -gt 0 ]; then timed "build: agnhost image" agnhost_image_archive >/dev/null; fi
+    if [ -n "$suite_pid" ]; then
+        wait "$suite_pid" || { cat "$suite_log" >&2; rm -f "$suite_log"; die "building e2e.test failed"; }
+        rm -f "$suite_log"
+        timed "build: agnhost image" agnhost_image_archive >/dev/null
+    fi
 }
 
 # The node image, built and loaded into our Podman; its reference in KIND_NODE_REF.

@@ -135,7 +135,9 @@ def test_every_go_program_the_scripts_and_tests_run_is_built() -> None:
     module, the storage suite's test binary, a program of ours around another module
     (hack/go/NAME/main.go: go_wrapped_program) or kind (`go install` at its pinned version),
     and the cluster builds what it runs."""
-    wrapped = {d.name for d in (ROOT / "hack" / "go").iterdir() if (d / "main.go").is_file()}
+    wrapped = {entry.split("|")[0] for entry in go_lib_array("GO_WRAPPED_PROGRAMS")}
+    sources = {d.name for d in (ROOT / "hack" / "go").iterdir() if (d / "main.go").is_file()}
+    assert wrapped == sources, "a hack/go/NAME/main.go without its GO_WRAPPED_PROGRAMS row"
     built = {entry.split("|")[0] for entry in go_lib_array("GO_PROGRAMS")}
     built |= {"e2e.test", "kind", *wrapped}
     used = set()
