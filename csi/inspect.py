@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from csi.host import fs, loopdev, quota
 from csi.host.errors import HostError, LoopDeviceUnreadable
-from csi.layout import DELETING_SUFFIX, PARTIAL_SUFFIX, Layout, is_valid_id
+from csi.layout import DELETING_SUFFIX, IMAGE_SUFFIX, PARTIAL_SUFFIX, Layout, is_valid_id
 from csi.state import migrations
 from csi.state.migrations import RecordTooNew
 from csi.state.records import GroupSnapshotRecord, Phase, SnapshotRecord, VolumeRecord
@@ -202,13 +202,13 @@ def _unaccounted(
             view.unaccounted.append(entry.path)
 
     for entry in _entries(layout.images_dir):
-        stem = entry.name.removesuffix(".img")
-        sort(entry, entry.name.endswith(".img") and stem in volume_ids)
+        stem = entry.name.removesuffix(IMAGE_SUFFIX)
+        sort(entry, entry.name.endswith(IMAGE_SUFFIX) and stem in volume_ids)
     for entry in _entries(layout.volumes_dir):
         sort(entry, entry.name in volume_ids)
     for entry in _entries(layout.snapshots_dir):
         stem, ext = os.path.splitext(entry.name)
-        sort(entry, ext in (".img", ".dir") and stem in snapshot_ids)
+        sort(entry, ext in (IMAGE_SUFFIX, ".dir") and stem in snapshot_ids)
 
 
 def inspect(data_dir: Path) -> NodeView:

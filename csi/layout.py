@@ -34,6 +34,7 @@ ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
 VOLUME_ID_PREFIX = "vol-"
 SNAPSHOT_ID_PREFIX = "snap-"
 GROUP_ID_PREFIX = "group-"
+IMAGE_SUFFIX = ".img"  # a loop volume's image, and a loop volume snapshot's
 PARTIAL_SUFFIX = ".partial"
 DELETING_SUFFIX = ".deleting"  # a directory volume on its way out
 
@@ -133,7 +134,7 @@ class Layout:
         return self.volumes_dir / check_id(volume_id)
 
     def image_path(self, volume_id: str) -> Path:
-        return self.images_dir / f"{check_id(volume_id)}.img"
+        return self.images_dir / f"{check_id(volume_id)}{IMAGE_SUFFIX}"
 
     def record_path(self, volume_id: str) -> Path:
         return self.state_dir / f"{check_id(volume_id)}.json"

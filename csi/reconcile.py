@@ -18,7 +18,7 @@ from typing import Any
 
 from csi.host import freeze, loopdev, mount
 from csi.host.errors import IoctlFailed
-from csi.layout import DELETING_SUFFIX, PARTIAL_SUFFIX, Layout, is_valid_id
+from csi.layout import DELETING_SUFFIX, IMAGE_SUFFIX, PARTIAL_SUFFIX, Layout, is_valid_id
 from csi.state.records import Phase, VolumeRecord
 from csi.state.reserve import TeardownReserve
 from csi.state.store import RecordStore
@@ -221,15 +221,17 @@ def _detach_unused_loops(volumes: Volumes) -> list[str]:
     """Detach the loop devices of recorded images that nothing uses, found by the image's
     identity (a device attached by an earlier driver shows its image under another name).
     Devices of files no record accounts for are not ours to judge: they stay attached."""
+    loops = loopdev.LoopTable.read()
+    shown = loops.file_names()  # few, where a node holds thousands of idle volumes
     images = [
         volumes.layout.image_path(r.volume_id)
         for r in volumes.store.all()
-        if facts_for(r).loop_device
+        if f"{r.volume_id}{IMAGE_SUFFIX}" in shown
+        and facts_for(r).loop_device
         and not (facts_for(r).staged_by_device and r.staging_path)  # its device is its use
     ]
     if not images:
         return []
-    loops = loopdev.LoopTable.read()
     table = mount.read_mounts()
     detached: list[str] = []
     for image in images:
@@ -243,7 +245,7 @@ def _detach_unused_loops(volumes: Volumes) -> list[str]:
 def _unaccounted(layout: Layout, known: set[str]) -> list[str]:
     found: list[str] = []
     for entry in os.scandir(layout.images_dir):
-        stem = entry.name.removesuffix(".img")
+        stem = entry.name.removesuffix(IMAGE_SUFFIX)
         if stem not in known or not is_valid_id(stem):
             found.append(entry.path)
     for entry in os.scandir(layout.volumes_dir):

@@ -20,25 +20,25 @@ from csi.layout import Layout
 
 
 def tighten(layout: Layout) -> list[Path]:
-    """Narrow what is too open; returns the paths changed."""
+    """Narrow what is too open; returns the paths changed. One lstat per file and no more:
+    a node may hold many thousands of records, and this runs before the driver is ready."""
     changed: list[Path] = []
 
-    def narrow(path: Path, allowed: int) -> None:
+    def narrow(path: str, allowed: int) -> None:
         if files.restrict(path, allowed):
-            changed.append(path)
+            changed.append(Path(path))
 
     state = layout.root / "state"
     for dirpath, dirnames, filenames in os.walk(state):
-        here = Path(dirpath)
         for name in dirnames:
-            narrow(here / name, modes.PRIVATE_DIR)
+            narrow(os.path.join(dirpath, name), modes.PRIVATE_DIR)
         for name in filenames:
-            narrow(here / name, modes.PRIVATE_FILE)
+            narrow(os.path.join(dirpath, name), modes.PRIVATE_FILE)
     for directory in (layout.images_dir, layout.snapshots_dir):
         for entry in os.scandir(directory):
             if entry.is_file(follow_symlinks=False):  # a snapshot's .dir tree is content
-                narrow(Path(entry.path), modes.PRIVATE_FILE)
+                narrow(entry.path, modes.PRIVATE_FILE)
     for entry in os.scandir(layout.plugin_dir):
         if entry.is_dir(follow_symlinks=False):
-            narrow(Path(entry.path), modes.PRIVATE_DIR)
+            narrow(entry.path, modes.PRIVATE_DIR)
     return changed

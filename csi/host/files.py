@@ -25,7 +25,7 @@ def set_mode(path: Path, mode: int) -> None:
     os.chmod(path, mode)
 
 
-def restrict(path: Path, allowed: int) -> bool:
+def restrict(path: Path | str, allowed: int) -> bool:
     """Clear the permission bits of ``path`` outside ``allowed`` (a no-op when none are
     set); True if it changed. A symlink, or a path gone already, is left alone."""
     try:

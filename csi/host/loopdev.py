@@ -175,6 +175,11 @@ class LoopTable:
     def read(cls) -> LoopTable:
         return cls(_shown_names())
 
+    def file_names(self) -> set[str]:
+        """The last part of every backing file's name the table shows: a file whose name is
+        not among them has no device here (devices_of would find none)."""
+        return {shown.rpartition("/")[2] for shown in self._shown.values()}
+
     def devices_of(self, image: Path | str, *, read_only: bool | None = False) -> list[str]:
         """Usable loop devices of the file at ``image``, by identity: writable ones by
         default, read-only ones with ``read_only=True``, all with ``read_only=None``."""

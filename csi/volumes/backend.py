@@ -20,6 +20,7 @@ from typing import Protocol
 from csi.config import MIB
 from csi.host.fs import Usage
 from csi.host.mkfs import MIN_FS_SIZE
+from csi.layout import IMAGE_SUFFIX
 from csi.state.records import AccessType, VolumeKind, VolumeRecord
 
 
@@ -66,7 +67,7 @@ DIRECTORY = KindFacts(
 LOOP_FILESYSTEM = KindFacts(
     name="loop-filesystem",
     data_noun="backing image file",
-    content_suffix=".img",
+    content_suffix=IMAGE_SUFFIX,
     size_alignment=MIB,  # loop images are whole mebibytes
     minimum_sizes=MIN_FS_SIZE,
     promise=Promise.IMAGE,
@@ -78,7 +79,7 @@ LOOP_FILESYSTEM = KindFacts(
 LOOP_BLOCK = KindFacts(
     name="loop-block",
     data_noun="backing image file",
-    content_suffix=".img",
+    content_suffix=IMAGE_SUFFIX,
     size_alignment=MIB,
     minimum_sizes={"": MIB},
     promise=Promise.IMAGE,

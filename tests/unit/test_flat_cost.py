@@ -1,7 +1,8 @@
 """What one call costs does not grow with the volumes a node holds: the file-system
 operations (stats, opens, directory reads, writes, renames...) the driver makes for one
 volume's life (create, stage, publish, unpublish, unstage, delete) and one GetCapacity are
-the same with 10 and with 2,000 volumes in its state. Work counted, not time."""
+the same with 10 and with 2,000 volumes in its state; a start reads each idle volume once.
+Work counted, not time."""
 
 from __future__ import annotations
 
@@ -16,8 +17,15 @@ from typing import Any
 
 import pytest
 
+from csi.config import QuotaMode
 from csi.layout import Layout
 from csi.pb import csi_pb2
+from csi.reconcile import reconcile
+from csi.state.store import GroupSnapshotStore, SnapshotStore, StateStore
+from csi.tighten import tighten
+from csi.volumes.groups import GroupSnapshots
+from csi.volumes.manager import Volumes
+from csi.volumes.snapshots import Snapshots
 from tests.support.driver import RunningDriver, running_driver
 from tests.support.held_volumes import write_held_volumes
 from tests.support.kubelet import Kubelet, block_capability
@@ -98,3 +106,31 @@ def test_a_volumes_life_and_a_capacity_question_cost_the_same_with_10_and_2000_v
     many = work_with(2000, tmp_path, monkeypatch)
     assert few, "nothing was counted: the counting misses the driver's calls"
     assert many == few
+
+
+def start_up_work(held: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """The calls of the reconciliation a start runs, over ``held`` idle volumes."""
+    layout = Layout(tmp_path / f"start-{held}" / "data")
+    write_held_volumes(layout, held)
+    tighten(layout)  # the held volumes' files are written with the umask's modes
+    volumes = Volumes(layout, StateStore(layout), QuotaMode.OFF)
+    snapshots = Snapshots(volumes, SnapshotStore(layout))
+    with counting(monkeypatch) as counts:
+        report = reconcile(
+            volumes, snapshots, GroupSnapshots(snapshots, GroupSnapshotStore(layout))
+        )
+    assert report.volumes == held
+    assert not report.failed
+    return counts
+
+
+def test_a_start_reads_each_idle_volume_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per idle volume, the start reads its record (one open) and checks the modes of its
+    record and its image (an lstat each), and nothing else: an image with no loop device
+    attached is not looked at again to find one."""
+    few = start_up_work(10, tmp_path, monkeypatch)
+    many = start_up_work(1010, tmp_path, monkeypatch)
+    per_volume = {name: (many[name] - few[name]) / 1000 for name in many | few}
+    assert {name: n for name, n in per_volume.items() if n} == {"open": 1, "os.lstat": 2}

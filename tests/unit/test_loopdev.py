@@ -264,3 +264,9 @@ def test_all_devices_lists_every_bound_device(host: FakeHost, image: Path) -> No
     assert sorted(listed) == [str(host.dev / "loop0"), str(host.dev / "loop1")]
     assert all(d.backing == loopdev.FileId.of(image) for d in listed.values())
     assert not any(d.usable for d in listed.values())
+
+
+def test_the_file_names_a_table_shows_are_the_last_part_of_each_backing_file() -> None:
+    """What a start narrows its search to: a deleted file shows under a name no image has."""
+    table = loopdev.LoopTable({"loop0": "/data/images/vol-a.img", "loop1": "/x/b.img (deleted)"})
+    assert table.file_names() == {"vol-a.img", "b.img (deleted)"}
