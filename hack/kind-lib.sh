@@ -261,50 +261,65 @@ kind_up() {
     log "kind cluster $KIND_CLUSTER up: kubectl context $KIND_CONTEXT (hack/kind-install next)"
 }
 
+# Jobs in the background, each with its log: started by `background NAME COMMAND...`,
+# awaited by `await NAME WHAT` (its log shown and the script stopped if it failed).
+declare -gA BACKGROUND_PIDS=() BACKGROUND_LOGS=()
+background() {
+    local name="$1"
+    shift
+    BACKGROUND_LOGS[$name]="$(mktemp "${TMPDIR:-/tmp}/localvol-$name.XXXXXX")"
+    "$@" >"${BACKGROUND_LOGS[$name]}" 2>&1 &
+    BACKGROUND_PIDS[$name]=$!
+}
+
+await() {
+    local name="$1" what="$2" log="${BACKGROUND_LOGS[$1]:-}"
+    [ -n "$log" ] || return 0
+    if ! wait "${BACKGROUND_PIDS[$name]}"; then
+        cat "$log" >&2
+        rm -f "$log"
+        die "$what failed"
+    fi
+    rm -f "$log"
+    unset "BACKGROUND_PIDS[$name]" "BACKGROUND_LOGS[$name]"
+}
+
+# kind_build_start: what kind_build needs that is mostly network and no venv, started in the
+# background (once): the Go module of every program resolved, kind and the wrapped
+# programs' modules. hack/test starts it before it makes the venv, so the downloads of both
+# overlap. (The images wait for the venv: the driver's wheel is built with it.)
+kind_build_start() {
+    [ -n "${BACKGROUND_PIDS[go-module]:-}" ] && return 0
+    background go-module timed "build: Go module (resolved, downloaded)" ensure_go_module
+    background kind-build eval 'ensure_kind && go_wrapped_modules'
+}
+
 # kind_build [GO_PROGRAM...]: everything a Podman cluster of ours starts from (with
 # KIND_STORAGE_SUITE=1 also the storage suite's), built where stale, nothing started and
 # nothing of the host or of Podman touched: kind, the cluster's Go programs (and the extra
 # ones named) in one build, the images the nodes load, the node image and the Go programs'
-# images. What is mostly network is done beside the Go build: the Debian-based images and
-# the node image's Debian layers, kind, etcd's and CoreDNS's modules. kind-up runs it before
-# it loads the node image; hack/test runs it before the tiers, so on a cold machine the build
+# images; what is mostly network beside the Go build (and kind_build_start's part before
+# it, where hack/test starts that early). kind-up runs it before it
+# loads the node image; hack/test runs it before the tiers, so on a cold machine the build
 # has both cores.
 kind_build() {
-    local images_log images_pid kind_log kind_pid suite=()
+    local suite=()
     [ "${KIND_STORAGE_SUITE:-}" = 1 ] && suite=(ginkgo)
-    images_log="$(mktemp "${TMPDIR:-/tmp}/localvol-images-build.XXXXXX")"
-    { "$ROOT/hack/images" build $(node_image_names) >/dev/null &&
-        "$ROOT/hack/images" layers kind-node; } 2>"$images_log" &
-    images_pid=$!
-    # kind and the wrapped programs' modules, beside the Go programs: mostly downloads, while
-    # the programs' own module is resolved.
-    kind_log="$(mktemp "${TMPDIR:-/tmp}/localvol-kind-build.XXXXXX")"
-    { ensure_kind && go_wrapped_modules; } >"$kind_log" 2>&1 &
-    kind_pid=$!
+    kind_build_start
+    # The Debian-based images and the node image's Debian layers, beside the Go build.
+    background images-build eval '"$ROOT/hack/images" build $(node_image_names) >/dev/null &&
+        "$ROOT/hack/images" layers kind-node'
+    await go-module "resolving the Go module of every program"
     timed "build: Go programs" go_programs "$@" "${CLUSTER_PROGRAMS[@]}" "${suite[@]}"
-    wait "$kind_pid" || {
-        cat "$kind_log" >&2; rm -f "$kind_log"; die "building kind or resolving etcd's and CoreDNS's modules failed"
-    }
-    rm -f "$kind_log"
+    await kind-build "building kind or resolving etcd's and CoreDNS's modules"
     ensure_kind  # built by now: only puts it on PATH
-    # The storage suite's binary beside the images: packing and importing the node image is
-    # mostly one core's, and the test binary's link another's.
-    local suite_log suite_pid=""
     if [ ${#suite[@]} -gt 0 ]; then
-        suite_log="$(mktemp "${TMPDIR:-/tmp}/localvol-suite-build.XXXXXX")"
-        timed "build: storage suite (e2e.test)" go_test_binary e2e.test ./storagesuite \
-            >"$suite_log" 2>&1 &
-        suite_pid=$!
+        timed "build: storage suite (e2e.test)" go_test_binary e2e.test ./storagesuite
     fi
-    wait "$images_pid" || { cat "$images_log" >&2; rm -f "$images_log"; die "building the images failed"; }
-    rm -f "$images_log"
+    await images-build "building the images"
     timed "build: node image (etcd, CoreDNS, control plane)" "$ROOT/hack/images" build kind-node >/dev/null
     timed "build: sidecar images" sidecar_image_archives >/dev/null
-    if [ -n "$suite_pid" ]; then
-        wait "$suite_pid" || { cat "$suite_log" >&2; rm -f "$suite_log"; die "building e2e.test failed"; }
-        rm -f "$suite_log"
-        timed "build: agnhost image" agnhost_image_archive >/dev/null
-    fi
+    if [ ${#suite[@]} -gt 0 ]; then timed "build: agnhost image" agnhost_image_archive >/dev/null; fi
 }
 
 # The node image, built and loaded into our Podman; its reference in KIND_NODE_REF.
