@@ -232,3 +232,17 @@ def test_the_baseline_and_the_teardown_watch_the_same_podman_paths() -> None:
     paths = go_lib_array("PODMAN_HOST_PATHS")
     assert "/run/containers/networks" in paths
     assert set(paths) <= {str(p) for p in WATCHED_PATHS}
+
+
+def test_the_cluster_measurements_run_an_image_kind_up_loads() -> None:
+    """hack/claim-timeline, many-pods and new-class-latency run their pods on a cluster of
+    `hack/kind-up`, which pulls nothing: their image is one it loads into the nodes."""
+    loaded = kind_lib("node_image_names", PATH=os.environ["PATH"]).stdout.split()
+    assert loaded, "hack/kind-up loads no image of hack/images"
+    table = re.search(r"^IMAGES=\((.*?)^\)", (ROOT / "hack" / "images").read_text(), re.M | re.S)
+    assert table is not None
+    rows = [line.strip().strip('"').split() for line in table.group(1).splitlines()]
+    refs = {row[1] for row in rows if len(row) == 3 and row[0] in loaded}
+    used = re.search(r'^BUSYBOX = "([^"]+)"', (ROOT / "hack" / "kube_cli.py").read_text(), re.M)
+    assert used is not None
+    assert used.group(1) in refs
