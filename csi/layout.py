@@ -133,8 +133,12 @@ class Layout:
     def directory_path(self, volume_id: str) -> Path:
         return self.volumes_dir / check_id(volume_id)
 
+    def image_name(self, volume_id: str) -> str:
+        """The name of a loop volume's image in images_dir (a string: no path is made)."""
+        return f"{check_id(volume_id)}{IMAGE_SUFFIX}"
+
     def image_path(self, volume_id: str) -> Path:
-        return self.images_dir / f"{check_id(volume_id)}{IMAGE_SUFFIX}"
+        return self.images_dir / self.image_name(volume_id)
 
     def record_path(self, volume_id: str) -> Path:
         return self.state_dir / f"{check_id(volume_id)}.json"

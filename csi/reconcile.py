@@ -221,12 +221,13 @@ def _detach_unused_loops(volumes: Volumes) -> list[str]:
     """Detach the loop devices of recorded images that nothing uses, found by the image's
     identity (a device attached by an earlier driver shows its image under another name).
     Devices of files no record accounts for are not ours to judge: they stay attached."""
+    layout = volumes.layout
     loops = loopdev.LoopTable.read()
     shown = loops.file_names()  # few, where a node holds thousands of idle volumes
     images = [
-        volumes.layout.image_path(r.volume_id)
+        layout.image_path(r.volume_id)
         for r in volumes.store.all()
-        if f"{r.volume_id}{IMAGE_SUFFIX}" in shown
+        if layout.image_name(r.volume_id) in shown
         and facts_for(r).loop_device
         and not (facts_for(r).staged_by_device and r.staging_path)  # its device is its use
     ]

@@ -291,7 +291,17 @@ await() {
 kind_build_start() {
     [ -n "${BACKGROUND_PIDS[go-module]:-}" ] && return 0
     background go-module timed "build: Go module (resolved, downloaded)" ensure_go_module
-    background kind-build eval 'ensure_kind && go_wrapped_modules'
+    background kind-build kind_and_wrapped_modules
+}
+
+kind_and_wrapped_modules() {
+    ensure_kind && go_wrapped_modules
+}
+
+# The Debian-based images the nodes load and the node image's Debian layers.
+images_before_the_node_image() {
+    "$ROOT/hack/images" build $(node_image_names) >/dev/null &&
+        "$ROOT/hack/images" layers kind-node
 }
 
 # kind_build [GO_PROGRAM...]: everything a Podman cluster of ours starts from (with
@@ -307,8 +317,7 @@ kind_build() {
     [ "${KIND_STORAGE_SUITE:-}" = 1 ] && suite=(ginkgo)
     kind_build_start
     # The Debian-based images and the node image's Debian layers, beside the Go build.
-    background images-build eval '"$ROOT/hack/images" build $(node_image_names) >/dev/null &&
-        "$ROOT/hack/images" layers kind-node'
+    background images-build images_before_the_node_image
     await go-module "resolving the Go module of every program"
     timed "build: Go programs" go_programs "$@" "${CLUSTER_PROGRAMS[@]}" "${suite[@]}"
     await kind-build "building kind or resolving etcd's and CoreDNS's modules"

@@ -372,7 +372,7 @@ def volume_json(layout: Layout, volume_id: str) -> dict[str, Any] | None:
     path = layout.record_path(volume_id)
     if not path.exists():
         return None
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    data: dict[str, Any] = _read_json(path)
     return with_node_use(layout, volume_id, data)
 
 
@@ -380,7 +380,7 @@ def with_node_use(layout: Layout, volume_id: str, data: dict[str, Any]) -> dict[
     """``data`` (a volume record's JSON) with its node-use file, if readable, laid over it."""
     try:
         path = layout.node_use_dir / f"{check_id(volume_id)}.json"
-        use = json.loads(path.read_text(encoding="utf-8"))
+        use = _read_json(path)
     except (OSError, ValueError):
         return data
     if isinstance(use, dict) and use.get("schema") == data.get("schema"):

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 from tests.e2e.host import WATCHED_PATHS
+from tests.manifests.images import normalized, sourced
 from tests.manifests.support import ROOT
 
 # What the scripts need before their first check; nothing else is on the PATH they get.
@@ -239,10 +240,8 @@ def test_the_cluster_measurements_run_an_image_kind_up_loads() -> None:
     `hack/kind-up`, which pulls nothing: their image is one it loads into the nodes."""
     loaded = kind_lib("node_image_names", PATH=os.environ["PATH"]).stdout.split()
     assert loaded, "hack/kind-up loads no image of hack/images"
-    table = re.search(r"^IMAGES=\((.*?)^\)", (ROOT / "hack" / "images").read_text(), re.M | re.S)
-    assert table is not None
-    rows = [line.strip().strip('"').split() for line in table.group(1).splitlines()]
-    refs = {row[1] for row in rows if len(row) == 3 and row[0] in loaded}
+    rows = sourced(f"for name in {' '.join(loaded)}; do image_row $name; done").splitlines()
+    refs = {normalized(row.split()[1]) for row in rows}
     used = re.search(r'^BUSYBOX = "([^"]+)"', (ROOT / "hack" / "kube_cli.py").read_text(), re.M)
     assert used is not None
-    assert used.group(1) in refs
+    assert normalized(used.group(1)) in refs
