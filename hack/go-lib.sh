@@ -4,8 +4,9 @@
 # compiled once, and the Go build cache serves every later build of any subset, where one
 # module per program compiled its own copy of each. Sourced by hack/lib.sh, never executed.
 #
-#   $GO_MODULE   the module (go.mod, go.sum, tools.go, storagesuite/), made again only when
-#                its key (the pins, this file's recipe, Go's version) changes
+#   $GO_MODULE   the module (go.mod, go.sum, tools.go, and hack/go/*/ as packages of its
+#                own), made again only when its key (the pins, those sources, this file's
+#                recipe, Go's version) changes
 #   $GOBIN       the programs, each beside a stamp holding the key it was built with
 
 GO_MODULE="${GO_MODULE:-/var/cache/localvol-csi/go-module}"
@@ -16,8 +17,12 @@ GO_MODULE="${GO_MODULE:-/var/cache/localvol-csi/go-module}"
 # What is built is the same byte for byte, so no build key names it.
 GO_BUILD_GOGC="${GO_BUILD_GOGC:-400}"
 
-# NAME|PACKAGE: each program, built into $GOBIN/NAME. The storage suite's e2e.test is a test
-# binary (go_test_binary) of hack/go/storagesuite, a package of ours.
+# NAME|PACKAGE: each program, built into $GOBIN/NAME. A package ./NAME is hack/go/NAME, a
+# main of ours around another module: etcd and CoreDNS for the kind node image (the
+# Kubernetes programs already link etcd's client and CoreDNS's Corefile parser, so in this
+# graph both compile little of their own: from a module each, 1:13 and 2:08 on this
+# machine; here 0:14 and 0:11). The storage suite's e2e.test is a test binary
+# (go_test_binary) of hack/go/storagesuite.
 GO_PROGRAMS=(
     "csi-sanity|github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity"
     "kustomize|sigs.k8s.io/kustomize/kustomize/v5"
@@ -36,12 +41,16 @@ GO_PROGRAMS=(
     "csi-resizer|github.com/kubernetes-csi/external-resizer/v2/cmd/csi-resizer"
     "crictl|sigs.k8s.io/cri-tools/cmd/crictl"
     "ginkgo|github.com/onsi/ginkgo/v2/ginkgo"
+    "etcd|./etcd"
+    "coredns|./coredns"
 )
 
 # MODULE VERSION, one a line: what the module requires. The snapshotter's source tree
 # replaces its client module with ./client; as a dependency that replace does not apply, so
 # the client module of the same release is required instead. The ginkgo CLI comes at the
-# version the graph selects, which is the one e2e.test links: the two must agree.
+# version the graph selects, which is the one e2e.test links: the two must agree. etcd's
+# server is the release of the client the graph selects (ensure_go_module checks), so the
+# server and the modules it shares with that client are one release.
 go_requirements() {
     cat <<REQ
 k8s.io/kubernetes $K8S_VERSION
@@ -53,6 +62,8 @@ github.com/kubernetes-csi/external-snapshotter/v8 $SNAPSHOTTER_VERSION
 github.com/kubernetes-csi/external-snapshotter/client/v8 $SNAPSHOTTER_VERSION
 github.com/kubernetes-csi/external-resizer/v2 $RESIZER_VERSION
 sigs.k8s.io/cri-tools $CRICTL_VERSION
+go.etcd.io/etcd/server/v3 $ETCD_VERSION
+github.com/coredns/coredns $COREDNS_VERSION
 REQ
 }
 
@@ -62,7 +73,7 @@ go_module_key() {
         echo "$K8S_STAGING_VERSION"
         printf '%s\n' "${GO_PROGRAMS[@]}"
         declare -f write_go_module go_ldflags k8s_version_ldflags
-        cat "$ROOT/hack/go/storagesuite/suite_test.go"
+        cat "$ROOT"/hack/go/*/*.go
         GOTOOLCHAIN=local go version
     } | sha256sum | cut -c1-16
 }
@@ -75,7 +86,8 @@ go_module_dir() {
 
 # write_go_module DIR: go.mod (the requirements; Kubernetes' staging modules pinned, since
 # its own go.mod replaces them with directories of its source tree), tools.go (every
-# program, so `go mod tidy` keeps what they import) and the storage suite's package.
+# program of another module, so `go mod tidy` keeps what they import) and our packages
+# (hack/go/*/).
 write_go_module() {
     local dir="$1" k8s
     k8s="$(go_module_dir "k8s.io/kubernetes@$K8S_VERSION")"
@@ -89,11 +101,12 @@ write_go_module() {
     {
         printf '//go:build tools\n\n// Package tools names the programs this module builds.\npackage tools\n\nimport (\n'
         local entry
-        for entry in "${GO_PROGRAMS[@]}"; do printf '\t_ "%s"\n' "${entry#*|}"; done
+        for entry in "${GO_PROGRAMS[@]}"; do
+            [[ "${entry#*|}" == ./* ]] || printf '\t_ "%s"\n' "${entry#*|}"
+        done
         printf ')\n'
     } > "$dir/tools.go"
-    mkdir -p "$dir/storagesuite"
-    cp "$ROOT/hack/go/storagesuite/suite_test.go" "$dir/storagesuite/"
+    cp -r "$ROOT"/hack/go/*/ "$dir/"
 }
 
 # The module, made (or made again) when its key changed.
@@ -108,11 +121,15 @@ ensure_go_module() {
     write_go_module "$GO_MODULE.new"
     (cd "$GO_MODULE.new" && go mod tidy > tidy.log 2>&1) ||
         die "go mod tidy of $GO_MODULE.new failed (see $GO_MODULE.new/tidy.log)"
+    local client
+    client="$(cd "$GO_MODULE.new" && go list -m -f '{{.Version}}' go.etcd.io/etcd/client/v3)"
+    [ "$client" = "$ETCD_VERSION" ] ||
+        die "the programs link etcd's client $client; hack/lib.sh's ETCD_VERSION ($ETCD_VERSION) must be that release"
     echo "$key" > "$GO_MODULE.new/.key"
     rm -rf "$GO_MODULE"
     mv "$GO_MODULE.new" "$GO_MODULE"
-    # What the builds before this module kept beside it: one module per program.
-    rm -rf "$(dirname "$GO_MODULE")"/k8s-v1.* "$(dirname "$GO_MODULE")/sidecars"
+    # What the builds before this module kept beside it: modules of their own.
+    rm -rf "$(dirname "$GO_MODULE")"/k8s-v1.* "$(dirname "$GO_MODULE")"/{sidecars,go-etcd,go-coredns}
 }
 
 # The linker's flags for every program: no symbol table or debug information (smaller, and
@@ -185,66 +202,5 @@ go_test_binary() {
     (cd "$GO_MODULE" && CGO_ENABLED=0 GOGC="$GO_BUILD_GOGC" go test -c -trimpath -ldflags "$(go_ldflags)" \
         -o "$GOBIN/$name.new" "$package") || die "building $name failed"
     mv "$GOBIN/$name.new" "$GOBIN/$name"
-    echo "$key" > "$GOBIN/.$name-version"
-}
-
-# Programs built from a Go module of their own beside $GO_MODULE, NAME|MODULE|VERSION: the
-# kind node image's etcd and CoreDNS (their dependency graphs would move the versions the
-# Kubernetes programs are built with). Each is hack/go/NAME/main.go, a main package of ours
-# around MODULE at VERSION.
-GO_WRAPPED_PROGRAMS=(
-    "etcd|go.etcd.io/etcd/server/v3|$ETCD_VERSION"
-    "coredns|github.com/coredns/coredns|$COREDNS_VERSION"
-)
-
-# go_wrapped_key NAME: what the program is built from (its module's version, its source, Go).
-go_wrapped_key() {
-    local entry
-    entry="$(go_entry GO_WRAPPED_PROGRAMS "$1")" || return 1
-    { echo "${entry#*|}"; cat "$ROOT/hack/go/$1/main.go";
-        declare -f go_wrapped_module go_wrapped_program; GOTOOLCHAIN=local go version; } |
-        sha256sum | cut -c1-16
-}
-
-# go_wrapped_module NAME: the program's module resolved (its dependencies downloaded) in
-# $(dirname $GO_MODULE)/go-NAME, made again only when its key changes; prints the directory.
-# Mostly network: hack/test resolves them beside the main build (go_wrapped_modules).
-go_wrapped_module() {
-    local name="$1" entry module version dir key
-    command -v go >/dev/null || die "go is needed to build $name"
-    entry="$(go_entry GO_WRAPPED_PROGRAMS "$name")" || return 1
-    IFS='|' read -r _ module version <<< "$entry"
-    dir="$(dirname "$GO_MODULE")/go-$name"
-    key="$(go_wrapped_key "$name")"
-    if [ "$(cat "$dir/.key" 2>/dev/null)" != "$key" ]; then
-        log "resolving $name's module ($module $version)" >&2
-        rm -rf "$dir" && mkdir -p "$dir"
-        printf 'module localvol.dev/%s\n\ngo 1.26\n\nrequire %s %s\n' "$name" "$module" "$version" \
-            > "$dir/go.mod"
-        cp "$ROOT/hack/go/$name/main.go" "$dir/"
-        (cd "$dir" && go mod tidy > tidy.log 2>&1) ||
-            die "go mod tidy of $dir failed (see $dir/tidy.log)"
-        echo "$key" > "$dir/.key"
-    fi
-    echo "$dir"
-}
-
-# Every wrapped program's module resolved, nothing compiled.
-go_wrapped_modules() {
-    local entry
-    for entry in "${GO_WRAPPED_PROGRAMS[@]}"; do go_wrapped_module "${entry%%|*}" > /dev/null; done
-}
-
-# go_wrapped_program NAME: $GOBIN/NAME built from its module (go_wrapped_module); rebuilt only
-# when the version, the source or Go changes.
-go_wrapped_program() {
-    local name="$1" dir key
-    key="$(go_wrapped_key "$name")"
-    go_built "$name" "$key" && return 0
-    dir="$(go_wrapped_module "$name")"
-    log "building $name"
-    mkdir -p "$GOBIN"
-    (cd "$dir" && CGO_ENABLED=0 GOGC="$GO_BUILD_GOGC" go build -trimpath -ldflags "-s -w" \
-        -o "$GOBIN/$name" .) || die "building $name failed"
     echo "$key" > "$GOBIN/.$name-version"
 }

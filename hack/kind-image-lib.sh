@@ -21,14 +21,17 @@ KIND_IMAGES=(
 
 # Every Go program the node image holds, built when missing or stale (progress on stderr).
 kind_programs() {
-    go_programs "${KIND_NODE_PROGRAMS[@]}" "${KIND_CONTROL_PLANE_PROGRAMS[@]}" >&2
-    local entry
-    for entry in "${GO_WRAPPED_PROGRAMS[@]}"; do go_wrapped_program "${entry%%|*}" >&2; done
+    go_programs "${KIND_NODE_PROGRAMS[@]}" "${KIND_CONTROL_PLANE_PROGRAMS[@]}" etcd coredns >&2
 }
 
 # The node network agent's image, as deploy/kind/node-image/network.yaml names it.
 node_network_ref() {
     awk '$1 == "image:" { print $2; exit }' "$KIND_NODE_FILES/network.yaml"
+}
+
+# minor_of VERSION: major.minor of v3.7.2 or 3.7.0-0.
+minor_of() {
+    cut -d. -f1,2 <<< "${1#v}"
 }
 
 archive_of_ref() {
@@ -64,7 +67,7 @@ kind_component_archives() {
             kube-proxy)
                 component_image "$ref" kube_proxy ;;
             etcd)
-                [ "$tag" = "${ETCD_VERSION#v}-0" ] ||
+                [ "$(minor_of "$tag")" = "$(minor_of "$ETCD_VERSION")" ] ||
                     die "kubeadm names $ref; hack/lib.sh builds etcd $ETCD_VERSION"
                 component_image "$ref" binary "BINARY_SRC=$GOBIN/etcd" \
                     BINARY_PATH=/usr/local/bin/etcd ;;

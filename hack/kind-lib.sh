@@ -18,10 +18,11 @@
 # into $GOBIN from one module (hack/go-lib.sh).
 
 # Every Go program the cluster and its tests run: Kubernetes' (kubectl for the scripts and
-# tests; the rest go into the node image), the CSI sidecars deploy/ names, crictl, and
-# agnhost (the storage suite's image). One `go build`.
+# tests; the rest go into the node image) with etcd and CoreDNS, the CSI sidecars deploy/
+# names, crictl, and agnhost (the storage suite's image). One `go build`.
 CLUSTER_PROGRAMS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl
-    kubeadm csi-provisioner csi-snapshotter snapshot-controller csi-resizer crictl agnhost)
+    kubeadm etcd coredns csi-provisioner csi-snapshotter snapshot-controller csi-resizer crictl
+    agnhost)
 
 # e2e.test and ginkgo (Kubernetes' storage suite), from the same module.
 source "$ROOT/hack/storage-suite-lib.sh"
@@ -284,18 +285,22 @@ await() {
     unset "BACKGROUND_PIDS[$name]" "BACKGROUND_LOGS[$name]"
 }
 
-# kind_build_start: what kind_build needs that is mostly network and no venv, started in the
-# background (once): the Go module of every program resolved, kind and the wrapped
-# programs' modules. hack/test starts it before it makes the venv, so the downloads of both
-# overlap. (The images wait for the venv: the driver's wheel is built with it.)
+# kind_build_start [GO_PROGRAM...]: what kind_build needs that wants no venv, started in the
+# background (once): the Go module of every program resolved and downloaded, then the
+# cluster's Go programs (and the extra ones named) built; kind built beside. hack/test starts
+# it before it makes the venv: the downloads of both overlap, and the compiler starts when
+# the module is ready. (The images wait for the venv: the driver's wheel is built with it.)
 kind_build_start() {
-    [ -n "${BACKGROUND_PIDS[go-module]:-}" ] && return 0
-    background go-module timed "build: Go module (resolved, downloaded)" ensure_go_module
-    background kind-build kind_and_wrapped_modules
+    [ -n "${BACKGROUND_PIDS[go-build]:-}" ] && return 0
+    background go-build go_module_and_programs "$@"
+    background kind-build ensure_kind
 }
 
-kind_and_wrapped_modules() {
-    ensure_kind && go_wrapped_modules
+go_module_and_programs() {
+    local suite=()
+    [ "${KIND_STORAGE_SUITE:-}" = 1 ] && suite=(ginkgo)
+    timed "build: Go module (resolved, downloaded)" ensure_go_module &&
+        timed "build: Go programs" go_programs "$@" "${CLUSTER_PROGRAMS[@]}" "${suite[@]}"
 }
 
 # The Debian-based images the nodes load and the node image's Debian layers.
@@ -313,22 +318,21 @@ images_before_the_node_image() {
 # loads the node image; hack/test runs it before the tiers, so on a cold machine the build
 # has both cores.
 kind_build() {
-    local suite=()
-    [ "${KIND_STORAGE_SUITE:-}" = 1 ] && suite=(ginkgo)
-    kind_build_start
+    kind_build_start "$@"
     # The Debian-based images and the node image's Debian layers, beside the Go build.
     background images-build images_before_the_node_image
-    await go-module "resolving the Go module of every program"
-    timed "build: Go programs" go_programs "$@" "${CLUSTER_PROGRAMS[@]}" "${suite[@]}"
-    await kind-build "building kind or resolving etcd's and CoreDNS's modules"
+    await go-build "building the Go programs"
+    await kind-build "building kind"
     ensure_kind  # built by now: only puts it on PATH
-    if [ ${#suite[@]} -gt 0 ]; then
+    if [ "${KIND_STORAGE_SUITE:-}" = 1 ]; then
         timed "build: storage suite (e2e.test)" go_test_binary e2e.test ./storagesuite
     fi
     await images-build "building the images"
-    timed "build: node image (etcd, CoreDNS, control plane)" "$ROOT/hack/images" build kind-node >/dev/null
+    timed "build: node image (control plane images, node)" "$ROOT/hack/images" build kind-node >/dev/null
     timed "build: sidecar images" sidecar_image_archives >/dev/null
-    if [ ${#suite[@]} -gt 0 ]; then timed "build: agnhost image" agnhost_image_archive >/dev/null; fi
+    if [ "${KIND_STORAGE_SUITE:-}" = 1 ]; then
+        timed "build: agnhost image" agnhost_image_archive >/dev/null
+    fi
 }
 
 # The node image, built and loaded into our Podman; its reference in KIND_NODE_REF.

@@ -23,9 +23,11 @@ PROVISIONER_VERSION="${PROVISIONER_VERSION:-v6.4.0}"
 SNAPSHOTTER_VERSION="${SNAPSHOTTER_VERSION:-v8.7.0}"
 RESIZER_VERSION="${RESIZER_VERSION:-v2.3.0}"
 CRICTL_VERSION="${CRICTL_VERSION:-v1.37.0}"
-# The kind node image's etcd and CoreDNS (hack/kind-image-lib.sh): the versions kubeadm of
-# $K8S_VERSION names (the image build checks), each built from its own module.
-ETCD_VERSION="${ETCD_VERSION:-v3.7.0}"
+# The kind node image's etcd and CoreDNS (hack/kind-image-lib.sh), built in the module of every
+# Go program (hack/go-lib.sh). CoreDNS at the version kubeadm of $K8S_VERSION names; etcd at
+# the release of etcd's client that module links (ensure_go_module checks), a patch release
+# of the one kubeadm names (the image build checks the minor) under the tag kubeadm looks for.
+ETCD_VERSION="${ETCD_VERSION:-v3.7.2}"
 COREDNS_VERSION="${COREDNS_VERSION:-v1.14.6}"
 
 log() { printf '==> %s\n' "$*" >&2; }

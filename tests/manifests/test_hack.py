@@ -133,14 +133,18 @@ def go_lib_array(name: str) -> list[str]:
 
 def test_every_go_program_the_scripts_and_tests_run_is_built() -> None:
     """Each $GOBIN/NAME the hack scripts or the tests run is a program of go-lib.sh's one
-    module, the storage suite's test binary, a program of ours around another module
-    (hack/go/NAME/main.go: go_wrapped_program) or kind (`go install` at its pinned version),
-    and the cluster builds what it runs."""
-    wrapped = {entry.split("|")[0] for entry in go_lib_array("GO_WRAPPED_PROGRAMS")}
+    module (a main of ours, hack/go/NAME/main.go, is the package ./NAME of that module), the
+    storage suite's test binary or kind (`go install` at its pinned version), and the cluster
+    builds what it runs."""
+    ours = {
+        name: package
+        for name, package in (entry.split("|") for entry in go_lib_array("GO_PROGRAMS"))
+        if package.startswith("./")
+    }
     sources = {d.name for d in (ROOT / "hack" / "go").iterdir() if (d / "main.go").is_file()}
-    assert wrapped == sources, "a hack/go/NAME/main.go without its GO_WRAPPED_PROGRAMS row"
+    assert ours == {name: f"./{name}" for name in sources}, "a hack/go/NAME/main.go without its row"
     built = {entry.split("|")[0] for entry in go_lib_array("GO_PROGRAMS")}
-    built |= {"e2e.test", "kind", *wrapped}
+    built |= {"e2e.test", "kind"}
     used = set()
     for path in [*(ROOT / "hack").iterdir(), *(ROOT / "tests").rglob("*.py")]:
         if path.is_file():
