@@ -5,8 +5,8 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from csi.host import kernel, mountopts
 from csi.host.errors import MountFailed, MountOptionsRefused
@@ -15,8 +15,10 @@ from csi.host.mountopts import MS_BIND
 MOUNTINFO = Path("/proc/self/mountinfo")
 
 
-@dataclass(frozen=True)
-class MountEntry:
+class MountEntry(NamedTuple):
+    """One line of mountinfo (a tuple: a node's table holds every pod's mounts, and a
+    tuple is made several times faster than a frozen dataclass)."""
+
     mount_id: int
     parent_id: int
     device: str  # "major:minor"
@@ -30,6 +32,13 @@ class MountEntry:
     @property
     def read_only(self) -> bool:
         return "ro" in self.options
+
+
+def _escape(path: str) -> str:
+    """``path`` as mountinfo prints it."""
+    for char in "\\ \t\n":  # the backslash first
+        path = path.replace(char, f"\\{ord(char):03o}")
+    return path
 
 
 def _unescape(field: str) -> str:
@@ -81,10 +90,18 @@ def read_mounts() -> list[MountEntry]:
     return parse_mountinfo(MOUNTINFO.read_text())
 
 
+def _read_mounts_naming(path: str) -> list[MountEntry]:
+    """The lines of the table that name ``path`` or a path below it, parsed: a question
+    about one place parses a few lines, not every pod's mounts on the node."""
+    needle = f" {_escape(path)}"
+    text = MOUNTINFO.read_text()
+    return parse_mountinfo("\n".join(line for line in text.split("\n") if needle in line))
+
+
 def mounts_at(path: Path | str, mounts: Sequence[MountEntry] | None = None) -> list[MountEntry]:
     """Every mount stacked on exactly ``path`` (innermost last)."""
     target = os.path.normpath(str(path))
-    table = read_mounts() if mounts is None else mounts
+    table = _read_mounts_naming(target) if mounts is None else mounts
     return [m for m in table if m.mount_point == target]
 
 
@@ -95,7 +112,7 @@ def is_mount_point(path: Path | str) -> bool:
 def mounts_under(path: Path | str, mounts: Sequence[MountEntry] | None = None) -> list[MountEntry]:
     """Mounts on ``path`` or anywhere beneath it."""
     base = os.path.normpath(str(path))
-    table = read_mounts() if mounts is None else mounts
+    table = _read_mounts_naming(base) if mounts is None else mounts
     return [m for m in table if m.mount_point == base or m.mount_point.startswith(base + "/")]
 
 

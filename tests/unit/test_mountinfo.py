@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from csi.host import mount
 from csi.host.mount import mounts_at, mounts_under, parse_mountinfo
 
 SAMPLE = "\n".join(
@@ -87,3 +90,66 @@ def test_unescaped_separators_inside_a_path() -> None:
     odd = "/pods/a\x1eb\x1cc\x85d\u2028e"
     text = f"50 22 7:0 / {odd} rw - ext4 /dev/loop0 rw\n51 22 0:40 / /mnt/x rw - tmpfs t rw\n"
     assert [e.mount_point for e in parse_mountinfo(text)] == [odd, "/mnt/x"]
+
+
+# Paths a question about one place could be confused with: a prefix, a longer name, the
+# same text as a mount's root rather than its mount point, escaped characters.
+ASKED = [
+    "/",
+    "/mnt2",
+    "/mnt1",
+    "/mnt",
+    "/mnt/tab\\slash",
+    "/mnt/tab",
+    "/var/lib/kubelet/pods/my pod/vol",
+    "/var/lib/kubelet/pods/my pod",
+    "/var/lib/kubelet/pods/my",
+    "/var/lib/kubelet",
+    "/dev/loop-stage",
+    "/dev/loop",
+    "/mnt/a\nb",
+    "/nowhere",
+]
+
+
+@pytest.fixture
+def table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    text = SAMPLE + "\n50 22 0:40 / /mnt/a\\012b rw - tmpfs tmpfs rw\n"
+    (tmp_path / "mountinfo").write_text(text)
+    monkeypatch.setattr(mount, "MOUNTINFO", tmp_path / "mountinfo")
+    return text
+
+
+@pytest.mark.parametrize("path", ASKED)
+def test_reading_the_table_for_one_place_finds_what_the_whole_table_holds(
+    table: str, path: str
+) -> None:
+    whole = parse_mountinfo(table)
+    assert mounts_at(path) == mounts_at(path, whole)
+    assert mounts_under(path) == mounts_under(path, whole)
+    assert mount.is_mount_point(path) == bool(mounts_at(path, whole))
+
+
+def test_a_question_about_one_place_parses_only_the_lines_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node's table holds every pod's mounts; asking whether a target is mounted reads
+    the lines naming it, whatever the size of the table (counted, not timed)."""
+    made: list[str] = []
+
+    class Counted(mount.MountEntry):
+        def __new__(cls, *args: object, **fields: object) -> Counted:
+            made.append(str(fields["mount_point"]))
+            return super().__new__(cls, *args, **fields)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mount, "MountEntry", Counted)
+    for pods in (10, 1_000):
+        lines = [
+            f"{100 + i} 22 0:{i} / /var/lib/kubelet/pods/p{i}/vol rw - tmpfs t rw"
+            for i in range(pods)
+        ]
+        (tmp_path / "mountinfo").write_text("\n".join(lines) + "\n")
+        monkeypatch.setattr(mount, "MOUNTINFO", tmp_path / "mountinfo")
+        made.clear()
+        assert mount.is_mount_point("/var/lib/kubelet/pods/p7/vol")
+        assert made == ["/var/lib/kubelet/pods/p7/vol"]
