@@ -90,18 +90,19 @@ def read_mounts() -> list[MountEntry]:
     return parse_mountinfo(MOUNTINFO.read_text())
 
 
-def _read_mounts_naming(path: str) -> list[MountEntry]:
-    """The lines of the table that name ``path`` or a path below it, parsed: a question
-    about one place parses a few lines, not every pod's mounts on the node."""
-    needle = f" {_escape(path)}"
+def read_mounts_naming(*paths: str) -> list[MountEntry]:
+    """The lines of the table that name one of ``paths`` or a path below one, parsed: a
+    question about a few places parses a few lines, not every pod's mounts on the node."""
+    needles = [f" {_escape(os.path.normpath(path))}" for path in paths]
     text = MOUNTINFO.read_text()
-    return parse_mountinfo("\n".join(line for line in text.split("\n") if needle in line))
+    lines = (line for line in text.split("\n") if any(n in line for n in needles))
+    return parse_mountinfo("\n".join(lines))
 
 
 def mounts_at(path: Path | str, mounts: Sequence[MountEntry] | None = None) -> list[MountEntry]:
     """Every mount stacked on exactly ``path`` (innermost last)."""
     target = os.path.normpath(str(path))
-    table = _read_mounts_naming(target) if mounts is None else mounts
+    table = read_mounts_naming(target) if mounts is None else mounts
     return [m for m in table if m.mount_point == target]
 
 
@@ -112,7 +113,7 @@ def is_mount_point(path: Path | str) -> bool:
 def mounts_under(path: Path | str, mounts: Sequence[MountEntry] | None = None) -> list[MountEntry]:
     """Mounts on ``path`` or anywhere beneath it."""
     base = os.path.normpath(str(path))
-    table = _read_mounts_naming(base) if mounts is None else mounts
+    table = read_mounts_naming(base) if mounts is None else mounts
     return [m for m in table if m.mount_point == base or m.mount_point.startswith(base + "/")]
 
 

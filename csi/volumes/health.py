@@ -16,7 +16,8 @@ __all__ = ["HEALTHY", "Condition", "HostView", "check"]
 
 class HostView:
     """One reading of the mount table, and of the loop devices once a loop volume asks,
-    shared by many checks (a ListVolumes page)."""
+    shared by many checks (a ListVolumes page), or for one volume's check the lines of the
+    table naming its paths (the kubelet asks about every mounted volume every minute)."""
 
     def __init__(self, mounts: list[mount.MountEntry]) -> None:
         self.mounts = mounts
@@ -25,6 +26,11 @@ class HostView:
     @classmethod
     def read(cls) -> HostView:
         return cls(mount.read_mounts())
+
+    @classmethod
+    def of(cls, record: VolumeRecord) -> HostView:
+        paths = [p for p in (record.staging_path, *record.targets) if p]
+        return cls(mount.read_mounts_naming(*paths) if paths else [])
 
     def writable_device(self, image: Path) -> str | None:
         """The image's writable loop device, found by the image's identity."""
@@ -43,7 +49,7 @@ def check(volumes: Volumes, record: VolumeRecord, host: HostView | None = None) 
         return found(P.DATA_MISSING, noun=facts.data_noun, path=data)
     if not record.in_use and not facts.loop_device:
         return HEALTHY  # nothing on the host to inspect
-    host = host or HostView.read()
+    host = host or HostView.of(record)
     table = host.mounts
     try:
         device = host.writable_device(data) if facts.loop_device else None

@@ -262,7 +262,7 @@ class Volumes:
         wanted = PublishedTarget(read_only=read_only, exclusive=cap.exclusive)
         key = str(target)
         current = record.targets.get(key)
-        table = mount.read_mounts()  # one reading for every target of the volume
+        table = mount.read_mounts_naming(key, *record.targets)  # one reading for every target
         if current is not None and current != wanted and mount.mounts_at(target, table):
             raise AlreadyExists("target is already published with different options")
         others = [p for p in record.targets if p != key and mount.mounts_at(p, table)]

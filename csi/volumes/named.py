@@ -287,7 +287,7 @@ class NamedVolumes:
             )
         if record is None:
             raise NotFound(f"no such volume: {name}")
-        return self._describe(name, record, health.HostView.read())
+        return self._describe(name, record, health.HostView.of(record))
 
     def list_volumes(self) -> list[NamedVolume]:
         host = health.HostView.read()

@@ -11,12 +11,14 @@ from pathlib import Path
 import grpc
 import pytest
 
-from csi.host import extents, loopspace
+from csi.host import extents, loopspace, mount
 from csi.layout import volume_id_for_name
 from csi.pb import csi_pb2
 from csi.services import legacy_condition
+from csi.state.records import AccessType, PublishedTarget, VolumeKind, VolumeRecord, VolumeSpec
 from csi.volumes import storage_health
 from csi.volumes.conditions import MAX_MESSAGE, TABLE, Condition, Problem, found
+from csi.volumes.health import HostView
 from tests.legacy_condition import legacy_condition as read_legacy
 from tests.support.driver import RunningDriver, running_driver
 from tests.support.status import status_of
@@ -252,3 +254,26 @@ def test_data_ranges_and_differing_on_a_sparse_file(tmp_path: Path) -> None:
     assert (8 * extents.BLOCK, extents.BLOCK) in found
     whole = [(0, 64 * extents.BLOCK)]
     assert extents.differing(a, b, whole) == [(20 * extents.BLOCK, extents.BLOCK)]
+
+
+def test_one_volume_s_check_reads_the_lines_naming_its_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kubelet asks about every mounted volume every minute, on a node whose table holds
+    every pod's mounts: one volume's view of the table is the lines naming its staging path
+    and targets, whatever the size of the table (counted, not timed)."""
+    pods = "/var/lib/kubelet/pods"
+    lines = [f"{100 + i} 22 0:{i} / {pods}/p{i}/volumes/v rw - tmpfs t rw" for i in range(1_000)]
+    lines.append("2000 22 7:1 /vols/a /stage/vol-1 rw - ext4 /dev/vda1 rw")
+    (tmp_path / "mountinfo").write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(mount, "MOUNTINFO", tmp_path / "mountinfo")
+    spec = VolumeSpec(VolumeKind.DIRECTORY, AccessType.MOUNT, "")
+    target = PublishedTarget(read_only=False, exclusive=False)
+    record = VolumeRecord(
+        "vol-1", "pvc-1", spec, 1 << 20, 0.0, staging_path="/stage/vol-1",
+        targets={f"{pods}/p7/volumes/v": target, f"{pods}/p1/volumes/v": target},
+    )  # fmt: skip
+    seen = sorted(m.mount_point for m in HostView.of(record).mounts)
+    assert seen == ["/stage/vol-1", f"{pods}/p1/volumes/v", f"{pods}/p7/volumes/v"]
+    unused = VolumeRecord("vol-2", "pvc-2", spec, 1 << 20, 0.0)
+    assert HostView.of(unused).mounts == []
