@@ -149,20 +149,13 @@ k8s_version_ldflags() {
     echo "${ldflags# }"
 }
 
-# go_entry TABLE NAME: the row of NAME in the array TABLE (NAME|...).
-go_entry() {
-    local -n rows="$1"
-    local entry
-    for entry in "${rows[@]}"; do
-        [ "${entry%%|*}" = "$2" ] && { echo "$entry"; return 0; }
-    done
-    die "no Go program $2 in $1 (hack/go-lib.sh)"
-}
-
+# go_program_package NAME: the package of NAME's row in GO_PROGRAMS.
 go_program_package() {
     local entry
-    entry="$(go_entry GO_PROGRAMS "$1")" || return 1
-    echo "${entry#*|}"
+    for entry in "${GO_PROGRAMS[@]}"; do
+        [ "${entry%%|*}" = "$1" ] && { echo "${entry#*|}"; return 0; }
+    done
+    die "no Go program $1 in GO_PROGRAMS (hack/go-lib.sh)"
 }
 
 # go_built NAME KEY: $GOBIN/NAME exists and was built from the module of KEY.

@@ -141,13 +141,15 @@ ensure_venv() {
     export PATH="$VENV/bin:$PATH"
 }
 
-# The Go programs hack/test runs before the cluster tiers: csi-sanity, kustomize, helm.
+# The Go programs the tests run beside the cluster's (hack/go-lib.sh builds them).
+GO_TOOLS=(csi-sanity kustomize helm)
+
 ensure_go_tools() {
     if ! command -v go >/dev/null; then
         log "go is not installed: csi-sanity, kustomize and helm cannot be built (their tests skip, or fail under CI=true)"
         return 0
     fi
-    go_programs csi-sanity kustomize helm
+    go_programs "${GO_TOOLS[@]}"
     export CSI_SANITY="$GOBIN/csi-sanity" KUSTOMIZE="$GOBIN/kustomize" HELM="$GOBIN/helm"
 }
 

@@ -92,7 +92,10 @@ def read_mounts() -> list[MountEntry]:
 
 def read_mounts_naming(*paths: str) -> list[MountEntry]:
     """The lines of the table that name one of ``paths`` or a path below one, parsed: a
-    question about a few places parses a few lines, not every pod's mounts on the node."""
+    question about a few places parses a few lines, not every pod's mounts on the node.
+    No paths, no reading."""
+    if not paths:
+        return []
     needles = [f" {_escape(os.path.normpath(path))}" for path in paths]
     text = MOUNTINFO.read_text()
     lines = (line for line in text.split("\n") if any(n in line for n in needles))

@@ -123,6 +123,11 @@ class VolumeRecord:
     def in_use(self) -> bool:
         return bool(self.staging_path or self.targets)
 
+    @property
+    def host_paths(self) -> list[str]:
+        """Where the volume is on this node: its staging path, if staged, and its targets."""
+        return [p for p in (self.staging_path, *self.targets) if p]
+
     def to_json(self) -> dict[str, Any]:
         data = _fields(self)
         data["spec"] = self.spec.to_json()

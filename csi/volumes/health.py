@@ -29,8 +29,7 @@ class HostView:
 
     @classmethod
     def of(cls, record: VolumeRecord) -> HostView:
-        paths = [p for p in (record.staging_path, *record.targets) if p]
-        return cls(mount.read_mounts_naming(*paths) if paths else [])
+        return cls(mount.read_mounts_naming(*record.host_paths))
 
     def writable_device(self, image: Path) -> str | None:
         """The image's writable loop device, found by the image's identity."""

@@ -14,9 +14,8 @@ from csi.volumes import encryption
 
 def mounted_anywhere(record: VolumeRecord) -> bool:
     """Is anything mounted at the volume's staging path or any of its targets?"""
-    paths = [p for p in (record.staging_path, *record.targets) if p]
-    table = mount.read_mounts_naming(*paths) if paths else []
-    return any(mount.mounts_at(p, table) for p in paths)
+    table = mount.read_mounts_naming(*record.host_paths)
+    return any(mount.mounts_at(p, table) for p in record.host_paths)
 
 
 def publish_filesystem(
