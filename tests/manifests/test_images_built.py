@@ -152,8 +152,13 @@ def test_driver_image_serves_and_is_ready(
                 identity = csi_pb2_grpc.IdentityStub(channel)
                 info = identity.GetPluginInfo(csi_pb2.GetPluginInfoRequest(), timeout=10)
                 assert info.name == "localvol.csi.dev"
-                probe = identity.Probe(csi_pb2.ProbeRequest(), timeout=10)
-                assert probe.ready.value, "the image lacks a tool Probe needs"
+                # A tool missing from the image fails Probe (FAILED_PRECONDITION naming it);
+                # ready=false only says reconciliation has not finished yet, so wait it out.
+                wait_for(
+                    lambda: identity.Probe(csi_pb2.ProbeRequest(), timeout=10).ready.value,
+                    "the driver never finished reconciling an empty data directory",
+                    30,
+                )
             os.kill(driver, signal.SIGTERM)  # as the kubelet stops it
             assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""
         finally:
