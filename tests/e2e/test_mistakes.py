@@ -275,11 +275,22 @@ def make_every_mistake(scene: Scene) -> None:
     # that no longer exists, the claim is bound to it, a pod uses the claim.
     objects.append(gone_node_volume(scene.pv_name))
     objects.append(claim("node-gone", "", "64Mi", volumeName=scene.pv_name))
-    objects.append(pod("node-gone", claims={"/data": "node-gone"}))
     if scene.max_volume_size + (1 << 20) < scene.room:
         # Above --max-volume-size but within the node's room (a directory: nothing big made).
         claimed("too-big", "localvol-directory", str(scene.max_volume_size + (1 << 20)))
     scene.cluster.apply(ns, *objects)
+    # The pod comes once its claim is bound, as it would to a volume bound long ago. A pod
+    # that came first was found unschedulable for the unbound claim in one cold run, and the
+    # scheduler had still not said anything else of it 120 s later.
+    core = scene.cluster.core
+    wait_until(
+        "the claim of the gone node's volume bound",
+        lambda: (
+            core.read_namespaced_persistent_volume_claim("node-gone", ns).status.phase == "Bound"
+        ),
+        60,
+    )
+    scene.cluster.apply(ns, pod("node-gone", claims={"/data": "node-gone"}))
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,10 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 # What a rootful Podman makes on the host whatever its configuration says: netavark's run
 # directory is fixed. Each is removed after if the test made it, the deepest first: a
 # /run/containers that was there before stays, the networks directory made inside it goes.
+# What a rootful Podman makes on the host whatever its configuration says (its locks are
+# files under the test's tmp_dir, so the shared-memory segment is not among them: checked).
 PODMAN_RUN_PATHS = (Path("/run/containers/networks"), Path("/run/containers"))
+LOCK_SEGMENT = Path("/dev/shm/libpod_lock")
 pytestmark = pytest.mark.root
 
 COMPOSE = """\
@@ -106,6 +109,7 @@ log_driver = "k8s-file"
 cgroup_manager = "cgroupfs"
 events_logger = "none"
 runtime = "runc"
+lock_type = "file"
 tmp_dir = "{root}/tmp"
 volume_path = "{root}/volumes"
 [network]
@@ -137,6 +141,7 @@ def podman(tmp_path: Path) -> Iterator[Podman]:
         subprocess.run([str(REPO / "hack" / "images"), "build", "busybox"], check=False)
     need(IMAGE_ARCHIVE.exists(), f"needs {IMAGE_ARCHIVE} (hack/images build busybox)")
     made_here = [path for path in PODMAN_RUN_PATHS if not path.exists()]
+    lock_segment_before = LOCK_SEGMENT.exists()
     cgroups_before = _cgroups()
     root = tmp_path / "podman"
     root.mkdir()
@@ -167,6 +172,7 @@ def podman(tmp_path: Path) -> Iterator[Podman]:
     assert not _cgroups() - cgroups_before, "cgroups of the test are left"
     assert not _loops_under(tmp_path), "loop devices of the test are left"
     assert not [p for p in made_here if p.exists()], "Podman's run directories are left"
+    assert LOCK_SEGMENT.exists() == lock_segment_before, "Podman made the host's lock segment"
 
 
 def _loops_under(path: Path) -> list[str]:
