@@ -13,7 +13,6 @@ HOST_TOOLS: dict[str, str] = {
     "mkfs.ext4": "e2fsprogs",
     "e2fsck": "e2fsprogs",
     "resize2fs": "e2fsprogs",
-    "debugfs": "e2fsprogs",
     "mkfs.xfs": "xfsprogs",
     "xfs_growfs": "xfsprogs",
 }
@@ -25,7 +24,6 @@ ESSENTIAL_TOOLS: tuple[str, ...] = (
     "mkfs.ext4",
     "e2fsck",
     "resize2fs",
-    "debugfs",
 )
 
 

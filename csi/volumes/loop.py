@@ -21,26 +21,14 @@ class LoopFilesystemBackend(ImageBackend):
     def create(
         self, record: VolumeRecord, source: Path | None = None, secret: bytes | None = None
     ) -> None:
-        """A new image is formatted (and its root set up) before it takes its final name.
-
-        The root's mode is written by the formatting itself where it can be (every plain
-        filesystem but xfs with a sticky mode): mounting the new filesystem only to change
-        its root's mode cost more than making it."""
-        mode = modes.VOLUME_ROOT if record.spec.mode is None else record.spec.mode
+        """A new image is formatted (and its root set up) before it takes its final name."""
 
         def format_image(partial: Path) -> None:
             # Just created, sparse and zero-filled: nothing to probe before mkfs.
-            encrypted = record.spec.encrypted
-            by_mkfs = not encrypted and mkfs.sets_root_mode(record.fs_type, mode)
             mkfs.make_filesystem(
-                partial,
-                record.fs_type,
-                known_blank=True,
-                encrypt=encrypted,
-                root_mode=mode if by_mkfs else None,
+                partial, record.fs_type, known_blank=True, encrypt=record.spec.encrypted
             )
-            if not by_mkfs:
-                self._set_up_root(record, partial, secret)
+            self._set_up_root(record, partial, secret)
 
         def close_copy(partial: Path) -> None:
             if record.spec.mode is None:  # a class's mode is for new volumes only
@@ -51,12 +39,12 @@ class LoopFilesystemBackend(ImageBackend):
     def _set_up_root(
         self, record: VolumeRecord, image: Path, secret: bytes | None, *, copied: bool = False
     ) -> None:
-        """Give a new filesystem its root mode where mkfs could not (the class's, or
-        modes.VOLUME_ROOT rather than mkfs's 0755) and, if encrypted, its salt and encrypted
-        ``data/`` directory, through a private mount under the data root; so the key the
-        volume was created with is its key, and staging never has to write. A ``copied``
-        filesystem (a restore or a clone) keeps its source's modes, less "other" on what
-        pods see (a source made by an older driver had them)."""
+        """Give a new filesystem its root mode (the class's, or modes.VOLUME_ROOT rather
+        than mkfs's 0755) and, if encrypted, its salt and encrypted ``data/`` directory,
+        through a private mount under the data root; so the key the volume was created with
+        is its key, and staging never has to write. A ``copied`` filesystem (a restore or a
+        clone) keeps its source's modes, less "other" on what pods see (a source made by an
+        older driver had them)."""
         mode = record.spec.mode
         encrypted = record.spec.encrypted
         mount_point = self._layout.setup_path(record.volume_id)

@@ -30,9 +30,7 @@ from tests.support.prerequisites import need
 APPLIES: dict[str, tuple[Flavour, ...]] = {
     "create:record": ALL,
     "create:image": LOOPS,
-    # Only an encrypted filesystem, a copy or an xfs root with the sticky bit is mounted to
-    # be set up: test_creation_crashes kills those there.
-    "create:set-up": (),
+    "create:set-up": (EXT4,),
     "create:formatted": LOOPS,
     "create:renamed": ALL,
     "stage:record": ALL,

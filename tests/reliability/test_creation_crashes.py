@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -30,8 +30,7 @@ from tests.support.status import status_of
 
 EXT4 = Flavour("ext4", {"volumeType": "loop", "fsType": "ext4"}, 32 * MIB, fs_type="ext4")
 BLOCK = Flavour("block", {"volumeType": "loop"}, 16 * MIB, block=True)
-# A plain new filesystem gets its root's mode from mkfs: no set-up mount, so no set-up step.
-NEW_IMAGE = ("create:record", "create:image", "create:formatted", "create:renamed")
+NEW_IMAGE = ("create:record", "create:image", "create:set-up", "create:formatted", "create:renamed")
 COPIED_FS = ("create:record", "create:set-up", "create:renamed")
 COPIED_BLOCK = ("create:record", "create:renamed")
 INLINE_ID = "csi-" + "a" * 64
@@ -137,13 +136,10 @@ class _Unavailable(Exception):
 # test_crash_points kills a plain CreateVolume (ext4, block, directory) at every step; here
 # every other way a volume is made, at the steps where it holds a loop device, a scratch
 # image or a record of its own: all of them for the inline and Docker volumes (their own
-# records around the creation), the set-up and the ends elsewhere. The set-up mount is made
-# only for an encrypted filesystem, a copy, and an xfs root with the sticky bit.
+# records around the creation), the set-up and the ends elsewhere.
 SET_UP = ("create:set-up", "create:formatted")
-XFS_STICKY = replace(XFS, id="xfs-sticky", params={**XFS.params, "mode": "1777"})
 PATHS = [
-    Way("xfs", ("create:formatted",), None, _new(XFS)),
-    Way("xfs-sticky", SET_UP, None, _new(XFS_STICKY)),
+    Way("xfs", SET_UP, None, _new(XFS)),
     Way("encrypted", SET_UP, None, _new(ENCRYPTED, secrets=secrets(KEY))),
     Way("restore-ext4", COPIED_FS[1:], _a_source(EXT4), _copy(EXT4, "snapshot")),
     Way("clone-ext4", COPIED_FS[1:], _a_source(EXT4), _copy(EXT4, "volume")),

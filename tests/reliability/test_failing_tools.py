@@ -1,6 +1,6 @@
 """Failing host steps: one tool or one system call fails; the call says so and rolls back.
 
-Forked tools (mkfs.ext4, debugfs, resize2fs) fail through a shim first on the driver's PATH; mounts,
+Forked tools (mkfs.ext4, resize2fs) fail through a shim first on the driver's PATH; mounts,
 unmounts and ioctls (loop devices, a snapshot's freeze, thaw and clone), which fork nothing,
 fail through the seam's CSI_FAIL_SYSCALL (csi.host.kernel) naming one step. For every RPC
 that takes such a step, the call must fail with INTERNAL or FAILED_PRECONDITION (never
@@ -49,7 +49,6 @@ CASES = [
     # A directory volume's stage and unstage take no host step (publish binds its directory
     # straight onto the target), so its bind and umount fail at publish and unpublish.
     Case("mkfs.ext4", EXT4, (), "create"),
-    Case("debugfs", EXT4, (), "create"),  # the new root's mode
     Case("loop:find", EXT4, ("create",), "stage"),
     Case("loop:configure", EXT4, ("create",), "stage"),
     Case("loop:configure", BLOCK, ("create",), "stage"),
@@ -127,7 +126,7 @@ def test_every_tool_and_step_is_covered() -> None:
     # tool could fail (tests/integration/test_damaged_image.py); xfs tools and e2fsck run
     # only for xfs volumes or a grown ext4 (tests/integration/test_failures.py, test_expand).
     tools = {c.tool for c in CASES if not c.syscall}
-    assert tools == {"mkfs.ext4", "debugfs", "resize2fs"}
+    assert tools == {"mkfs.ext4", "resize2fs"}
     assert tools <= set(HOST_TOOLS)
     assert {c.tool for c in CASES if c.syscall} == STEPS - ELSEWHERE
 
