@@ -57,6 +57,8 @@ LO_FLAGS_READ_ONLY = kernel.LO_FLAGS_READ_ONLY
 LO_FLAGS_AUTOCLEAR = kernel.LO_FLAGS_AUTOCLEAR
 # The device is unbound, being torn down, or gone (removed, or no node for it in /dev).
 _GONE = (errno.ENXIO, errno.ENODEV, errno.ENOENT)
+# How often a device found unbound, yet bound again when sysfs is read back, is asked again.
+STATUS_LOOKS = 3
 
 
 @dataclass(frozen=True)
@@ -135,14 +137,24 @@ def _identify(name: str, *, dying_too: bool = False) -> LoopDevice | None:
     if not dying_too and _read(loop / "autoclear") == "1":
         return None
     path = str(DEV / name)
-    try:
-        backing, flags = _status(path)
-    except LoopFailed as failed:
-        if failed.errno in _GONE and not _read(loop / "backing_file"):
-            return None  # detached or removed between the two reads
-        raise LoopDeviceUnreadable(
-            f"cannot identify the backing file of {path}: {failed.message}"
-        ) from None
+    for look in range(STATUS_LOOKS):
+        try:
+            backing, flags = _status(path)
+            break
+        except LoopFailed as failed:
+            if failed.errno not in _GONE:
+                raise LoopDeviceUnreadable(
+                    f"cannot identify the backing file of {path}: {failed.message}"
+                ) from None
+            if not _read(loop / "backing_file"):
+                return None  # detached or removed between the two reads
+            # Unbound when asked, bound again since: an attach beside us took the freed
+            # device. Ask again, a few times; a device never still is not guessed at.
+            if look == STATUS_LOOKS - 1:
+                raise LoopDeviceUnreadable(
+                    f"cannot identify the backing file of {path}: {failed.message} "
+                    f"(bound again each of {STATUS_LOOKS} times it was found unbound)"
+                ) from None
     shown = _read(loop / "backing_file")  # read again: the one that goes with the identity
     if not shown:
         return None

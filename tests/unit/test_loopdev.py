@@ -200,6 +200,33 @@ def test_device_detached_during_the_scan_is_skipped(host: FakeHost, image: Path)
     assert loopdev.devices_for(image) == [str(host.dev / "loop1")]
 
 
+def test_device_detached_and_bound_again_during_the_scan_is_asked_again(
+    host: FakeHost, tmp_path: Path, image: Path
+) -> None:
+    """Unbound when asked (ENXIO), bound again to another file before sysfs is read back
+    (a concurrent attach took the free device): asked again, and then it is not the image's;
+    seen with four lifecycles at once on one node, as INTERNAL for an unstage."""
+    other = tmp_path / "data" / "images" / "vol-b.img"
+    other.write_bytes(b"")
+
+    def rebound() -> None:
+        host.unbind("loop0")
+        host.bind("loop0", of(other))
+
+    host.add("loop0", of(image, error=errno.ENXIO, on_ioctl=rebound))
+    host.add("loop1", of(image))
+    assert loopdev.devices_for(image) == [str(host.dev / "loop1")]
+    assert host.opened == ["loop0", "loop0", "loop1"]
+
+
+def test_a_device_never_still_when_asked_fails_the_lookup(host: FakeHost, image: Path) -> None:
+    """One that is unbound at every look yet bound at every read back is not guessed at."""
+    device = of(image, error=errno.ENXIO)
+    host.add("loop0", device)
+    with pytest.raises(LoopDeviceUnreadable, match="loop0"):
+        loopdev.devices_for(image)
+
+
 def test_device_removed_during_the_scan_is_skipped(host: FakeHost, image: Path) -> None:
     host.add("loop0", of(image))
 
