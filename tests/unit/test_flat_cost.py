@@ -59,37 +59,43 @@ COUNTED = (
 def counting(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
     """Counts of the calls of COUNTED (and open()) while the block runs, from any thread.
 
-    A wait for the kernel to let go of a loop device counts once: how often it looks at
-    /sys meanwhile is a matter of time, not of the volumes held (one more look, two more
-    opens, once made one side differ)."""
+    What grows with the host rather than with the volumes held counts once, as one call:
+    a wait for the kernel to let go of a loop device (how often it looks at /sys is a
+    matter of time), a reading of the host's loop devices (a read per device) and the
+    identification of every bound one (an open per device: a raw block volume's unstage
+    and delete look for the kubelet's device stacked on theirs). A kind cluster beside the
+    tests attaches and detaches its own devices meanwhile; each of the three once made one
+    side two opens bigger than the other."""
     counts: Counter[str] = Counter()
-    waiting = threading.local()
+    inside_once = threading.local()
 
     def wrap(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
         def counted(*args: Any, **kwargs: Any) -> Any:
-            if not getattr(waiting, "now", False):
+            if not getattr(inside_once, "now", False):
                 counts[name] += 1
             return real(*args, **kwargs)
 
         return counted
 
-    def wait_counted_once(real: Callable[[Callable[[], bool]], None]) -> Callable[..., None]:
-        def wait(pending: Callable[[], bool]) -> None:
-            counts["loopdev._wait_while"] += 1
-            waiting.now = True
+    def counted_once(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            counts[name] += 1
+            outer = getattr(inside_once, "now", False)
+            inside_once.now = True
             try:
-                real(pending)
+                return real(*args, **kwargs)
             finally:
-                waiting.now = False
+                inside_once.now = outer
 
-        return wait
+        return call
 
     with monkeypatch.context() as patch:
         for name in COUNTED:
             patch.setattr(os, name, wrap(f"os.{name}", getattr(os, name)))
         patch.setattr(builtins, "open", wrap("open", builtins.open))
         patch.setattr(io, "open", wrap("open", io.open))
-        patch.setattr(loopdev, "_wait_while", wait_counted_once(loopdev._wait_while))
+        for name in ("_wait_while", "_shown_names", "all_devices"):
+            patch.setattr(loopdev, name, counted_once(f"loopdev.{name}", getattr(loopdev, name)))
         yield counts
 
 
