@@ -149,7 +149,7 @@ def _identify(name: str, *, dying_too: bool = False) -> LoopDevice | None:
             if not _read(loop / "backing_file"):
                 return None  # detached or removed between the two reads
             # Unbound when asked, bound again since: an attach beside us took the freed
-            # device. Ask again, a few times; a device never still is not guessed at.
+            # device. Ask again, a few times; one that never holds still is not guessed at.
             if look == STATUS_LOOKS - 1:
                 raise LoopDeviceUnreadable(
                     f"cannot identify the backing file of {path}: {failed.message} "

@@ -36,8 +36,8 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 # What a rootful Podman makes on the host whatever its configuration says: netavark's run
 # directory is fixed. Each is removed after if the test made it, the deepest first: a
 # /run/containers that was there before stays, the networks directory made inside it goes.
-# What a rootful Podman makes on the host whatever its configuration says (its locks are
-# files under the test's tmp_dir, so the shared-memory segment is not among them: checked).
+# Its locks are files under the test's tmp_dir (lock_type below), so the host's shared-memory
+# segment is not among them: the fixture checks it is left as it was.
 PODMAN_RUN_PATHS = (Path("/run/containers/networks"), Path("/run/containers"))
 LOCK_SEGMENT = Path("/dev/shm/libpod_lock")
 pytestmark = pytest.mark.root

@@ -219,7 +219,7 @@ def test_device_detached_and_bound_again_during_the_scan_is_asked_again(
     assert host.opened == ["loop0", "loop0", "loop1"]
 
 
-def test_a_device_never_still_when_asked_fails_the_lookup(host: FakeHost, image: Path) -> None:
+def test_a_device_that_never_holds_still_fails_the_lookup(host: FakeHost, image: Path) -> None:
     """One that is unbound at every look yet bound at every read back is not guessed at."""
     device = of(image, error=errno.ENXIO)
     host.add("loop0", device)
