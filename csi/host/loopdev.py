@@ -137,24 +137,25 @@ def _identify(name: str, *, dying_too: bool = False) -> LoopDevice | None:
     if not dying_too and _read(loop / "autoclear") == "1":
         return None
     path = str(DEV / name)
-    for look in range(STATUS_LOOKS):
+    problem = ""
+    for _ in range(STATUS_LOOKS):
         try:
             backing, flags = _status(path)
             break
         except LoopFailed as failed:
+            problem = failed.message
             if failed.errno not in _GONE:
-                raise LoopDeviceUnreadable(
-                    f"cannot identify the backing file of {path}: {failed.message}"
-                ) from None
+                unreadable = f"cannot identify the backing file of {path}: {problem}"
+                raise LoopDeviceUnreadable(unreadable) from None
             if not _read(loop / "backing_file"):
                 return None  # detached or removed between the two reads
             # Unbound when asked, bound again since: an attach beside us took the freed
             # device. Ask again, a few times; one that never holds still is not guessed at.
-            if look == STATUS_LOOKS - 1:
-                raise LoopDeviceUnreadable(
-                    f"cannot identify the backing file of {path}: {failed.message} "
-                    f"(bound again each of {STATUS_LOOKS} times it was found unbound)"
-                ) from None
+    else:
+        raise LoopDeviceUnreadable(
+            f"cannot identify the backing file of {path}: {problem} "
+            f"(bound again each of {STATUS_LOOKS} times it was found unbound)"
+        )
     shown = _read(loop / "backing_file")  # read again: the one that goes with the identity
     if not shown:
         return None

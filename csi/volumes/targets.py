@@ -14,8 +14,9 @@ from csi.volumes import encryption
 
 def mounted_anywhere(record: VolumeRecord) -> bool:
     """Is anything mounted at the volume's staging path or any of its targets?"""
-    table = mount.read_mounts_naming(*record.host_paths)
-    return any(mount.mounts_at(p, table) for p in record.host_paths)
+    paths = record.host_paths
+    table = mount.read_mounts_naming(*paths)
+    return any(mount.mounts_at(p, table) for p in paths)
 
 
 def publish_filesystem(

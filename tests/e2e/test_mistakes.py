@@ -282,12 +282,9 @@ def make_every_mistake(scene: Scene) -> None:
     # The pod comes once its claim is bound, as it would to a volume bound long ago. A pod
     # that came first was found unschedulable for the unbound claim in one cold run, and the
     # scheduler had still not said anything else of it 120 s later.
-    core = scene.cluster.core
     wait_until(
         "the claim of the gone node's volume bound",
-        lambda: (
-            core.read_namespaced_persistent_volume_claim("node-gone", ns).status.phase == "Bound"
-        ),
+        lambda: scene.cluster.claim(ns, "node-gone").status.phase == "Bound",
         60,
     )
     scene.cluster.apply(ns, pod("node-gone", claims={"/data": "node-gone"}))
